@@ -1,0 +1,13 @@
+"""statestream: stream processing with durable, fault-tolerant, queryable state.
+
+The package is layered (lowest first): ``errors``/``serde``/``config``, then
+``stores``, then ``log``, ``tables``, the user-facing API and the worker. A layer
+only imports the layers below it; ``setup.cfg`` holds the import-linter contract
+that keeps it so.
+"""
+
+from statestream.errors import StateStreamError
+
+__all__ = ["StateStreamError", "__version__"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,133 @@
+"""The statestream error tree.
+
+Everything statestream raises subclasses :class:`StateStreamError`, so an
+operator can catch one class. Backend exceptions (plyvel, aerospike,
+kafka-python) never escape raw: they are wrapped with ``raise ... from exc`` so
+the cause stays in the traceback. Each class says when it is raised and what to
+do about it.
+"""
+
+from __future__ import annotations
+
+
+class StateStreamError(Exception):
+    """Base class of every error statestream raises."""
+
+
+class ConfigurationError(StateStreamError, ValueError):
+    """A setting, URL or option is invalid.
+
+    Raised at construction time, before any data is touched. Fix the setting
+    named in the message; nothing needs cleaning up.
+    """
+
+
+class UnknownStoreSchemeError(ConfigurationError):
+    """A store URL names a scheme no built-in or installed store handles.
+
+    The message lists the schemes that are known. Fix the URL, or install the
+    package that registers the scheme under the ``statestream.stores`` entry
+    point group.
+    """
+
+
+class SerializationError(StateStreamError):
+    """A key or value could not be encoded or decoded by its codec."""
+
+
+class EncodeError(SerializationError, TypeError):
+    """An object cannot be encoded by the configured codec.
+
+    The message names the codec and the type of the object. Convert the value
+    to something the codec supports, or configure another codec.
+    """
+
+
+class DecodeError(SerializationError, ValueError):
+    """Bytes could not be decoded by the configured codec.
+
+    Usually a producer wrote with another codec than the one configured. The
+    message names the codec and shows the start of the bytes.
+    """
+
+
+class UnsafeCodecError(ConfigurationError):
+    """A codec that can execute code on decode (pickle) was requested implicitly.
+
+    Pickle is only available as ``PickleCodec(trusted=True)``: a changelog is
+    input, and unpickling input runs arbitrary code.
+    """
+
+
+class StoreError(StateStreamError):
+    """A state store operation failed.
+
+    Subclasses say why. A plain ``StoreError`` wraps an unexpected backend
+    error (its ``__cause__``); check the store's disk or server, then restart:
+    the store's data and offset only ever move together, so a restart recovers.
+    """
+
+
+class StoreClosedError(StoreError):
+    """An operation was attempted on a store after ``close()``.
+
+    A store belongs to one (table, partition) while the partition is assigned;
+    after a revoke or shutdown it is closed. Open a new store instead.
+    """
+
+
+class InvalidKeyError(StoreError, TypeError):
+    """A store was given a key or value that is not ``bytes``.
+
+    Stores are bytes-level. Encode keys and values with a codec first (tables
+    do this for you).
+    """
+
+
+class InvalidTableNameError(ConfigurationError):
+    """A table name cannot be used to name store files or topics.
+
+    Use letters, digits, ``.``, ``_`` and ``-`` only, not starting with ``.``,
+    at most 200 characters.
+    """
+
+
+class OffsetRegressionError(StoreError):
+    """A write tried to move a store's changelog offset backwards.
+
+    Offsets only move forward; a lower offset means a stale writer or a
+    recreated changelog. The write was not applied. Clear the store (it will be
+    rebuilt from the changelog) if the changelog was recreated.
+    """
+
+
+class InvalidOffsetError(StoreError, ValueError):
+    """A changelog offset given to a store is not a non-negative integer.
+
+    Offsets are Kafka offsets: integers from 0. The write was not applied.
+    """
+
+
+class StoreLockedError(StoreError):
+    """The store's files are held by another process (or another open handle).
+
+    Two owners of one (table, partition) would corrupt each other's view. The
+    message names the path: stop the other process, or give this one another
+    data directory.
+    """
+
+
+class StorePermissionError(StoreError, PermissionError):
+    """The store's data directory cannot be created or written.
+
+    The message names the path. Fix its ownership or permissions, or point the
+    store URL at a writable directory.
+    """
+
+
+class StoreCorruptedError(StoreError):
+    """The store's files exist but cannot be read as a valid store.
+
+    Delete the directory named in the message; the store is rebuilt from its
+    changelog on the next start.
+    """

@@ -1,0 +1,261 @@
+"""The ``Store`` contract: bytes-level, ordered, atomic batches with an offset.
+
+One store instance holds the state of one table for one partition. It knows
+nothing of Kafka, tables or codecs: keys and values are ``bytes``, and the only
+Kafka-shaped notion is the *changelog offset*, an integer recorded atomically
+with each batch so that recovery knows exactly which changelog records the
+stored data already contains.
+
+Thread ownership: a store is owned by one thread at a time (the partition
+thread of its partition, or the standby thread). Stores are not thread-safe;
+handing one to another thread requires a happens-before edge (a queue, a join).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import ClassVar
+
+from statestream.errors import (
+    ConfigurationError,
+    InvalidKeyError,
+    InvalidOffsetError,
+    InvalidTableNameError,
+    OffsetRegressionError,
+    StoreClosedError,
+)
+
+__all__ = [
+    "Changes",
+    "Store",
+    "StoreURL",
+    "check_changes",
+    "check_key",
+    "check_offset",
+    "check_table_name",
+    "key_bounds",
+    "prefix_successor",
+]
+
+#: A batch for :meth:`Store.write`: key -> new value, or ``None`` to delete.
+Changes = Mapping[bytes, "bytes | None"]
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A parsed store URL such as ``leveldb:///var/lib/app?sync=true``.
+
+    ``hosts`` is the comma-separated network location split into parts (empty
+    for local stores); ``options`` holds the query string, one value per name.
+    """
+
+    raw: str
+    scheme: str
+    hosts: tuple[str, ...]
+    path: str
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+def prefix_successor(prefix: bytes) -> bytes | None:
+    """Return the smallest key greater than every key that starts with ``prefix``.
+
+    ``None`` means there is no such key (the prefix is empty or all ``0xff``):
+    the range is unbounded above.
+    """
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes((stripped[-1] + 1,))
+
+
+def key_bounds(
+    start: bytes | None, end: bytes | None, prefix: bytes | None
+) -> tuple[bytes | None, bytes | None] | None:
+    """Combine ``start`` (inclusive), ``end`` (exclusive) and ``prefix`` into one range.
+
+    Returns ``(lo, hi)`` where ``None`` means unbounded, or ``None`` when the
+    range is empty. Every store iterates the same range, so this one function
+    decides the semantics for all of them.
+    """
+    for name, value in (("start", start), ("end", end), ("prefix", prefix)):
+        if value is not None and not isinstance(value, bytes):
+            raise InvalidKeyError(
+                f"iterate({name}=...) needs bytes or None, got {type(value).__name__}"
+            )
+    lo, hi = start, end
+    if prefix:
+        lo = prefix if lo is None or lo < prefix else lo
+        successor = prefix_successor(prefix)
+        if successor is not None and (hi is None or successor < hi):
+            hi = successor
+    if lo is not None and hi is not None and lo >= hi:
+        return None
+    return lo, hi
+
+
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,199}")
+
+
+def check_table_name(name: object) -> None:
+    """Raise :class:`InvalidTableNameError` unless ``name`` is safe for files and topics."""
+    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
+        raise InvalidTableNameError(
+            f"invalid table name {name!r}: use 1-200 letters, digits, '.', '_' or '-', "
+            "not starting with '.'"
+        )
+
+
+def check_key(key: object) -> None:
+    """Raise :class:`InvalidKeyError` unless ``key`` is ``bytes``."""
+    if not isinstance(key, bytes):
+        raise InvalidKeyError(
+            f"store keys must be bytes, got {type(key).__name__} {key!r:.60}; encode it "
+            "with a codec first"
+        )
+
+
+def check_offset(offset: object, current: int | None) -> None:
+    """Validate a changelog offset for :meth:`Store.write` against the stored one."""
+    if offset is None:
+        return
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise InvalidOffsetError(f"changelog offset must be an int >= 0, got {offset!r}")
+    if current is not None and offset < current:
+        raise OffsetRegressionError(
+            f"changelog offset would move backwards from {current} to {offset}; the "
+            "batch was not applied"
+        )
+
+
+def check_changes(changes: Changes) -> None:
+    """Raise :class:`InvalidKeyError` if any key or value of a batch is not bytes."""
+    if not isinstance(changes, Mapping):
+        raise InvalidKeyError(
+            f"write() needs a mapping of bytes keys to bytes values or None, got "
+            f"{type(changes).__name__}"
+        )
+    for key, value in changes.items():
+        if not isinstance(key, bytes):
+            check_key(key)
+        if value is not None and not isinstance(value, bytes):
+            raise InvalidKeyError(
+                f"store values must be bytes or None (delete), got {type(value).__name__} "
+                f"for key {key!r:.60}"
+            )
+
+
+class Store(ABC):
+    """State of one table for one partition, as ordered bytes with an offset.
+
+    Contract, shared by every implementation and checked by one test suite:
+
+    * ``get``/``get_many`` return the value or ``None``; keys must be ``bytes``
+      (:class:`~statestream.errors.InvalidKeyError` otherwise).
+    * ``write(changes, offset)`` applies every put and delete of ``changes``
+      *and* records ``offset`` as one atomic unit where the engine allows it
+      (LevelDB: one WriteBatch; memory: trivially). After a crash either all of
+      a batch and its offset are visible, or none. ``offset=None`` leaves the
+      recorded offset unchanged. An offset lower than the recorded one raises
+      :class:`~statestream.errors.OffsetRegressionError` and applies nothing.
+    * ``iterate(start, end, prefix, reverse)`` yields ``(key, value)`` pairs in
+      key-byte order (descending with ``reverse``), ``start`` inclusive,
+      ``end`` exclusive, restricted to keys starting with ``prefix``.
+    * ``offset()`` is the last recorded changelog offset, or ``None``.
+    * ``count()`` is the number of keys. ``clear()`` removes every key and the
+      offset. ``close()`` is idempotent; any other call after it raises
+      :class:`~statestream.errors.StoreClosedError`.
+
+    Thread ownership: one owning thread at a time (see module docstring).
+    """
+
+    #: URL scheme the store registers under, e.g. ``"leveldb"``.
+    scheme: ClassVar[str]
+    #: Whether data and offset survive ``close()`` and a process crash.
+    persistent: ClassVar[bool]
+
+    def __init__(self, table: str, partition: int) -> None:
+        check_table_name(table)
+        if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
+            raise ConfigurationError(f"partition must be an int >= 0, got {partition!r}")
+        self.table = table
+        self.partition = partition
+        self._closed = False
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: StoreURL, table: str, partition: int) -> Store:
+        """Open the store of ``table``/``partition`` described by ``url``."""
+
+    @abstractmethod
+    def get(self, key: bytes) -> bytes | None:
+        """Return the value stored under ``key``, or ``None``."""
+
+    @abstractmethod
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Return the values of ``keys`` in the same order (``None`` when missing)."""
+
+    @abstractmethod
+    def write(self, changes: Changes, offset: int | None) -> None:
+        """Apply ``changes`` (``None`` deletes) and record ``offset``, atomically."""
+
+    @abstractmethod
+    def iterate(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        prefix: bytes | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Yield ``(key, value)`` pairs in key order within the given bounds."""
+
+    @abstractmethod
+    def offset(self) -> int | None:
+        """Return the last changelog offset recorded by ``write``, or ``None``."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Return the number of keys (may cost a scan: see the implementation)."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Remove every key and forget the offset."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release the engine's resources (called once by :meth:`close`)."""
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` has been called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Release the store. Idempotent; later calls other than ``close`` raise."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def _raise_closed(self) -> None:
+        raise StoreClosedError(
+            f"{type(self).__name__} for table {self.table!r} partition {self.partition} is "
+            "closed; open a new store for the partition"
+        )
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<{type(self).__name__} table={self.table!r} partition={self.partition} {state}>"

@@ -1,0 +1,122 @@
+"""``MemoryStore``: the reference store, kept in a ``SortedDict``.
+
+URL ``memory://``. Nothing survives ``close()`` or the process: a memory-backed
+table is rebuilt from its changelog on every start. It is the semantic
+reference the other stores are tested against, and a fine choice for small
+state or tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
+
+from sortedcontainers import SortedDict
+
+from statestream.errors import ConfigurationError
+from statestream.stores.base import (
+    Changes,
+    Store,
+    StoreURL,
+    check_changes,
+    check_key,
+    check_offset,
+    key_bounds,
+)
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(Store):
+    """An in-memory ordered store.
+
+    Thread ownership: the owning partition (or standby) thread only. Writing
+    while a ``iterate()`` generator is live gives undefined results, as with a
+    dict; finish or discard the iterator first.
+    """
+
+    scheme: ClassVar[str] = "memory"
+    persistent: ClassVar[bool] = False
+
+    def __init__(self, table: str, partition: int) -> None:
+        super().__init__(table, partition)
+        self._data: SortedDict = SortedDict()
+        self._offset: int | None = None
+
+    @classmethod
+    def from_url(cls, url: StoreURL, table: str, partition: int) -> MemoryStore:
+        if url.hosts or url.path not in ("", "/") or url.options:
+            raise ConfigurationError(
+                f"memory store URLs take no host, path or options: use 'memory://', got {url.raw!r}"
+            )
+        return cls(table, partition)
+
+    def get(self, key: bytes) -> bytes | None:
+        if self._closed:
+            self._raise_closed()
+        if not isinstance(key, bytes):
+            check_key(key)
+        value: bytes | None = self._data.get(key)
+        return value
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        if self._closed:
+            self._raise_closed()
+        for key in keys:
+            check_key(key)
+        data = self._data
+        return [data.get(key) for key in keys]
+
+    def write(self, changes: Changes, offset: int | None) -> None:
+        if self._closed:
+            self._raise_closed()
+        check_offset(offset, self._offset)
+        check_changes(changes)
+        data = self._data
+        for key, value in changes.items():
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+        if offset is not None:
+            self._offset = offset
+
+    def iterate(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        prefix: bytes | None = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[bytes, bytes]]:
+        if self._closed:
+            self._raise_closed()
+        bounds = key_bounds(start, end, prefix)
+        if bounds is None:
+            return iter(())
+        lo, hi = bounds
+        keys = self._data.irange(lo, hi, inclusive=(True, False), reverse=reverse)
+        return self._pairs(keys)
+
+    def _pairs(self, keys: Iterator[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        data = self._data
+        for key in keys:
+            yield key, data[key]
+
+    def offset(self) -> int | None:
+        if self._closed:
+            self._raise_closed()
+        return self._offset
+
+    def count(self) -> int:
+        if self._closed:
+            self._raise_closed()
+        return len(self._data)
+
+    def clear(self) -> None:
+        if self._closed:
+            self._raise_closed()
+        self._data.clear()
+        self._offset = None
+
+    def _close(self) -> None:
+        self._data = SortedDict()
