@@ -131,3 +131,90 @@ class StoreCorruptedError(StoreError):
     Delete the directory named in the message; the store is rebuilt from its
     changelog on the next start.
     """
+
+
+class LogError(StateStreamError):
+    """A log (Kafka or the embedded log) operation failed.
+
+    Subclasses say why; a plain ``LogError`` wraps an unexpected client error
+    (see its ``__cause__``).
+    """
+
+
+class UnknownTransportSchemeError(ConfigurationError):
+    """A broker URL names a transport that does not exist.
+
+    Use ``kafka://host:9092[,host2:9092]`` or ``embedded:///path/to/dir``.
+    """
+
+
+class BrokerUnavailableError(LogError):
+    """No broker answered at the configured address.
+
+    The message lists the addresses tried. Check the broker is running and
+    reachable from this machine, and the URL's host and port.
+    """
+
+
+class TopicNotFoundError(LogError):
+    """A topic that must exist does not.
+
+    Create it (statestream creates changelog topics itself), or fix the name.
+    """
+
+
+class TopicMismatchError(LogError):
+    """A topic exists with a partition count or cleanup policy other than expected.
+
+    Routing state by partition depends on these; statestream never repairs
+    them silently. Recreate the topic with the settings in the message, or
+    change the application's configuration to match it.
+    """
+
+
+class OffsetOutOfRangeError(LogError):
+    """A fetch position is below the log start or beyond its end.
+
+    Raised when the fetcher's reset policy is ``"error"``. Seek to a valid
+    offset (the message gives the partition's range), or configure the
+    fetcher with ``reset="earliest"`` or ``"latest"``.
+    """
+
+
+class ProduceError(LogError):
+    """A record could not be written to the log.
+
+    Nothing after the failed record is acknowledged; the caller must not
+    commit source offsets past it. Check the broker and retry the batch.
+    """
+
+
+class TransactionError(LogError):
+    """A transactional operation failed or is not supported by the transport.
+
+    The transaction was aborted (or never began): nothing in it is visible to
+    read-committed fetchers. Restart processing from the committed offsets.
+    """
+
+
+class LogLockedError(LogError):
+    """The embedded log's directory is held by another process.
+
+    Only one process may own an embedded log. Stop the other process, or use
+    another directory in the broker URL.
+    """
+
+
+class GroupError(LogError):
+    """Group membership or offset commit failed (for example a rebalance fenced us).
+
+    Processing of the affected partitions must stop; they will be reassigned
+    and resume from the last committed offsets.
+    """
+
+
+class TopicExistsError(LogError):
+    """``create_topic`` was asked to create a topic that already exists.
+
+    Use ``ensure_topic`` to create-or-validate instead.
+    """

@@ -1,0 +1,51 @@
+"""Small value types shared by every layer: topic partitions and records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = ["Headers", "Record", "TopicPartition"]
+
+#: Record headers: ordered (name, value) pairs; a name may repeat, as in Kafka.
+Headers = tuple[tuple[str, bytes], ...]
+
+
+class TopicPartition(NamedTuple):
+    """One partition of one topic."""
+
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record read from a log.
+
+    ``timestamp`` is in milliseconds since the epoch. ``key``/``value`` are raw
+    bytes (``None`` value: a tombstone).
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+    headers: Headers = ()
+
+    @property
+    def tp(self) -> TopicPartition:
+        """The record's topic partition."""
+        return TopicPartition(self.topic, self.partition)
+
+    def header(self, name: str) -> bytes | None:
+        """Return the last value of header ``name``, or ``None``."""
+        found: bytes | None = None
+        for key, value in self.headers:
+            if key == name:
+                found = value
+        return found
