@@ -30,6 +30,7 @@ from statestream.errors import (
 )
 
 __all__ = [
+    "MAX_OFFSET",
     "Changes",
     "Store",
     "StoreURL",
@@ -40,6 +41,9 @@ __all__ = [
     "key_bounds",
     "prefix_successor",
 ]
+
+#: The largest offset Kafka can assign (offsets are signed 64-bit integers).
+MAX_OFFSET = (1 << 63) - 1
 
 #: A batch for :meth:`Store.write`: key -> new value, or ``None`` to delete.
 Changes = Mapping[bytes, "bytes | None"]
@@ -122,8 +126,11 @@ def check_offset(offset: object, current: int | None) -> None:
     """Validate a changelog offset for :meth:`Store.write` against the stored one."""
     if offset is None:
         return
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise InvalidOffsetError(f"changelog offset must be an int >= 0, got {offset!r}")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
+        raise InvalidOffsetError(
+            f"changelog offset must be an int from 0 to {MAX_OFFSET} (Kafka offsets are "
+            f"signed 64-bit), got {offset!r}"
+        )
     if current is not None and offset < current:
         raise OffsetRegressionError(
             f"changelog offset would move backwards from {current} to {offset}; the "

@@ -44,6 +44,7 @@ from statestream.stores.base import (
 __all__ = ["LevelDBStore", "store_path"]
 
 _DATA = b"d"
+_DATA_END = b"e"  # first key past every data key
 _OFFSET_KEY = b"moffset"
 _VERSION_KEY = b"mversion"
 _FORMAT_VERSION = b"1"
@@ -171,15 +172,17 @@ class LevelDBStore(Store):
     def _open_error(self, exc: Exception) -> StoreError:
         message = str(exc)
         lowered = message.lower()
-        if "lock" in lowered:
-            return StoreLockedError(
-                f"LevelDB store at {self.path!r} is held by another process or another open "
-                f"store ({message}); stop the other owner or use another data directory"
-            )
+        # LevelDB names its LOCK file in many errors, so "lock" alone proves
+        # nothing: only these phrases mean another handle holds the lock.
         if "permission denied" in lowered or "read-only" in lowered:
             return StorePermissionError(
                 f"LevelDB store at {self.path!r} is not writable ({message}); fix the "
                 "directory's permissions or choose another data directory"
+            )
+        if "already held by process" in lowered or "temporarily unavailable" in lowered:
+            return StoreLockedError(
+                f"LevelDB store at {self.path!r} is held by another process or another open "
+                f"store ({message}); stop the other owner or use another data directory"
             )
         return StoreError(f"cannot open LevelDB store at {self.path!r}: {message}")
 
@@ -260,7 +263,9 @@ class LevelDBStore(Store):
             return iter(())
         lo, hi = bounds
         try:
-            raw = self._data.iterator(start=lo, stop=hi, reverse=reverse)
+            if reverse:
+                return self._reverse(lo, hi)
+            raw = self._data.iterator(start=lo, stop=hi)
         except (plyvel.Error, RuntimeError) as exc:
             raise self._wrap(exc, "iterate") from exc
         return self._guarded(raw)
@@ -270,6 +275,20 @@ class LevelDBStore(Store):
         # iterator; turn it into the typed error callers expect.
         try:
             yield from raw
+        except (plyvel.Error, RuntimeError) as exc:
+            raise self._wrap(exc, "iterate") from exc
+
+    def _reverse(self, lo: bytes | None, hi: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        # plyvel 1.5's reverse iterator skips the inclusive start key when it
+        # is the greatest key in range, so the lower bound is enforced here
+        # instead of being passed to LevelDB.
+        stop = _DATA + hi if hi is not None else _DATA_END
+        floor = _DATA + lo if lo is not None else _DATA
+        try:
+            for key, value in self._db.iterator(stop=stop, reverse=True):
+                if key < floor:
+                    return
+                yield key[1:], value
         except (plyvel.Error, RuntimeError) as exc:
             raise self._wrap(exc, "iterate") from exc
 

@@ -100,6 +100,9 @@ class MemoryStore(Store):
     def _pairs(self, keys: Iterator[bytes]) -> Iterator[tuple[bytes, bytes]]:
         data = self._data
         for key in keys:
+            # Same contract as LevelDB: an iterator outliving close() raises.
+            if self._closed:
+                self._raise_closed()
             yield key, data[key]
 
     def offset(self) -> int | None:
@@ -119,4 +122,4 @@ class MemoryStore(Store):
         self._offset = None
 
     def _close(self) -> None:
-        self._data = SortedDict()
+        self._data.clear()

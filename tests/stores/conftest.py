@@ -1,0 +1,100 @@
+"""Fixtures shared by the store tests: one factory per store type.
+
+Every store runs the same contract suite through the ``store_factory`` fixture.
+A new store joins the suite by adding one :class:`StoreFactory` to
+``STORE_FACTORIES``; its ``make_opener`` receives a fresh per-test working
+directory and returns the function that opens ``(table, partition)``. Anything
+the opens must share (a data directory, a fake server) lives in that closure,
+so a store closed and opened again within one test sees the same backing state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from statestream.stores.base import Store
+from statestream.stores.leveldb import LevelDBStore
+from statestream.stores.memory import MemoryStore
+
+#: Opens the store of ``(table, partition)``.
+Opener = Callable[[str, int], Store]
+
+
+@dataclass
+class StoreFactory:
+    """Opens stores of one type; ``start`` binds it to a working directory.
+
+    ``persistent`` says whether data and offset must survive ``close()``.
+    """
+
+    name: str
+    persistent: bool
+    make_opener: Callable[[Path], Opener]
+    _opener: Opener | None = None
+    _opened: list[Store] = field(default_factory=list)
+
+    def start(self, workdir: Path) -> StoreFactory:
+        """Return a copy of this factory whose stores live under ``workdir``."""
+        return StoreFactory(self.name, self.persistent, self.make_opener, self.make_opener(workdir))
+
+    def open(self, table: str = "t", partition: int = 0) -> Store:
+        """Open (or reopen) the store of ``table``/``partition``."""
+        if self._opener is None:
+            raise RuntimeError(f"store factory {self.name!r} used before start()")
+        store = self._opener(table, partition)
+        self._opened.append(store)
+        return store
+
+    def cleanup(self) -> None:
+        """Close every store this factory opened (so files and locks are released)."""
+        errors: list[BaseException] = []
+        for store in self._opened:
+            try:
+                store.close()
+            except Exception as exc:
+                errors.append(exc)
+        self._opened.clear()
+        if errors:
+            raise errors[0]
+
+
+def _memory_opener(workdir: Path) -> Opener:
+    return MemoryStore
+
+
+def _leveldb_opener(workdir: Path) -> Opener:
+    def open_leveldb(table: str, partition: int) -> Store:
+        return LevelDBStore(str(workdir), table, partition)
+
+    return open_leveldb
+
+
+STORE_FACTORIES: list[StoreFactory] = [
+    StoreFactory("memory", persistent=False, make_opener=_memory_opener),
+    StoreFactory("leveldb", persistent=True, make_opener=_leveldb_opener),
+]
+
+
+@pytest.fixture(params=STORE_FACTORIES, ids=[factory.name for factory in STORE_FACTORIES])
+def store_kind(request: pytest.FixtureRequest) -> StoreFactory:
+    """The unstarted factory of each store type (for tests that need many fresh stores)."""
+    kind: StoreFactory = request.param
+    return kind
+
+
+@pytest.fixture
+def store_factory(store_kind: StoreFactory, tmp_path: Path) -> Iterator[StoreFactory]:
+    """A factory for stores of each type, backed by this test's ``tmp_path``."""
+    factory = store_kind.start(tmp_path)
+    yield factory
+    factory.cleanup()
+
+
+@pytest.fixture
+def store(store_factory: StoreFactory) -> Store:
+    """A fresh, empty store of table ``"t"``, partition 0, of each type."""
+    return store_factory.open("t", 0)
