@@ -36,8 +36,10 @@ __all__ = [
     "StoreURL",
     "check_changes",
     "check_key",
+    "check_mapping",
     "check_offset",
     "check_table_name",
+    "invalid_value",
     "key_bounds",
     "prefix_successor",
 ]
@@ -138,21 +140,31 @@ def check_offset(offset: object, current: int | None) -> None:
         )
 
 
-def check_changes(changes: Changes) -> None:
-    """Raise :class:`InvalidKeyError` if any key or value of a batch is not bytes."""
+def invalid_value(key: object, value: object) -> InvalidKeyError:
+    """Return the error for a batch value that is neither bytes nor ``None``."""
+    return InvalidKeyError(
+        f"store values must be bytes or None (delete), got {type(value).__name__} "
+        f"for key {key!r:.60}"
+    )
+
+
+def check_mapping(changes: object) -> None:
+    """Raise :class:`InvalidKeyError` unless ``changes`` is a mapping."""
     if not isinstance(changes, Mapping):
         raise InvalidKeyError(
             f"write() needs a mapping of bytes keys to bytes values or None, got "
             f"{type(changes).__name__}"
         )
+
+
+def check_changes(changes: Changes) -> None:
+    """Raise :class:`InvalidKeyError` if any key or value of a batch is not bytes."""
+    check_mapping(changes)
     for key, value in changes.items():
         if not isinstance(key, bytes):
             check_key(key)
         if value is not None and not isinstance(value, bytes):
-            raise InvalidKeyError(
-                f"store values must be bytes or None (delete), got {type(value).__name__} "
-                f"for key {key!r:.60}"
-            )
+            raise invalid_value(key, value)
 
 
 class Store(ABC):

@@ -35,9 +35,10 @@ from statestream.stores.base import (
     Changes,
     Store,
     StoreURL,
-    check_changes,
     check_key,
+    check_mapping,
     check_offset,
+    invalid_value,
     key_bounds,
 )
 
@@ -211,7 +212,9 @@ class LevelDBStore(Store):
         if not isinstance(key, bytes):
             check_key(key)
         try:
-            value: bytes | None = self._data.get(key)
+            # db.get on the prefixed key, not prefixed_db.get: the latter costs
+            # a second Python-level call with keyword arguments per read.
+            value: bytes | None = self._db.get(_DATA + key)
         except (plyvel.Error, RuntimeError) as exc:
             raise self._wrap(exc, "get") from exc
         return value
@@ -220,10 +223,11 @@ class LevelDBStore(Store):
         if self._closed:
             self._raise_closed()
         for key in keys:
-            check_key(key)
-        get = self._data.get
+            if not isinstance(key, bytes):
+                check_key(key)
+        get = self._db.get
         try:
-            return [get(key) for key in keys]
+            return [get(_DATA + key) for key in keys]
         except (plyvel.Error, RuntimeError) as exc:
             raise self._wrap(exc, "get") from exc
 
@@ -231,16 +235,23 @@ class LevelDBStore(Store):
         if self._closed:
             self._raise_closed()
         check_offset(offset, self._offset)
-        check_changes(changes)
+        check_mapping(changes)
         try:
             batch = self._db.write_batch(sync=self.options.sync)
             put = batch.put
             delete = batch.delete
+            # Validation happens in the same loop that fills the batch: nothing
+            # reaches the database before batch.write(), so a bad item still
+            # leaves the store untouched.
             for key, value in changes.items():
+                if not isinstance(key, bytes):
+                    check_key(key)
                 if value is None:
                     delete(_DATA + key)
-                else:
+                elif isinstance(value, bytes):
                     put(_DATA + key, value)
+                else:
+                    raise invalid_value(key, value)
             if offset is not None:
                 put(_OFFSET_KEY, _OFFSET.pack(offset))
             batch.write()

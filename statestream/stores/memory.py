@@ -63,7 +63,8 @@ class MemoryStore(Store):
         if self._closed:
             self._raise_closed()
         for key in keys:
-            check_key(key)
+            if not isinstance(key, bytes):
+                check_key(key)
         data = self._data
         return [data.get(key) for key in keys]
 

@@ -29,6 +29,7 @@ ENTRY_POINT_GROUP = "statestream.stores"
 BUILTIN_STORES: Mapping[str, str] = {
     "memory": "statestream.stores.memory:MemoryStore",
     "leveldb": "statestream.stores.leveldb:LevelDBStore",
+    "aerospike": "statestream.stores.aerospike:AerospikeStore",
 }
 
 

@@ -1,0 +1,653 @@
+"""Throughput of the statestream stores against the raw structure or engine below them.
+
+Run::
+
+    .venv/bin/python benchmarks/bench_stores.py [--n N] [--batch B] [--repeat R] [--json]
+
+What is measured, for each store (``MemoryStore``; ``LevelDBStore`` in a temporary
+directory), each figure in operations per second where **one operation is one key**:
+
+``put``
+    ``store.write({key: value}, offset)`` once per key, offsets 0, 1, 2, ...: a
+    one-key batch with an offset is how a store is written.
+``batch_write``
+    ``store.write(batch, offset)`` with batches of B keys (default 100), one offset
+    per batch. Reported as keys/s (batches/s = keys/s / B).
+``get``
+    ``store.get(key)`` for every key, in a random order different from the
+    insertion order; every key exists.
+``get_many``
+    ``store.get_many(keys)`` on that lookup order cut into chunks of B; keys/s.
+``iterate``
+    ``store.iterate()`` over the whole store (no bounds), consumed by
+    ``collections.deque(..., maxlen=0)``; pairs/s.
+
+Each figure is printed next to a *raw baseline* measured in the same run, on the
+same data, in the same order:
+
+* ``MemoryStore`` against a plain ``dict``: ``d[k] = v`` per key (for ``put`` and
+  ``batch_write``, the loop runs over the same one-key / B-key dicts the store
+  gets), ``d.get(k)``, ``[d.get(k) for k in chunk]``. ``dict`` has no order, so for
+  ``iterate`` the baseline is a ``sortedcontainers.SortedDict`` holding the same
+  pairs, scanned as ``(k, sd[k]) for k in sd.irange()`` -- the structure and
+  access path ``MemoryStore`` uses -- not ``sorted(d.items())``, which would
+  charge a sort to the baseline. Note that ``MemoryStore`` keeps a ``SortedDict``,
+  so its write ratios include the cost of keeping keys sorted, not only the
+  store's own code.
+* ``LevelDBStore`` against raw plyvel on a separate temporary database opened with
+  the same options (the :class:`~statestream.config.LevelDBOptions` defaults:
+  write buffer, block cache, block size, bloom filter, snappy compression,
+  ``sync``): ``db.put(k, v)``; ``db.write_batch()`` + ``put`` per key +
+  ``write()``; ``db.get(k)``; ``[db.get(k) for k in chunk]`` (plyvel has no
+  multi-get); ``db.iterator()``. The store's extra work is part of what is
+  measured: it prefixes every key with one byte and puts the offset record into
+  each batch (so a store ``put`` is a two-entry WriteBatch, while the raw
+  ``db.put`` is one entry).
+
+Fairness: both sides get the same keys (``b"key:%08d"``, shuffled), the same
+100-byte random values, the same batch dicts and lookup lists (built before
+timing). Writes start from a fresh, empty database (or dict) for every timed
+run; reads use databases loaded the same way (the same B-key batches), then
+fully compacted, so the LSM shape does not favour either side. Opening,
+loading and closing are never timed. Store and raw runs alternate; one warm-up
+pass of each is discarded and sizes the runs: a pass (all N keys once) shorter
+than 0.3 s is repeated within a run, on fresh state each time for writes, and
+the run counts the mean per pass. The garbage collector is off while timing (as
+in ``timeit``), and the **best** (fastest) of R timed runs is reported, not the
+median: it is the figure least disturbed by other activity on the machine.
+
+Reading the table: ``ratio`` = store ops/s / raw ops/s. 100% means the store
+adds nothing measurable; 50% means the store layer costs as much as the engine
+itself. Ratios are far more stable across machines than the absolute figures.
+With ``--json`` the table goes to stderr and a JSON document to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import gc
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TextIO, TypeVar
+
+import plyvel
+from sortedcontainers import SortedDict
+
+from statestream.config import LevelDBOptions
+from statestream.stores.leveldb import LevelDBStore
+from statestream.stores.memory import MemoryStore
+
+T = TypeVar("T")
+
+VALUE_SIZE = 100
+SEED = 20240601
+#: Shortest timed run; quicker passes are repeated within it (as ``timeit`` autoranges).
+MIN_RUN_SECONDS = 0.3
+MAX_PASSES = 50
+TABLE = "bench"
+PARTITION = 0
+
+
+# -- workload -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Every input of every measurement, built once before any timing."""
+
+    n: int
+    batch: int
+    #: ``(key, value)`` in insertion order (keys shuffled).
+    pairs: list[tuple[bytes, bytes]]
+    #: The same pairs as one-key dicts, the argument of a single-put ``write``.
+    singles: list[dict[bytes, bytes]]
+    #: The same pairs cut into dicts of ``batch`` keys, in insertion order.
+    batches: list[dict[bytes, bytes]]
+    #: Every key once, in a random order different from the insertion order.
+    lookups: list[bytes]
+    #: ``lookups`` cut into lists of ``batch`` keys.
+    lookup_chunks: list[list[bytes]]
+
+
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    """Yield consecutive slices of ``items`` of length ``size`` (the last may be shorter)."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def make_workload(n: int, batch: int) -> Workload:
+    rng = random.Random(SEED)
+    keys = [b"key:%08d" % i for i in range(n)]
+    rng.shuffle(keys)
+    pairs = [(key, rng.randbytes(VALUE_SIZE)) for key in keys]
+    lookups = list(keys)
+    rng.shuffle(lookups)
+    return Workload(
+        n=n,
+        batch=batch,
+        pairs=pairs,
+        singles=[{key: value} for key, value in pairs],
+        batches=[dict(chunk) for chunk in chunks(pairs, batch)],
+        lookups=lookups,
+        lookup_chunks=list(chunks(lookups, batch)),
+    )
+
+
+# -- timing -------------------------------------------------------------------
+
+
+def timed(run: Callable[[], object]) -> float:
+    """Return the wall time of ``run()`` in seconds, with the garbage collector off."""
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
+
+
+Trial = Callable[[], float]
+
+
+def on_fresh(
+    open_: Callable[[], T], run: Callable[[T], object], close: Callable[[T], None]
+) -> Trial:
+    """A trial that times ``run`` on a freshly opened target; opening and closing are untimed."""
+
+    def trial() -> float:
+        target = open_()
+        try:
+            return timed(lambda: run(target))
+        finally:
+            close(target)
+
+    return trial
+
+
+def on_shared(target: T, run: Callable[[T], object]) -> Trial:
+    """A trial that times ``run`` on a long-lived (read-only) target."""
+    return lambda: timed(lambda: run(target))
+
+
+@dataclass
+class Result:
+    store: str
+    operation: str
+    raw_baseline: str
+    #: Keys per pass (every operation touches every key once per pass).
+    ops_per_run: int
+    #: Passes per timed run (see :func:`compare`).
+    store_passes: int
+    raw_passes: int
+    #: Seconds per pass, one entry per timed run.
+    store_seconds: list[float]
+    raw_seconds: list[float]
+
+    @property
+    def store_ops_per_s(self) -> float:
+        return self.ops_per_run / min(self.store_seconds)
+
+    @property
+    def raw_ops_per_s(self) -> float:
+        return self.ops_per_run / min(self.raw_seconds)
+
+    @property
+    def ratio(self) -> float:
+        return self.store_ops_per_s / self.raw_ops_per_s
+
+    def as_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.update(
+            store_ops_per_s=self.store_ops_per_s,
+            raw_ops_per_s=self.raw_ops_per_s,
+            ratio=self.ratio,
+        )
+        return data
+
+
+def passes_for(seconds: float) -> int:
+    """How many passes make one timed run last at least ``MIN_RUN_SECONDS``."""
+    return max(1, min(MAX_PASSES, math.ceil(MIN_RUN_SECONDS / max(seconds, 1e-9))))
+
+
+def sample(trial: Trial, passes: int) -> float:
+    """Seconds per pass, averaged over ``passes`` consecutive passes (one timed run)."""
+    return sum(trial() for _ in range(passes)) / passes
+
+
+def compare(
+    store: str,
+    operation: str,
+    raw_baseline: str,
+    ops_per_run: int,
+    store_trial: Trial,
+    raw_trial: Trial,
+    repeat: int,
+) -> Result:
+    """Warm both sides up once, then time ``repeat`` runs of each, alternating which goes first.
+
+    The warm-up pass also sizes the runs: a side whose pass is shorter than
+    ``MIN_RUN_SECONDS`` repeats it (each on fresh state where state matters) and
+    reports the mean per pass, so that short passes are not at the mercy of
+    scheduler noise.
+    """
+    store_passes = passes_for(store_trial())
+    raw_passes = passes_for(raw_trial())
+    store_seconds: list[float] = []
+    raw_seconds: list[float] = []
+    for i in range(repeat):
+        if i % 2 == 0:
+            store_seconds.append(sample(store_trial, store_passes))
+            raw_seconds.append(sample(raw_trial, raw_passes))
+        else:
+            raw_seconds.append(sample(raw_trial, raw_passes))
+            store_seconds.append(sample(store_trial, store_passes))
+    result = Result(
+        store,
+        operation,
+        raw_baseline,
+        ops_per_run,
+        store_passes,
+        raw_passes,
+        store_seconds,
+        raw_seconds,
+    )
+    print(
+        f"progress: {store:<8} {operation:<12} {result.ratio:7.1%}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return result
+
+
+def drain(iterable: Iterable[object]) -> None:
+    """Consume an iterable as cheaply as Python allows."""
+    collections.deque(iterable, maxlen=0)
+
+
+# -- MemoryStore vs dict --------------------------------------------------------
+
+
+def bench_memory(w: Workload, repeat: int) -> list[Result]:
+    def new_store() -> MemoryStore:
+        return MemoryStore(TABLE, PARTITION)
+
+    def new_dict() -> dict[bytes, bytes]:
+        return {}
+
+    def close_store(store: MemoryStore) -> None:
+        store.close()
+
+    def drop_dict(d: dict[bytes, bytes]) -> None:
+        d.clear()
+
+    def store_put(store: MemoryStore) -> None:
+        write = store.write
+        for offset, changes in enumerate(w.singles):
+            write(changes, offset)
+
+    def dict_put(d: dict[bytes, bytes]) -> None:
+        for changes in w.singles:
+            for key, value in changes.items():
+                d[key] = value
+
+    def store_batch(store: MemoryStore) -> None:
+        write = store.write
+        for offset, changes in enumerate(w.batches):
+            write(changes, offset)
+
+    def dict_batch(d: dict[bytes, bytes]) -> None:
+        for changes in w.batches:
+            for key, value in changes.items():
+                d[key] = value
+
+    loaded = new_store()
+    store_batch(loaded)
+    plain = dict(w.pairs)
+    ordered = SortedDict(plain)
+    check_loaded(w, loaded.get, loaded.count(), loaded.iterate())
+
+    def store_get(store: MemoryStore) -> None:
+        get = store.get
+        for key in w.lookups:
+            get(key)
+
+    def dict_get(d: dict[bytes, bytes]) -> None:
+        get = d.get
+        for key in w.lookups:
+            get(key)
+
+    def store_get_many(store: MemoryStore) -> None:
+        get_many = store.get_many
+        for keys in w.lookup_chunks:
+            get_many(keys)
+
+    def dict_get_many(d: dict[bytes, bytes]) -> None:
+        get = d.get
+        for keys in w.lookup_chunks:
+            [get(key) for key in keys]
+
+    def store_iterate(store: MemoryStore) -> None:
+        drain(store.iterate())
+
+    def sorted_pairs(sd: SortedDict) -> Iterator[tuple[bytes, bytes]]:
+        for key in sd.irange():
+            yield key, sd[key]
+
+    def sorted_iterate(sd: SortedDict) -> None:
+        drain(sorted_pairs(sd))
+
+    name = "memory"
+    try:
+        return [
+            compare(
+                name, "put", "dict: d[k] = v", w.n,
+                on_fresh(new_store, store_put, close_store),
+                on_fresh(new_dict, dict_put, drop_dict),
+                repeat,
+            ),
+            compare(
+                name, "batch_write", "dict: d[k] = v per key", w.n,
+                on_fresh(new_store, store_batch, close_store),
+                on_fresh(new_dict, dict_batch, drop_dict),
+                repeat,
+            ),
+            compare(
+                name, "get", "dict: d.get(k)", w.n,
+                on_shared(loaded, store_get),
+                on_shared(plain, dict_get),
+                repeat,
+            ),
+            compare(
+                name, "get_many", "dict: [d.get(k) for k in chunk]", w.n,
+                on_shared(loaded, store_get_many),
+                on_shared(plain, dict_get_many),
+                repeat,
+            ),
+            compare(
+                name, "iterate", "SortedDict: irange() + sd[k]", w.n,
+                on_shared(loaded, store_iterate),
+                on_shared(ordered, sorted_iterate),
+                repeat,
+            ),
+        ]  # fmt: skip
+    finally:
+        loaded.close()
+
+
+# -- LevelDBStore vs plyvel -------------------------------------------------------
+
+
+def open_raw(path: str, opts: LevelDBOptions) -> Any:
+    """Open a plyvel DB with exactly the options ``LevelDBStore`` passes for ``opts``."""
+    return plyvel.DB(
+        path,
+        create_if_missing=True,
+        paranoid_checks=opts.paranoid_checks,
+        write_buffer_size=opts.write_buffer_size,
+        max_open_files=opts.max_open_files,
+        lru_cache_size=opts.lru_cache_size,
+        block_size=opts.block_size,
+        bloom_filter_bits=opts.bloom_filter_bits,
+        compression="snappy" if opts.compression else None,
+    )
+
+
+def compact(path: str, opts: LevelDBOptions) -> None:
+    """Fully compact the (closed) database at ``path``."""
+    db = open_raw(path, opts)
+    try:
+        db.compact_range()
+    finally:
+        db.close()
+
+
+def check_loaded(
+    w: Workload,
+    get: Callable[[bytes], bytes | None],
+    count: int,
+    pairs: Iterable[tuple[bytes, bytes]],
+) -> None:
+    """Make sure a loaded target holds exactly the workload (untimed)."""
+    if count != w.n:
+        raise SystemExit(f"loaded {count} keys, expected {w.n}")
+    expected = dict(w.pairs)
+    for key in w.lookups[:1000]:
+        if get(key) != expected[key]:
+            raise SystemExit(f"wrong value for {key!r}")
+    if list(pairs) != sorted(w.pairs):
+        raise SystemExit("iteration does not match the loaded pairs")
+
+
+def bench_leveldb(w: Workload, repeat: int, root: str, opts: LevelDBOptions) -> list[Result]:
+    sequence = iter(range(1 << 30))
+
+    def new_dir() -> str:
+        return tempfile.mkdtemp(prefix=f"db{next(sequence)}-", dir=root)
+
+    def new_store() -> LevelDBStore:
+        return LevelDBStore(new_dir(), TABLE, PARTITION, opts)
+
+    def new_raw() -> tuple[Any, str]:
+        path = new_dir()
+        return open_raw(path, opts), path
+
+    def close_store(store: LevelDBStore) -> None:
+        store.close()
+        shutil.rmtree(os.path.dirname(os.path.dirname(store.path)))
+
+    def close_raw(target: tuple[Any, str]) -> None:
+        db, path = target
+        db.close()
+        shutil.rmtree(path)
+
+    def store_put(store: LevelDBStore) -> None:
+        write = store.write
+        for offset, changes in enumerate(w.singles):
+            write(changes, offset)
+
+    def raw_put(target: tuple[Any, str]) -> None:
+        put = target[0].put
+        for key, value in w.pairs:
+            put(key, value)
+
+    def store_batch(store: LevelDBStore) -> None:
+        write = store.write
+        for offset, changes in enumerate(w.batches):
+            write(changes, offset)
+
+    def raw_batch(target: tuple[Any, str]) -> None:
+        write_batch = target[0].write_batch
+        sync = opts.sync
+        for changes in w.batches:
+            batch = write_batch(sync=sync)
+            put = batch.put
+            for key, value in changes.items():
+                put(key, value)
+            batch.write()
+
+    # Read targets: loaded the same way (same batches), closed, compacted, reopened.
+    store_dir = new_dir()
+    loading = LevelDBStore(store_dir, TABLE, PARTITION, opts)
+    store_batch(loading)
+    loading.close()
+    compact(loading.path, opts)
+    loaded = LevelDBStore(store_dir, TABLE, PARTITION, opts)
+
+    raw_dir = new_dir()
+    raw_db = open_raw(raw_dir, opts)
+    raw_batch((raw_db, raw_dir))
+    raw_db.close()
+    compact(raw_dir, opts)
+    raw_db = open_raw(raw_dir, opts)
+
+    check_loaded(w, loaded.get, loaded.count(), loaded.iterate())
+    check_loaded(w, raw_db.get, sum(1 for _ in raw_db.iterator()), raw_db.iterator())
+
+    def store_get(store: LevelDBStore) -> None:
+        get = store.get
+        for key in w.lookups:
+            get(key)
+
+    def raw_get(db: Any) -> None:
+        get = db.get
+        for key in w.lookups:
+            get(key)
+
+    def store_get_many(store: LevelDBStore) -> None:
+        get_many = store.get_many
+        for keys in w.lookup_chunks:
+            get_many(keys)
+
+    def raw_get_many(db: Any) -> None:
+        get = db.get
+        for keys in w.lookup_chunks:
+            [get(key) for key in keys]
+
+    def store_iterate(store: LevelDBStore) -> None:
+        drain(store.iterate())
+
+    def raw_iterate(db: Any) -> None:
+        drain(db.iterator())
+
+    name = "leveldb"
+    try:
+        return [
+            compare(
+                name, "put", "plyvel: db.put(k, v)", w.n,
+                on_fresh(new_store, store_put, close_store),
+                on_fresh(new_raw, raw_put, close_raw),
+                repeat,
+            ),
+            compare(
+                name, "batch_write", "plyvel: WriteBatch put + write", w.n,
+                on_fresh(new_store, store_batch, close_store),
+                on_fresh(new_raw, raw_batch, close_raw),
+                repeat,
+            ),
+            compare(
+                name, "get", "plyvel: db.get(k)", w.n,
+                on_shared(loaded, store_get),
+                on_shared(raw_db, raw_get),
+                repeat,
+            ),
+            compare(
+                name, "get_many", "plyvel: [db.get(k) for k in chunk]", w.n,
+                on_shared(loaded, store_get_many),
+                on_shared(raw_db, raw_get_many),
+                repeat,
+            ),
+            compare(
+                name, "iterate", "plyvel: db.iterator()", w.n,
+                on_shared(loaded, store_iterate),
+                on_shared(raw_db, raw_iterate),
+                repeat,
+            ),
+        ]  # fmt: skip
+    finally:
+        loaded.close()
+        raw_db.close()
+
+
+# -- output -------------------------------------------------------------------
+
+
+def header(args: argparse.Namespace, opts: LevelDBOptions, root: str) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "plyvel": plyvel.__version__,
+        "leveldb": plyvel.__leveldb_version__,
+        "n": args.n,
+        "batch": args.batch,
+        "repeat": args.repeat,
+        "statistic": "best of R runs (fastest), after one warm-up pass",
+        "value_size": VALUE_SIZE,
+        "leveldb_options": dataclasses.asdict(opts),
+        "tmpdir": os.path.dirname(root),
+    }
+
+
+def print_table(info: dict[str, Any], results: list[Result], total: float, out: TextIO) -> None:
+    print(
+        f"statestream store benchmark: Python {info['python']} "
+        f"({info['python_implementation']}), plyvel {info['plyvel']}, "
+        f"LevelDB {info['leveldb']}, {info['cpus']} CPUs",
+        file=out,
+    )
+    print(
+        f"N={info['n']:,} keys, B={info['batch']} keys/batch, values {info['value_size']} bytes, "
+        f"{info['statistic']}, R={info['repeat']}",
+        file=out,
+    )
+    opts = ", ".join(f"{k}={v}" for k, v in info["leveldb_options"].items())
+    print(f"LevelDB options (both sides): {opts}; databases under {info['tmpdir']}", file=out)
+    print("ops/s counts keys (batch_write, get_many: keys/s; iterate: pairs/s)", file=out)
+    print(file=out)
+    columns = f"{'store':<8} {'operation':<12} {'ops/s':>12} {'raw ops/s':>12} {'ratio':>7}  raw"
+    print(columns, file=out)
+    print("-" * (len(columns) + 34), file=out)
+    for r in results:
+        print(
+            f"{r.store:<8} {r.operation:<12} {r.store_ops_per_s:>12,.0f} "
+            f"{r.raw_ops_per_s:>12,.0f} {r.ratio:>7.1%}  {r.raw_baseline}",
+            file=out,
+        )
+    print(file=out)
+    print(f"total time {total:.1f} s", file=out)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Store throughput vs the raw dict / plyvel baseline."
+    )
+    parser.add_argument("--n", type=int, default=200_000, help="keys (default 200000)")
+    parser.add_argument("--batch", type=int, default=100, help="keys per batch (default 100)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs each (default 3)")
+    parser.add_argument(
+        "--json", action="store_true", help="JSON to stdout (the table then goes to stderr)"
+    )
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.batch < 1 or args.repeat < 1:
+        parser.error("--n, --batch and --repeat must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    opts = LevelDBOptions()
+    workload = make_workload(args.n, args.batch)
+    root = tempfile.mkdtemp(prefix="statestream-bench-")
+    try:
+        info = header(args, opts, root)
+        results = bench_memory(workload, args.repeat)
+        results += bench_leveldb(workload, args.repeat, root, opts)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    total = time.perf_counter() - started
+    print_table(info, results, total, sys.stderr if args.json else sys.stdout)
+    if args.json:
+        document = dict(info, total_seconds=total, results=[r.as_json() for r in results])
+        json.dump(document, sys.stdout, indent=2)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
