@@ -23,6 +23,7 @@ from statestream.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_STORE_URL",
+    "AerospikeOptions",
     "LevelDBOptions",
     "env_setting",
     "options_from_strings",
@@ -148,3 +149,70 @@ class LevelDBOptions:
                 raise ConfigurationError(f"leveldb option {name} must be positive")
         if self.bloom_filter_bits < 0:
             raise ConfigurationError("leveldb option bloom_filter_bits must be >= 0")
+
+
+@dataclass(frozen=True)
+class AerospikeOptions:
+    """Settings for :class:`~statestream.stores.aerospike.AerospikeStore`.
+
+    Set through the store URL query string, e.g.
+    ``aerospike://db1:3000,db2:3000/state?set_prefix=orders.&total_timeout=500``.
+    Times are in milliseconds unless named otherwise. Every call is bounded by
+    a timeout greater than zero, so no call waits forever.
+    """
+
+    #: Prepended to the table name to name the table's set (one set per table).
+    #: Give each application its own prefix when applications share a namespace.
+    set_prefix: str = ""
+    #: Record TTL in seconds: 0 keeps the namespace's ``default-ttl``, -1 never
+    #: expires, N > 0 expires N seconds after the last write. A TTL needs a
+    #: namespace with ``nsup-period`` (or ``allow-ttl-without-nsup``) set.
+    ttl: int = 0
+    #: Limit for one get, put or batch call, retries included (ms, > 0).
+    total_timeout: int = 1000
+    #: Socket idle limit within a call (ms); 0 leaves only ``total_timeout``.
+    socket_timeout: int = 30000
+    #: Retries of a call that failed on a timeout or a lost connection. Safe
+    #: for writes too: every write puts a whole value or deletes a key.
+    max_retries: int = 2
+    #: Limit for the set queries behind iterate, count and clear (ms, > 0).
+    query_timeout: int = 60000
+    #: Limit for reaching the cluster when the first store opens (ms, > 0).
+    connect_timeout: int = 1000
+    #: Leave tombstones on delete so deletes survive a cold restart of the
+    #: server (Aerospike Enterprise only).
+    durable_delete: bool = False
+    #: User and password for a cluster with security enabled (Enterprise).
+    user: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    #: TLS name of the servers' certificates; setting it turns TLS on.
+    tls_name: str | None = None
+    #: CA certificate file to verify the servers with (only with ``tls_name``).
+    tls_cafile: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.set_prefix) > 62 or not all(
+            c.isascii() and (c.isalnum() or c in "._-") for c in self.set_prefix
+        ):
+            raise ConfigurationError(
+                f"aerospike option set_prefix must be at most 62 letters, digits, '.', '_' "
+                f"or '-' (a set name is at most 63 characters), got {self.set_prefix!r}"
+            )
+        if not -1 <= self.ttl <= 315_360_000:
+            raise ConfigurationError(
+                f"aerospike option ttl must be -1 (never expire), 0 (namespace default) or "
+                f"a number of seconds up to 10 years, got {self.ttl}"
+            )
+        for name in ("total_timeout", "query_timeout", "connect_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(
+                    f"aerospike option {name} must be > 0 ms (0 would mean no limit)"
+                )
+        if self.socket_timeout < 0:
+            raise ConfigurationError("aerospike option socket_timeout must be >= 0 ms")
+        if not 0 <= self.max_retries <= 10:
+            raise ConfigurationError("aerospike option max_retries must be between 0 and 10")
+        if self.password is not None and self.user is None:
+            raise ConfigurationError("aerospike option password needs the option user")
+        if self.tls_cafile is not None and self.tls_name is None:
+            raise ConfigurationError("aerospike option tls_cafile needs the option tls_name")

@@ -218,3 +218,57 @@ class TopicExistsError(LogError):
 
     Use ``ensure_topic`` to create-or-validate instead.
     """
+
+
+class StoreConnectionError(StoreError):
+    """A remote store's servers cannot be reached, or refused this client.
+
+    Raised when a store opens (the message lists the hosts tried) or when the
+    cluster goes away under an open store. Check that the hosts and ports in
+    the store URL are right and reachable from this machine, and the user,
+    password and TLS settings. Nothing was written; open the store again once
+    the servers answer.
+    """
+
+
+class StoreTimeoutError(StoreError, TimeoutError):
+    """A remote store call did not finish within its timeout, retries included.
+
+    Retries are bounded (``max_retries``) and so is the time they may take
+    (``total_timeout``), so a slow or unreachable server surfaces here instead
+    of blocking a partition thread. A write that timed out may or may not have
+    been applied, but its changelog offset was not recorded, so replaying from
+    the recorded offset repairs it. Check the cluster's health and the network,
+    or raise the timeout in the store URL.
+    """
+
+
+class RecordTooLargeError(StoreError):
+    """A value is larger than the remote store accepts in one record.
+
+    Aerospike limits a record (key, value and overhead) to its namespace's
+    ``max-record-size`` (1 MiB by default). The message names the table,
+    partition and key. Keep values smaller (split them over several keys), or
+    raise the namespace's ``max-record-size``. The batch's changelog offset was
+    not recorded, so the batch is replayed once the limit allows it.
+    """
+
+
+class NamespaceNotFoundError(StoreError, ConfigurationError):
+    """The store URL names a namespace the Aerospike cluster does not have.
+
+    Namespaces are part of the server configuration, not created on demand.
+    Fix the namespace in the store URL, or add it to the configuration of
+    every node of the cluster. Nothing was written.
+    """
+
+
+class StoreWriteRejectedError(StoreError):
+    """The store's server refused a write because of its own configuration.
+
+    For Aerospike: a record TTL on a namespace that cannot expire records (no
+    ``nsup-period`` and no ``allow-ttl-without-nsup``), or a set or namespace
+    past its stop-writes limit. The message says which. Change the server
+    configuration or the store option it names; the batch's changelog offset
+    was not recorded, so nothing is lost.
+    """

@@ -53,9 +53,7 @@ def test_demo_survives_kill_9(tmp_path: Path) -> None:
         assert stored == recount(offset)
 
 
-def test_cli_demo_exit_code_and_output(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_demo_exit_code_and_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--data-dir", str(tmp_path), "--events", "300"]) == 0
     out = capsys.readouterr().out
     assert "matches a recount from scratch" in out

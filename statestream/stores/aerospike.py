@@ -42,7 +42,6 @@ from aerospike_helpers.operations import operations as ops
 from statestream.config import AerospikeOptions, options_from_strings
 from statestream.errors import (
     ConfigurationError,
-    InvalidOffsetError,
     NamespaceNotFoundError,
     RecordTooLargeError,
     StoreConnectionError,
@@ -75,7 +74,6 @@ _PARTITION_BIN = "p"
 _OFFSET_BIN = "o"
 # Keys per batch call, below the servers' batch size limits.
 _BATCH_LIMIT = 5000
-_MAX_OFFSET = 2**63 - 1
 _DEFAULT_PORT = 3000
 _NAME = re.compile(r"[A-Za-z0-9._\-]+")
 _MAX_SET_NAME = 63
@@ -314,11 +312,12 @@ class AerospikeStore(Store):
         self._prefix = _PARTITION.pack(partition)
         self._offset_key = self._record_key(_OFFSET)
         self._policies = _Policies(self.options, partition)
+        self._errors = _Errors(self)
         self._pool = pool or ClientPool.shared()
         try:
             self._lease = self._pool.acquire(client_config(self.hosts, self.options))
         except as_exc.AerospikeError as exc:
-            raise self._error(exc, "connect") from exc
+            raise self._errors.wrap(exc, "connect") from exc
         self._client: Any = self._lease.client
         try:
             self._offset = self._read_offset()
@@ -360,7 +359,7 @@ class AerospikeStore(Store):
         except as_exc.RecordNotFound:
             return None
         except as_exc.AerospikeError as exc:
-            raise self._error(exc, "read the offset record") from exc
+            raise self._errors.wrap(exc, "read the offset record") from exc
         offset = (bins or {}).get(_OFFSET_BIN)
         if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
             raise StoreCorruptedError(
@@ -369,84 +368,6 @@ class AerospikeStore(Store):
                 "is rebuilt from the changelog"
             )
         return offset
-
-    # -- errors --------------------------------------------------------------
-
-    def _error(
-        self, exc: as_exc.AerospikeError, action: str, key: bytes | None = None
-    ) -> StoreError:
-        detail = exc.msg or str(exc)
-        return self._code_error(exc.code, detail, action, key)
-
-    def _code_error(
-        self,
-        code: int | None,
-        detail: str,
-        action: str,
-        key: bytes | None = None,
-        size: int | None = None,
-    ) -> StoreError:
-        where = f"table {self.table!r} partition {self.partition}"
-        if key is not None:
-            where += f" key {key!r:.60}"
-        if size is not None:
-            where += f" (value of {size} bytes)"
-        cause = f"{detail} (Aerospike code {code})"
-        hosts = ", ".join(f"{a}:{p}" for a, p in self.hosts)
-        opts = self.options
-        if code in _TIMEOUT_CODES:
-            return StoreTimeoutError(
-                f"Aerospike {action} for {where} timed out: {cause}; limits were "
-                f"total_timeout={opts.total_timeout} ms (queries: query_timeout="
-                f"{opts.query_timeout} ms) with max_retries={opts.max_retries}. Check the "
-                "cluster and the network, or raise the timeout in the store URL"
-            )
-        if code in _CONNECTION_CODES or (code is not None and code in _SECURITY_CODES):
-            return StoreConnectionError(
-                f"Aerospike {action} for {where} failed: cannot use the cluster at {hosts}: "
-                f"{cause}. Check that the hosts are reachable and the user, password and TLS "
-                "settings in the store URL"
-            )
-        if code == _TOO_BIG:
-            return RecordTooLargeError(
-                f"Aerospike {action} for {where} failed: the record is larger than namespace "
-                f"{self.namespace!r} allows ({cause}); keep values smaller or raise the "
-                "namespace's max-record-size"
-            )
-        if code == _NAMESPACE_NOT_FOUND:
-            return NamespaceNotFoundError(
-                f"Aerospike {action} for {where} failed: the cluster at {hosts} has no "
-                f"namespace {self.namespace!r} ({cause}); fix the namespace in the store URL "
-                "or add it to the cluster's configuration"
-            )
-        if code in _FORBIDDEN_CODES:
-            hint = "check the namespace's and set's stop-writes limits"
-            if opts.ttl > 0:
-                hint = (
-                    f"records are written with ttl={opts.ttl}: namespace {self.namespace!r} "
-                    "needs nsup-period (or allow-ttl-without-nsup) set, or drop ttl from the "
-                    "store URL"
-                )
-            return StoreWriteRejectedError(
-                f"Aerospike {action} for {where} was refused: {cause}; {hint}"
-            )
-        return StoreError(f"Aerospike {action} for {where} failed: {cause}")
-
-    def _check_batch(
-        self,
-        batch: Any,
-        keys: Sequence[bytes],
-        action: str,
-        values: Sequence[bytes | None] | None = None,
-    ) -> None:
-        # The batch's own result can be 0 while records failed: check each one.
-        for n, (record, key) in enumerate(zip(batch.batch_records, keys, strict=True)):
-            if record.result not in (_OK, _NOT_FOUND):
-                value = values[n] if values is not None else None
-                size = None if value is None else len(value)
-                raise self._code_error(record.result, str(record.message or ""), action, key, size)
-        if batch.result not in (_OK, _NOT_FOUND, _BATCH_FAILED):
-            raise self._code_error(batch.result, "the batch failed", action)
 
     # -- the Store contract --------------------------------------------------
 
@@ -460,7 +381,7 @@ class AerospikeStore(Store):
         except as_exc.RecordNotFound:
             return None
         except as_exc.AerospikeError as exc:
-            raise self._error(exc, "get", key) from exc
+            raise self._errors.wrap(exc, "get", key) from exc
         return self._value(bins, key)
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
@@ -477,8 +398,8 @@ class AerospikeStore(Store):
                     record_keys, bins=[_VALUE_BIN], policy=self._policies.batch
                 )
             except as_exc.AerospikeError as exc:
-                raise self._error(exc, "batch read") from exc
-            self._check_batch(batch, chunk, "batch read")
+                raise self._errors.wrap(exc, "batch read") from exc
+            self._errors.check_batch(batch, chunk, "batch read")
             for record, key in zip(batch.batch_records, chunk, strict=True):
                 found = record.result == _OK and record.record is not None
                 values.append(self._value(record.record[2], key) if found else None)
@@ -488,10 +409,6 @@ class AerospikeStore(Store):
         if self._closed:
             self._raise_closed()
         check_offset(offset, self._offset)
-        if offset is not None and offset > _MAX_OFFSET:
-            raise InvalidOffsetError(
-                f"changelog offset must fit in a signed 64-bit integer, got {offset}"
-            )
         check_changes(changes)
         items = list(changes.items())
         for start in range(0, len(items), _BATCH_LIMIT):
@@ -503,7 +420,7 @@ class AerospikeStore(Store):
                     self._offset_key, {_OFFSET_BIN: offset}, policy=self._policies.offset_write
                 )
             except as_exc.AerospikeError as exc:
-                raise self._error(exc, "write the offset record") from exc
+                raise self._errors.wrap(exc, "write the offset record") from exc
             self._offset = offset
 
     def _write_batch(self, items: Sequence[tuple[bytes, bytes | None]]) -> None:
@@ -522,9 +439,9 @@ class AerospikeStore(Store):
         try:
             self._client.batch_write(batch, policy_batch=policies.batch)
         except as_exc.AerospikeError as exc:
-            raise self._error(exc, "batch write") from exc
+            raise self._errors.wrap(exc, "batch write") from exc
         # A Remove of a missing key reports "not found": deleting it is still done.
-        self._check_batch(
+        self._errors.check_batch(
             batch, [key for key, _ in items], "batch write", [value for _, value in items]
         )
 
@@ -571,7 +488,7 @@ class AerospikeStore(Store):
         try:
             records = query.results(self._policies.query, {"nobins": not with_values})
         except as_exc.AerospikeError as exc:
-            raise self._error(exc, "query") from exc
+            raise self._errors.wrap(exc, "query") from exc
         data_prefix = self._prefix + _DATA
         cut = len(data_prefix)
         pairs = []
@@ -622,18 +539,108 @@ class AerospikeStore(Store):
                     policy_batch_remove=self._policies.record_remove,
                 )
             except as_exc.AerospikeError as exc:
-                raise self._error(exc, "clear") from exc
-            self._check_batch(batch, chunk, "clear")
+                raise self._errors.wrap(exc, "clear") from exc
+            self._errors.check_batch(batch, chunk, "clear")
         try:
             self._client.remove(self._offset_key, policy=self._policies.remove)
         except as_exc.RecordNotFound:
             pass
         except as_exc.AerospikeError as exc:
-            raise self._error(exc, "remove the offset record") from exc
+            raise self._errors.wrap(exc, "remove the offset record") from exc
         self._offset = None
 
     def _close(self) -> None:
         self._lease.release()
+
+
+class _Errors:
+    """Turns the client's exceptions and result codes into statestream errors.
+
+    Messages name the table, partition and key (where there is one), and say
+    what to do. Immutable once built; used by the thread that owns its store.
+    """
+
+    def __init__(self, store: AerospikeStore) -> None:
+        self._where = f"table {store.table!r} partition {store.partition}"
+        self._hosts = ", ".join(f"{address}:{port}" for address, port in store.hosts)
+        self._namespace = store.namespace
+        self._options = store.options
+
+    def wrap(self, exc: as_exc.AerospikeError, action: str, key: bytes | None = None) -> StoreError:
+        """Return the statestream error for ``exc`` (raise it ``from exc``)."""
+        return self.for_code(exc.code, exc.msg or str(exc), action, key)
+
+    def check_batch(
+        self,
+        batch: Any,
+        keys: Sequence[bytes],
+        action: str,
+        values: Sequence[bytes | None] | None = None,
+    ) -> None:
+        """Raise for the first failed record of ``batch`` ("not found" is not a failure)."""
+        # The batch's own result can be 0 while records failed: check each one.
+        for n, (record, key) in enumerate(zip(batch.batch_records, keys, strict=True)):
+            if record.result not in (_OK, _NOT_FOUND):
+                value = values[n] if values is not None else None
+                size = None if value is None else len(value)
+                detail = record.message or "the record failed"
+                raise self.for_code(record.result, detail, action, key, size)
+        if batch.result not in (_OK, _NOT_FOUND, _BATCH_FAILED):
+            raise self.for_code(batch.result, "the batch failed", action)
+
+    def for_code(
+        self,
+        code: int | None,
+        detail: str,
+        action: str,
+        key: bytes | None = None,
+        size: int | None = None,
+    ) -> StoreError:
+        """Return the statestream error for an Aerospike result code."""
+        where = self._where
+        if key is not None:
+            where += f" key {key!r:.60}"
+        if size is not None:
+            where += f" (value of {size} bytes)"
+        cause = f"{detail} (Aerospike code {code})"
+        opts = self._options
+        if code in _TIMEOUT_CODES:
+            return StoreTimeoutError(
+                f"Aerospike {action} for {where} timed out: {cause}; limits were "
+                f"total_timeout={opts.total_timeout} ms (queries: query_timeout="
+                f"{opts.query_timeout} ms) with max_retries={opts.max_retries}. Check the "
+                "cluster and the network, or raise the timeout in the store URL"
+            )
+        if code in _CONNECTION_CODES or (code is not None and code in _SECURITY_CODES):
+            return StoreConnectionError(
+                f"Aerospike {action} for {where} failed: cannot use the cluster at "
+                f"{self._hosts}: {cause}. Check that the hosts are reachable and the user, "
+                "password and TLS settings in the store URL"
+            )
+        if code == _TOO_BIG:
+            return RecordTooLargeError(
+                f"Aerospike {action} for {where} failed: the record is larger than namespace "
+                f"{self._namespace!r} allows ({cause}); keep values smaller or raise the "
+                "namespace's max-record-size"
+            )
+        if code == _NAMESPACE_NOT_FOUND:
+            return NamespaceNotFoundError(
+                f"Aerospike {action} for {where} failed: the cluster at {self._hosts} has no "
+                f"namespace {self._namespace!r} ({cause}); fix the namespace in the store URL "
+                "or add it to the cluster's configuration"
+            )
+        if code in _FORBIDDEN_CODES:
+            hint = "check the namespace's and set's stop-writes limits"
+            if opts.ttl > 0:
+                hint = (
+                    f"records are written with ttl={opts.ttl}: namespace {self._namespace!r} "
+                    "needs nsup-period (or allow-ttl-without-nsup) set, or drop ttl from the "
+                    "store URL"
+                )
+            return StoreWriteRejectedError(
+                f"Aerospike {action} for {where} was refused: {cause}; {hint}"
+            )
+        return StoreError(f"Aerospike {action} for {where} failed: {cause}")
 
 
 class _Policies:

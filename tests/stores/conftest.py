@@ -10,6 +10,7 @@ so a store closed and opened again within one test sees the same backing state.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,16 @@ import pytest
 from statestream.stores.base import Store
 from statestream.stores.leveldb import LevelDBStore
 from statestream.stores.memory import MemoryStore
+from tests.stores.test_aerospike import (
+    REAL_ADDRESS,
+    fake_aerospike_opener,
+    real_aerospike_opener,
+)
+
+#: Aerospike's default record limit is 1 MiB including overhead; set names
+#: (prefix + table) are at most 63 characters.
+AEROSPIKE_MAX_VALUE = 1_000_000
+AEROSPIKE_MAX_TABLE = 40
 
 #: Opens the store of ``(table, partition)``.
 Opener = Callable[[str, int], Store]
@@ -29,17 +40,22 @@ class StoreFactory:
     """Opens stores of one type; ``start`` binds it to a working directory.
 
     ``persistent`` says whether data and offset must survive ``close()``.
+    ``max_value_size`` and ``max_table_name`` declare a backend's documented
+    limits (Aerospike: 1 MiB records, 63-character set names); the contract
+    checks that going past them raises a typed error instead of succeeding.
     """
 
     name: str
     persistent: bool
     make_opener: Callable[[Path], Opener]
+    max_value_size: int | None = None
+    max_table_name: int = 200
     _opener: Opener | None = None
     _opened: list[Store] = field(default_factory=list)
 
     def start(self, workdir: Path) -> StoreFactory:
         """Return a copy of this factory whose stores live under ``workdir``."""
-        return StoreFactory(self.name, self.persistent, self.make_opener, self.make_opener(workdir))
+        return dataclasses.replace(self, _opener=self.make_opener(workdir), _opened=[])
 
     def open(self, table: str = "t", partition: int = 0) -> Store:
         """Open (or reopen) the store of ``table``/``partition``."""
@@ -76,7 +92,24 @@ def _leveldb_opener(workdir: Path) -> Opener:
 STORE_FACTORIES: list[StoreFactory] = [
     StoreFactory("memory", persistent=False, make_opener=_memory_opener),
     StoreFactory("leveldb", persistent=True, make_opener=_leveldb_opener),
+    StoreFactory(
+        "aerospike-fake",
+        persistent=True,
+        make_opener=fake_aerospike_opener,
+        max_value_size=AEROSPIKE_MAX_VALUE,
+        max_table_name=AEROSPIKE_MAX_TABLE,
+    ),
 ]
+if REAL_ADDRESS:
+    STORE_FACTORIES.append(
+        StoreFactory(
+            "aerospike-real",
+            persistent=True,
+            make_opener=real_aerospike_opener,
+            max_value_size=AEROSPIKE_MAX_VALUE,
+            max_table_name=AEROSPIKE_MAX_TABLE,
+        )
+    )
 
 
 @pytest.fixture(params=STORE_FACTORIES, ids=[factory.name for factory in STORE_FACTORIES])

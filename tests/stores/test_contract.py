@@ -15,6 +15,7 @@ from statestream.errors import (
     OffsetRegressionError,
     StateStreamError,
     StoreClosedError,
+    StoreError,
 )
 from statestream.stores.base import Store
 
@@ -137,10 +138,26 @@ def test_empty_key_and_binary_values_round_trip(store: Store) -> None:
     assert store.get(b"\x00\xff") == binary
 
 
-def test_large_value_round_trips(store: Store) -> None:
-    big = bytes(range(256)) * 8192  # 2 MiB
+def test_large_value_round_trips(store_factory: StoreFactory) -> None:
+    store = store_factory.open()
+    size = min(2 << 20, store_factory.max_value_size or 2 << 20)
+    big = (bytes(range(256)) * 8192)[:size]
     store.write({b"big": big}, 0)
     assert store.get(b"big") == big
+
+
+def test_value_over_a_declared_limit_is_a_typed_error(store_factory: StoreFactory) -> None:
+    limit = store_factory.max_value_size
+    store = store_factory.open()
+    if limit is None:  # no limit declared: a large value must simply work
+        store.write({b"huge": b"x" * (4 << 20)}, 0)
+        assert store.get(b"huge") == b"x" * (4 << 20)
+        return
+    store.write({b"ok": b"1"}, 0)
+    with pytest.raises(StoreError) as info:
+        store.write({b"huge": b"x" * (limit + (1 << 20)), b"other": b"2"}, 1)
+    assert "huge" in str(info.value) or "too" in str(info.value).lower()
+    assert store.offset() == 0  # the offset never moves past a failed write
 
 
 def test_get_many_keeps_order_and_reports_missing(store: Store) -> None:
@@ -672,6 +689,10 @@ def test_invalid_table_name_raises(store_factory: StoreFactory, name: object) ->
 
 @pytest.mark.parametrize("name", ["x" * 200, "a.b-c_d", "-x", "_", "T0", "a..b"])
 def test_valid_table_names_open(store_factory: StoreFactory, name: str) -> None:
+    if len(name) > store_factory.max_table_name:
+        with pytest.raises(ConfigurationError, match="table name"):
+            store_factory.open(name, 0)
+        return
     store = store_factory.open(name, 0)
     store.write({b"a": b"1"}, 0)
     assert store.table == name

@@ -1,0 +1,1 @@
+"""In-process fakes of backend clients, for tests that must not need a server."""
