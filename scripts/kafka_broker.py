@@ -791,13 +791,30 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_pidfile(pidfile: Path) -> Broker | None:
+    """Return the broker a pidfile describes; ``None`` if missing, empty or unreadable.
+
+    An empty file is normal: callers often create the path with mktemp.
+    """
+    try:
+        text = pidfile.read_text()
+    except FileNotFoundError:
+        return None
+    if not text.strip():
+        return None
+    try:
+        return Broker.from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        print(f"ignoring unreadable pidfile {pidfile}: {exc}", file=sys.stderr)
+        return None
+
+
 def _cmd_start(args: argparse.Namespace) -> int:
     pidfile = Path(args.pidfile)
-    if pidfile.exists():
-        existing = Broker.from_json(json.loads(pidfile.read_text()))
-        if existing.pid is not None and _is_broker_process(existing.pid):
-            print(f"already running (pid {existing.pid}) at {existing.bootstrap}", file=sys.stderr)
-            return 1
+    existing = _read_pidfile(pidfile)
+    if existing is not None and existing.pid is not None and _is_broker_process(existing.pid):
+        print(f"already running (pid {existing.pid}) at {existing.bootstrap}", file=sys.stderr)
+        return 1
     broker = start_broker(
         args.workdir, cache_dir=args.cache_dir, timeout=args.timeout, die_with_parent=False
     )
@@ -815,10 +832,9 @@ def _cmd_start(args: argparse.Namespace) -> int:
 
 def _cmd_stop(args: argparse.Namespace) -> int:
     pidfile = Path(args.pidfile)
-    try:
-        broker = Broker.from_json(json.loads(pidfile.read_text()))
-    except FileNotFoundError:
-        print(f"no pidfile at {pidfile}; nothing to stop", file=sys.stderr)
+    broker = _read_pidfile(pidfile)
+    if broker is None:
+        print(f"no broker recorded in {pidfile}; nothing to stop", file=sys.stderr)
         return 0
     broker.stop(timeout=args.timeout)
     pidfile.unlink(missing_ok=True)

@@ -31,10 +31,11 @@ echo "== mypy --strict"
 echo "== import-linter"
 .venv/bin/lint-imports --no-cache
 
-PIDFILE="$(mktemp -t statestream-kafka.XXXXXX)"
+PIDDIR="$(mktemp -d -t statestream-kafka.XXXXXX)"
+PIDFILE="$PIDDIR/broker.json"
 stop_broker() {
     .venv/bin/python scripts/kafka_broker.py stop --pidfile "$PIDFILE" || true
-    rm -f "$PIDFILE"
+    rm -rf "$PIDDIR"
 }
 trap stop_broker EXIT
 
