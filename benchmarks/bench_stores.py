@@ -5,7 +5,8 @@ Run::
     .venv/bin/python benchmarks/bench_stores.py [--n N] [--batch B] [--repeat R] [--json]
 
 What is measured, for each store (``MemoryStore``; ``LevelDBStore`` in a temporary
-directory), each figure in operations per second where **one operation is one key**:
+directory; ``AerospikeStore`` when a server is given, see below), each figure in
+operations per second where **one operation is one key**:
 
 ``put``
     ``store.write({key: value}, offset)`` once per key, offsets 0, 1, 2, ...: a
@@ -43,12 +44,31 @@ same data, in the same order:
   measured: it prefixes every key with one byte and puts the offset record into
   each batch (so a store ``put`` is a two-entry WriteBatch, while the raw
   ``db.put`` is one entry).
+* ``AerospikeStore``, only when ``STATESTREAM_TEST_AEROSPIKE=host:port`` is set
+  (namespace ``STATESTREAM_TEST_AEROSPIKE_NAMESPACE``, default ``test``; without
+  it one line says the rows were skipped): ``put``, ``batch_write``, ``get`` and
+  ``get_many`` (no ``iterate``: it is a scan) against the raw ``aerospike``
+  client, the same client object the store uses: ``client.put(k, {"v": v})``;
+  ``client.batch_write(BatchRecords([Write(k, [ops.write("v", v)]), ...]))`` per
+  B-key batch; ``client.get(k)``; ``client.batch_read(chunk)``. Both sides use
+  the :class:`~statestream.config.AerospikeOptions` default timeouts, send the
+  user key (``POLICY_KEY_SEND``) with writes and build the key tuple
+  ``(namespace, set, bytearray(key))`` inside the timed loop. The store's extra
+  work is part of what is measured: a 5-byte key prefix, a partition bin next to
+  the value, a result check per record, and the offset record written after
+  every ``write`` (a store ``put`` is a one-record ``batch_write`` plus an offset
+  ``put``: two round trips against the raw one). Each run uses its own sets
+  (``ssbench<random>.store-w`` and so on), truncated at the end.
+  ``--aerospike-fake`` (not in ``--help``) runs these rows on the tests'
+  in-process fake client instead: that checks the code path only, its figures
+  say nothing about a server.
 
 Fairness: both sides get the same keys (``b"key:%08d"``, shuffled), the same
 100-byte random values, the same batch dicts and lookup lists (built before
-timing). Writes start from a fresh, empty database (or dict) for every timed
-run; reads use databases loaded the same way (the same B-key batches), then
-fully compacted, so the LSM shape does not favour either side. Opening,
+timing). Writes start from a fresh, empty database (or dict, or Aerospike set:
+the previous run's records are removed, untimed) for every timed run; reads use
+databases loaded the same way (the same B-key batches), then fully compacted,
+so the LSM shape does not favour either side. Opening,
 loading and closing are never timed. Store and raw runs alternate; one warm-up
 pass of each is discarded and sizes the runs: a pass (all N keys once) shorter
 than 0.3 s is repeated within a run, on fresh state each time for writes, and
@@ -77,8 +97,10 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, TextIO, TypeVar
 
 import plyvel
@@ -562,10 +584,273 @@ def bench_leveldb(w: Workload, repeat: int, root: str, opts: LevelDBOptions) -> 
         raw_db.close()
 
 
+# -- AerospikeStore vs the raw aerospike client -----------------------------------
+
+AEROSPIKE_ENV = "STATESTREAM_TEST_AEROSPIKE"
+AEROSPIKE_NAMESPACE_ENV = "STATESTREAM_TEST_AEROSPIKE_NAMESPACE"
+AEROSPIKE_SKIPPED = (
+    f"aerospike rows skipped: set {AEROSPIKE_ENV}=host:port (namespace from "
+    f"{AEROSPIKE_NAMESPACE_ENV}, default 'test') to include them"
+)
+AEROSPIKE_FAKE_WARNING = (
+    "aerospike-fake rows: in-process FAKE client (tests/fakes/aerospike.py), no server; "
+    "these figures say nothing about a real Aerospike server"
+)
+#: Store tables (sets ``prefix + table``) and raw sets, all unique to the run.
+AEROSPIKE_STORE_WRITES = "store-w"
+AEROSPIKE_STORE_READS = "store-r"
+AEROSPIKE_RAW_WRITES = "raw-w"
+AEROSPIKE_RAW_READS = "raw-r"
+#: The store's value bin; the raw side writes only this bin.
+AEROSPIKE_VALUE_BIN = "v"
+#: Keys per untimed batch_remove when emptying a raw set.
+AEROSPIKE_REMOVE_CHUNK = 5000
+
+
+@dataclass
+class AerospikeTarget:
+    """The cluster of the Aerospike rows (a server, or the fake): one client, this run's sets."""
+
+    label: str
+    fake: bool
+    hosts: tuple[tuple[str, int], ...]
+    namespace: str
+    options: Any  # AerospikeOptions, with this run's set_prefix
+    pool: Any  # ClientPool: the stores and the raw side share its one client
+    lease: Any
+    client_version: str
+
+    @property
+    def client(self) -> Any:
+        return self.lease.client
+
+    def set_name(self, table: str) -> str:
+        return str(self.options.set_prefix + table)
+
+    def sets(self) -> list[str]:
+        return [
+            self.set_name(table)
+            for table in (
+                AEROSPIKE_STORE_WRITES,
+                AEROSPIKE_STORE_READS,
+                AEROSPIKE_RAW_WRITES,
+                AEROSPIKE_RAW_READS,
+            )
+        ]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "fake": self.fake,
+            "hosts": [f"{address}:{port}" for address, port in self.hosts],
+            "namespace": self.namespace,
+            "sets": self.sets(),
+            "client": self.client_version,
+        }
+
+    def close(self) -> None:
+        """Truncate this run's sets and release the client."""
+        try:
+            for set_name in self.sets():
+                self.client.truncate(self.namespace, set_name, 0)
+        finally:
+            self.lease.release()
+
+
+def open_aerospike(fake: bool) -> AerospikeTarget | None:
+    """Connect to the cluster of the Aerospike rows, or return ``None`` when they are skipped.
+
+    ``fake``: the in-process fake client of the tests instead of a server.
+    """
+    address = os.environ.get(AEROSPIKE_ENV, "")
+    if not fake and not address:
+        return None
+    # Imported here: the aerospike client is an optional extra.
+    from aerospike import exception as as_exc
+
+    from statestream.config import AerospikeOptions
+    from statestream.stores.aerospike import ClientPool, client_config, parse_hosts
+
+    options = AerospikeOptions(set_prefix=f"ssbench{uuid.uuid4().hex[:8]}.")
+    if fake:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from tests.fakes.aerospike import FakeServer
+
+        # The fake logs every call for the tests' assertions: keep no log here.
+        server = FakeServer(calls=collections.deque(maxlen=0))  # type: ignore[arg-type]
+        label, version = "aerospike-fake", "fake (tests/fakes/aerospike.py)"
+        hosts: tuple[tuple[str, int], ...] = (("127.0.0.1", 3000),)
+        namespace = "test"
+        pool = ClientPool(server.client)
+    else:
+        label, version = "aerospike", f"aerospike {metadata.version('aerospike')}"
+        hosts = parse_hosts([host.strip() for host in address.split(",")])
+        namespace = os.environ.get(AEROSPIKE_NAMESPACE_ENV, "") or "test"
+        pool = ClientPool()
+    try:
+        lease = pool.acquire(client_config(hosts, options))
+    except as_exc.AerospikeError as exc:
+        raise SystemExit(
+            f"cannot connect to Aerospike at {address} ({AEROSPIKE_ENV}): {exc}"
+        ) from exc
+    return AerospikeTarget(label, fake, hosts, namespace, options, pool, lease, version)
+
+
+def bench_aerospike(w: Workload, repeat: int, target: AerospikeTarget) -> list[Result]:
+    import aerospike
+    from aerospike import exception as as_exc
+    from aerospike_helpers.batch.records import BatchRecords, Write
+    from aerospike_helpers.operations import operations as ops
+
+    from statestream.stores.aerospike import AerospikeStore
+
+    client = target.client
+    namespace = target.namespace
+    opts = target.options
+    # The raw calls get the limits the store passes (the AerospikeOptions defaults)
+    # and, for writes, the user key sent to the server, as the store sends it.
+    timeouts = {
+        "total_timeout": opts.total_timeout,
+        "socket_timeout": opts.socket_timeout,
+        "max_retries": opts.max_retries,
+    }
+    read_policy = dict(timeouts)
+    batch_policy = dict(timeouts)
+    write_policy = {**timeouts, "key": aerospike.POLICY_KEY_SEND}
+    record_write_policy = {"key": aerospike.POLICY_KEY_SEND}
+    value_bin = AEROSPIKE_VALUE_BIN
+
+    def open_store(table: str) -> AerospikeStore:
+        return AerospikeStore(target.hosts, namespace, table, PARTITION, opts, pool=target.pool)
+
+    def new_store() -> AerospikeStore:
+        return open_store(AEROSPIKE_STORE_WRITES)
+
+    def empty_store(store: AerospikeStore) -> None:
+        store.clear()
+        store.close()
+
+    raw_writes = target.set_name(AEROSPIKE_RAW_WRITES)
+    raw_reads = target.set_name(AEROSPIKE_RAW_READS)
+
+    def new_raw() -> str:
+        return raw_writes
+
+    def empty_raw(set_name: str) -> None:
+        keys = [(namespace, set_name, bytearray(key)) for key, _ in w.pairs]
+        for start in range(0, len(keys), AEROSPIKE_REMOVE_CHUNK):
+            client.batch_remove(
+                keys[start : start + AEROSPIKE_REMOVE_CHUNK], policy_batch=batch_policy
+            )
+
+    def store_put(store: AerospikeStore) -> None:
+        write = store.write
+        for offset, changes in enumerate(w.singles):
+            write(changes, offset)
+
+    def raw_put(set_name: str) -> None:
+        put = client.put
+        for key, value in w.pairs:
+            put((namespace, set_name, bytearray(key)), {value_bin: value}, policy=write_policy)
+
+    def store_batch(store: AerospikeStore) -> None:
+        write = store.write
+        for offset, changes in enumerate(w.batches):
+            write(changes, offset)
+
+    def raw_batch(set_name: str) -> None:
+        batch_write = client.batch_write
+        for changes in w.batches:
+            records = [
+                Write(
+                    (namespace, set_name, bytearray(key)),
+                    [ops.write(value_bin, value)],
+                    policy=record_write_policy,
+                )
+                for key, value in changes.items()
+            ]
+            batch_write(BatchRecords(records), policy_batch=batch_policy)
+
+    # Read targets: loaded the same way (the same B-key batches), kept for the run.
+    loaded = open_store(AEROSPIKE_STORE_READS)
+    try:
+        store_batch(loaded)
+        raw_batch(raw_reads)
+
+        def raw_value(key: bytes) -> bytes | None:
+            try:
+                _, _, bins = client.get((namespace, raw_reads, bytearray(key)), policy=read_policy)
+            except as_exc.RecordNotFound:
+                return None
+            return bytes(bins[value_bin])
+
+        rows = client.query(namespace, raw_reads).results({"total_timeout": 600_000})
+        raw_pairs = sorted((bytes(key[2]), bytes(bins[value_bin])) for key, _, bins in rows)
+        check_loaded(w, loaded.get, loaded.count(), loaded.iterate())
+        check_loaded(w, raw_value, len(raw_pairs), raw_pairs)
+
+        def store_get(store: AerospikeStore) -> None:
+            get = store.get
+            for key in w.lookups:
+                get(key)
+
+        def raw_get(set_name: str) -> None:
+            get = client.get
+            for key in w.lookups:
+                get((namespace, set_name, bytearray(key)), policy=read_policy)
+
+        def store_get_many(store: AerospikeStore) -> None:
+            get_many = store.get_many
+            for keys in w.lookup_chunks:
+                get_many(keys)
+
+        def raw_get_many(set_name: str) -> None:
+            batch_read = client.batch_read
+            for keys in w.lookup_chunks:
+                batch_read(
+                    [(namespace, set_name, bytearray(key)) for key in keys], policy=batch_policy
+                )
+
+        name = target.label
+        return [
+            compare(
+                name, "put", "client.put(k, {v})", w.n,
+                on_fresh(new_store, store_put, empty_store),
+                on_fresh(new_raw, raw_put, empty_raw),
+                repeat,
+            ),
+            compare(
+                name, "batch_write", "client.batch_write(BatchRecords of Write)", w.n,
+                on_fresh(new_store, store_batch, empty_store),
+                on_fresh(new_raw, raw_batch, empty_raw),
+                repeat,
+            ),
+            compare(
+                name, "get", "client.get(k)", w.n,
+                on_shared(loaded, store_get),
+                on_shared(raw_reads, raw_get),
+                repeat,
+            ),
+            compare(
+                name, "get_many", "client.batch_read(chunk)", w.n,
+                on_shared(loaded, store_get_many),
+                on_shared(raw_reads, raw_get_many),
+                repeat,
+            ),
+        ]  # fmt: skip
+    finally:
+        loaded.close()
+
+
 # -- output -------------------------------------------------------------------
 
 
-def header(args: argparse.Namespace, opts: LevelDBOptions, root: str) -> dict[str, Any]:
+def header(
+    args: argparse.Namespace,
+    opts: LevelDBOptions,
+    root: str,
+    aerospike_target: AerospikeTarget | None,
+) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
@@ -580,6 +865,9 @@ def header(args: argparse.Namespace, opts: LevelDBOptions, root: str) -> dict[st
         "value_size": VALUE_SIZE,
         "leveldb_options": dataclasses.asdict(opts),
         "tmpdir": os.path.dirname(root),
+        "aerospike": (
+            aerospike_target.info() if aerospike_target else {"skipped": AEROSPIKE_SKIPPED}
+        ),
     }
 
 
@@ -597,17 +885,32 @@ def print_table(info: dict[str, Any], results: list[Result], total: float, out: 
     )
     opts = ", ".join(f"{k}={v}" for k, v in info["leveldb_options"].items())
     print(f"LevelDB options (both sides): {opts}; databases under {info['tmpdir']}", file=out)
+    aero = info["aerospike"]
+    if "skipped" not in aero:
+        print(
+            f"Aerospike ({aero['label']}): namespace {aero['namespace']!r} at "
+            f"{', '.join(aero['hosts'])}, client {aero['client']}, AerospikeOptions defaults "
+            f"(both sides); sets {', '.join(aero['sets'])} (truncated at the end)",
+            file=out,
+        )
+        if aero["fake"]:
+            print(f"*** {AEROSPIKE_FAKE_WARNING} ***", file=out)
     print("ops/s counts keys (batch_write, get_many: keys/s; iterate: pairs/s)", file=out)
     print(file=out)
-    columns = f"{'store':<8} {'operation':<12} {'ops/s':>12} {'raw ops/s':>12} {'ratio':>7}  raw"
+    width = max(8, *(len(r.store) for r in results))
+    columns = (
+        f"{'store':<{width}} {'operation':<12} {'ops/s':>12} {'raw ops/s':>12} {'ratio':>7}  raw"
+    )
     print(columns, file=out)
     print("-" * (len(columns) + 34), file=out)
     for r in results:
         print(
-            f"{r.store:<8} {r.operation:<12} {r.store_ops_per_s:>12,.0f} "
+            f"{r.store:<{width}} {r.operation:<12} {r.store_ops_per_s:>12,.0f} "
             f"{r.raw_ops_per_s:>12,.0f} {r.ratio:>7.1%}  {r.raw_baseline}",
             file=out,
         )
+    if "skipped" in aero:
+        print(aero["skipped"], file=out)
     print(file=out)
     print(f"total time {total:.1f} s", file=out)
 
@@ -622,6 +925,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--json", action="store_true", help="JSON to stdout (the table then goes to stderr)"
     )
+    # Runs the Aerospike rows on the tests' in-process fake client (checks the code
+    # path without a server; the figures mean nothing).
+    parser.add_argument("--aerospike-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.n < 1 or args.batch < 1 or args.repeat < 1:
         parser.error("--n, --batch and --repeat must be >= 1")
@@ -632,14 +938,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     opts = LevelDBOptions()
-    workload = make_workload(args.n, args.batch)
-    root = tempfile.mkdtemp(prefix="statestream-bench-")
+    # Connect first: an unreachable server fails the run before the long local part.
+    aerospike_target = open_aerospike(args.aerospike_fake)
     try:
-        info = header(args, opts, root)
-        results = bench_memory(workload, args.repeat)
-        results += bench_leveldb(workload, args.repeat, root, opts)
+        workload = make_workload(args.n, args.batch)
+        root = tempfile.mkdtemp(prefix="statestream-bench-")
+        try:
+            info = header(args, opts, root, aerospike_target)
+            results = bench_memory(workload, args.repeat)
+            results += bench_leveldb(workload, args.repeat, root, opts)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        if aerospike_target is not None:
+            results += bench_aerospike(workload, args.repeat, aerospike_target)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if aerospike_target is not None:
+            aerospike_target.close()
     total = time.perf_counter() - started
     print_table(info, results, total, sys.stderr if args.json else sys.stdout)
     if args.json:

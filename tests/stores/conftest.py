@@ -20,7 +20,7 @@ import pytest
 from statestream.stores.base import Store
 from statestream.stores.leveldb import LevelDBStore
 from statestream.stores.memory import MemoryStore
-from tests.stores.test_aerospike import (
+from tests.stores.aerospike_openers import (
     REAL_ADDRESS,
     fake_aerospike_opener,
     real_aerospike_opener,
