@@ -272,3 +272,35 @@ class StoreWriteRejectedError(StoreError):
     configuration or the store option it names; the batch's changelog offset
     was not recorded, so nothing is lost.
     """
+
+
+class TableError(StateStreamError):
+    """A table was used in a way its contract does not allow."""
+
+
+class TableContextError(TableError):
+    """A table was read or written outside the processing of a partition.
+
+    Tables are sharded by source partition: inside ``process()`` a table
+    reads and writes the shard of the partition being processed. Outside it
+    there is no current shard. Use the table only from ``process()`` (or bind
+    a shard explicitly with ``table.bound_to(shard)`` in tools and tests).
+    """
+
+
+class RestoreError(StateStreamError):
+    """Restoring a table partition from its changelog failed or stalled.
+
+    The message names the changelog partition and the offsets involved. The
+    store keeps every batch applied so far with its offset; restarting resumes
+    from there.
+    """
+
+
+class CommitError(StateStreamError):
+    """A step of the commit protocol failed.
+
+    The message says which step. Nothing after the failed step happened, so
+    restarting recovers exact state: records of an unfinished commit are
+    reprocessed, and changelog records they produced are skipped on restore.
+    """

@@ -32,6 +32,7 @@ __all__ = [
     "PickleCodec",
     "RawCodec",
     "StrCodec",
+    "encode_prefix",
     "get_codec",
 ]
 
@@ -170,6 +171,22 @@ CODECS: dict[str, type[JsonCodec] | type[RawCodec] | type[StrCodec]] = {
     "raw": RawCodec,
     "str": StrCodec,
 }
+
+
+def encode_prefix(codec: Codec, prefix: Any) -> bytes:
+    """Return the bytes that every key starting with ``prefix`` starts with.
+
+    For ``str`` and ``raw`` keys that is simply the encoded prefix. For JSON a
+    string key is encoded as ``"..."``, so a prefix drops the closing quote;
+    other JSON prefixes have no meaningful byte prefix and are refused.
+    """
+    if isinstance(codec, JsonCodec):
+        if not isinstance(prefix, str):
+            raise EncodeError(
+                f"prefix queries on json keys need a str prefix, got {type(prefix).__name__}"
+            )
+        return codec.encode(prefix)[:-1]
+    return codec.encode(prefix)
 
 
 def get_codec(spec: str | Codec | None) -> Codec:

@@ -1,0 +1,243 @@
+"""``TableShard``: one table's state for one partition, with a write buffer.
+
+The shard is the Table Object Manager of the design: it turns dict operations
+into encoded keys and values, keeps every change since the last commit in a
+buffer (reads see the buffer first: read-your-writes), and at commit hands out
+one change per dirty key (its last value, or a tombstone) together with the
+source record that produced it.
+
+Mutating a value in place (``table[k].append(x)``) is detected: values read
+during a commit interval are kept decoded in the buffer, the same object is
+returned to every read, and at commit a mutable value is encoded again and
+compared with the bytes it was read from. Immutable values (numbers, strings,
+bytes, ``None``) skip that check.
+
+Thread ownership: the partition thread of the shard's partition (or, while
+restoring, the thread restoring it). Not thread-safe.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from statestream.serde import Codec, encode_prefix
+from statestream.stores.base import Store, key_bounds
+from statestream.types import TopicPartition
+
+__all__ = ["Change", "EntryState", "TableShard"]
+
+_IMMUTABLE = (int, float, str, bytes, bool, type(None))
+
+
+class EntryState(enum.Enum):
+    """What the buffer knows about a key."""
+
+    CLEAN = "clean"  # read from the store, unchanged so far
+    SET = "set"  # assigned since the last commit
+    DELETED = "deleted"  # deleted since the last commit
+
+
+class _Entry:
+    __slots__ = ("encoded", "obj", "source", "state")
+
+    def __init__(
+        self, obj: Any, encoded: bytes | None, state: EntryState, source: tuple[str, int] | None
+    ) -> None:
+        self.obj = obj
+        self.encoded = encoded
+        self.state = state
+        self.source = source
+
+
+@dataclass(frozen=True)
+class Change:
+    """One dirty key at commit: its new bytes (``None``: tombstone) and its source."""
+
+    key: bytes
+    value: bytes | None
+    source: tuple[str, int] | None
+
+
+class TableShard:
+    """Dict-like state of one table in one partition, over a :class:`Store`.
+
+    ``source`` is the (topic, offset) of the record being processed; the
+    owner sets it before each record so changes can name their source.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        partition: int,
+        store: Store,
+        key_codec: Codec,
+        value_codec: Codec,
+        changelog: TopicPartition,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.table = table
+        self.partition = partition
+        self.store = store
+        self.key_codec = key_codec
+        self.value_codec = value_codec
+        self.changelog = changelog
+        self.source: tuple[str, int] | None = None
+        self._entries: dict[bytes, _Entry] = {}
+        self._dirty: set[bytes] = set()
+        self._cache_size = cache_size
+
+    # -- reads -----------------------------------------------------------------
+
+    def _lookup(self, kb: bytes) -> _Entry | None:
+        entry = self._entries.get(kb)
+        if entry is not None:
+            return None if entry.state is EntryState.DELETED else entry
+        raw = self.store.get(kb)
+        if raw is None:
+            return None
+        entry = _Entry(self.value_codec.decode(raw), raw, EntryState.CLEAN, None)
+        self._entries[kb] = entry
+        return entry
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """Return the value of ``key``, or ``default``."""
+        entry = self._lookup(self.key_codec.encode(key))
+        return default if entry is None else entry.obj
+
+    def contains(self, key: Any) -> bool:
+        """Return whether ``key`` has a value."""
+        return self._lookup(self.key_codec.encode(key)) is not None
+
+    # -- writes ----------------------------------------------------------------
+
+    def set(self, key: Any, value: Any) -> None:
+        """Assign ``value`` to ``key`` (buffered until commit).
+
+        The value is encoded now, so a value the codec cannot encode fails
+        here, at the line that assigned it, not at commit.
+        """
+        kb = self.key_codec.encode(key)
+        encoded = self.value_codec.encode(value)
+        self._entries[kb] = _Entry(value, encoded, EntryState.SET, self.source)
+        self._dirty.add(kb)
+
+    def delete(self, key: Any) -> bool:
+        """Delete ``key``; return whether it had a value."""
+        kb = self.key_codec.encode(key)
+        existed = self._lookup(kb) is not None
+        if existed:
+            self._entries[kb] = _Entry(None, None, EntryState.DELETED, self.source)
+            self._dirty.add(kb)
+        return existed
+
+    # -- iteration -------------------------------------------------------------
+
+    def iterate(
+        self,
+        start: Any = None,
+        end: Any = None,
+        prefix: Any = None,
+        reverse: bool = False,
+    ) -> Iterator[tuple[Any, Any]]:
+        """Yield decoded ``(key, value)`` pairs in encoded-key order.
+
+        The buffer is merged over the store, so uncommitted changes and
+        in-place mutations are visible. ``start`` inclusive, ``end``
+        exclusive, both in key order of the *encoded* keys.
+        """
+        kc = self.key_codec
+        lo = None if start is None else kc.encode(start)
+        hi = None if end is None else kc.encode(end)
+        pre = None if prefix is None else encode_prefix(kc, prefix)
+        bounds = key_bounds(lo, hi, pre)
+        if bounds is None:
+            return
+        blo, bhi = bounds
+        overlay = sorted(
+            (
+                kb
+                for kb in self._entries
+                if (blo is None or kb >= blo) and (bhi is None or kb < bhi)
+            ),
+            reverse=reverse,
+        )
+        decode_key, decode_value = kc.decode, self.value_codec.decode
+        stored = self.store.iterate(blo, bhi, None, reverse)
+        # Merge the two ordered streams; on equal keys the buffer wins.
+        tagged_store = ((kb, 1, raw) for kb, raw in stored)
+        tagged_overlay = ((kb, 0, None) for kb in overlay)
+        merged = heapq.merge(
+            tagged_overlay, tagged_store, key=lambda t: (t[0], t[1]), reverse=reverse
+        )
+        previous: bytes | None = None
+        for kb, from_store, raw in merged:
+            if kb == previous:
+                continue
+            previous = kb
+            if not from_store:
+                entry = self._entries[kb]
+                if entry.state is not EntryState.DELETED:
+                    yield decode_key(kb), entry.obj
+            elif kb not in self._entries:
+                assert raw is not None
+                yield decode_key(kb), decode_value(raw)
+
+    def __len__(self) -> int:
+        count = self.store.count()
+        for kb in self._dirty:
+            entry = self._entries[kb]
+            in_store = self.store.get(kb) is not None
+            if entry.state is EntryState.DELETED and in_store:
+                count -= 1
+            elif entry.state is EntryState.SET and not in_store:
+                count += 1
+        return count
+
+    # -- commit ----------------------------------------------------------------
+
+    def changes(self, last_source: tuple[str, int] | None) -> list[Change]:
+        """Return one change per dirty key, detecting in-place mutations.
+
+        ``last_source`` is the last source record processed this interval:
+        an in-place mutation is attributed to it (it happened no later).
+        """
+        out: list[Change] = []
+        encode = self.value_codec.encode
+        for kb, entry in self._entries.items():
+            if entry.state is EntryState.DELETED:
+                out.append(Change(kb, None, entry.source))
+                continue
+            if isinstance(entry.obj, _IMMUTABLE):
+                if entry.state is EntryState.SET:
+                    out.append(Change(kb, entry.encoded, entry.source))
+                continue
+            current = encode(entry.obj)
+            if entry.state is EntryState.SET:
+                source = entry.source if current == entry.encoded else last_source
+                out.append(Change(kb, current, source))
+            elif current != entry.encoded:
+                out.append(Change(kb, current, last_source))
+        return out
+
+    def committed(self, changes: list[Change], changelog_offset: int | None) -> None:
+        """Apply ``changes`` to the store with ``changelog_offset``; clear the buffer.
+
+        Called only after the changelog records of ``changes`` were flushed
+        (and, by the caller, the source offsets committed).
+        """
+        self.store.write({c.key: c.value for c in changes}, changelog_offset)
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget everything buffered (after a commit, or when abandoning work)."""
+        self._dirty.clear()
+        self._entries.clear()
+
+    @property
+    def dirty(self) -> bool:
+        """Whether anything may need committing (in-place mutations included)."""
+        return bool(self._entries)

@@ -1,0 +1,160 @@
+"""``Table``: the dict-like API a processor uses.
+
+A table is declared once (usually as a class attribute of a ``Processor``) and
+is sharded by source partition, like Kafka Streams and Faust: while a record
+of partition *p* is processed, the table reads and writes the shard of *p*.
+The partition thread binds its shards before processing (see
+:meth:`Table.bind`), so the same ``Table`` object serves every partition
+thread at once, each seeing only its own partition.
+
+Default values: with ``default=int``, reading a missing key with ``table[k]``
+stores and returns ``int()``, like ``collections.defaultdict`` (so
+``table[k] += 1`` and ``table[k].append(x)`` work). ``table.get(k)`` and
+``k in table`` never store anything.
+
+In-place mutation of a value read from the table (``table[k].append(x)``) is
+detected at commit and written; see :mod:`statestream.tables.shard`.
+
+Range and prefix queries run in the order of the *encoded* keys: for ``str``
+keys under the ``str`` or ``json`` codec that is string order (UTF-8 byte
+order); JSON numbers do not sort numerically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, Generic, TypeVar
+
+from statestream.errors import TableContextError
+from statestream.serde import Codec, get_codec
+from statestream.stores.base import check_table_name
+from statestream.tables.shard import TableShard
+
+__all__ = ["Table"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+_MISSING: Any = object()
+
+
+class Table(MutableMapping[K, V], Generic[K, V]):
+    """A named, partitioned, durable dict.
+
+    Thread ownership: a ``Table`` may be shared by all partition threads; each
+    thread sees the shard it bound with :meth:`bind`. The shards themselves
+    belong to their partition threads.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        default: Callable[[], V] | None = None,
+        key_codec: str | Codec | None = "json",
+        value_codec: str | Codec | None = "json",
+        store_url: str | None = None,
+    ) -> None:
+        check_table_name(name)
+        self.name = name
+        self.default = default
+        self.key_codec = get_codec(key_codec)
+        self.value_codec = get_codec(value_codec)
+        #: Overrides the app's store URL for this table (None: the app's).
+        self.store_url = store_url
+        self._local = threading.local()
+
+    # -- binding -----------------------------------------------------------------
+
+    def shard(self) -> TableShard:
+        """Return the shard bound on this thread; raise ``TableContextError`` if none."""
+        shard: TableShard | None = getattr(self._local, "shard", None)
+        if shard is None:
+            raise TableContextError(
+                f"table {self.name!r} has no partition bound on this thread: tables are "
+                "sharded by source partition and can only be used while a record is "
+                "processed (or inside table.bind(shard))"
+            )
+        return shard
+
+    def bind(self, shard: TableShard | None) -> None:
+        """Make ``shard`` this thread's current shard (``None`` unbinds)."""
+        self._local.shard = shard
+
+    @contextlib.contextmanager
+    def bound_to(self, shard: TableShard) -> Iterator[Table[K, V]]:
+        """Bind ``shard`` for the duration of a ``with`` block (tools and tests)."""
+        previous = getattr(self._local, "shard", None)
+        self._local.shard = shard
+        try:
+            yield self
+        finally:
+            self._local.shard = previous
+
+    # -- the mapping API ---------------------------------------------------------
+
+    def __getitem__(self, key: K) -> V:
+        shard = self.shard()
+        value = shard.get(key, _MISSING)
+        if value is _MISSING:
+            if self.default is None:
+                raise KeyError(key)
+            value = self.default()
+            shard.set(key, value)
+        result: V = value
+        return result
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self.shard().set(key, value)
+
+    def __delitem__(self, key: K) -> None:
+        if not self.shard().delete(key):
+            raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return self.shard().contains(key)
+
+    def get(self, key: K, default: Any = None) -> Any:
+        """Return the value of ``key`` or ``default``; never stores a default."""
+        return self.shard().get(key, default)
+
+    def __iter__(self) -> Iterator[K]:
+        for key, _ in self.shard().iterate():
+            yield key
+
+    def __len__(self) -> int:
+        return len(self.shard())
+
+    def items(self) -> Iterator[tuple[K, V]]:  # type: ignore[override]
+        """Yield ``(key, value)`` pairs of the current partition in key order."""
+        return self.shard().iterate()
+
+    def values(self) -> Iterator[V]:  # type: ignore[override]
+        """Yield the values of the current partition in key order."""
+        return (value for _, value in self.shard().iterate())
+
+    def keys(self) -> Iterator[K]:  # type: ignore[override]
+        """Yield the keys of the current partition in key order."""
+        return iter(self)
+
+    def range(
+        self, start: K | None = None, end: K | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[K, V]]:
+        """Yield pairs with ``start <= key < end`` (encoded-key order)."""
+        return self.shard().iterate(start=start, end=end, reverse=reverse)
+
+    def prefix(self, prefix: Any, *, reverse: bool = False) -> Iterator[tuple[K, V]]:
+        """Yield pairs whose key starts with ``prefix`` (a ``str`` for json/str keys)."""
+        return self.shard().iterate(prefix=prefix, reverse=reverse)
+
+    def __repr__(self) -> str:
+        return f"<Table {self.name!r}>"
+
+    # Tables are declared once and compared by identity.
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
