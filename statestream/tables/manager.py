@@ -84,6 +84,7 @@ class TableManager:
         progress: ProgressCallback | None = None,
         restore_batch_size: int = 10_000,
         stall_timeout: float = 60.0,
+        compaction_lag_ms: int = 3_600_000,
     ) -> None:
         names = [t.name for t in tables]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -99,6 +100,10 @@ class TableManager:
         self.progress = progress
         self.restore_batch_size = restore_batch_size
         self.stall_timeout = stall_timeout
+        #: min.compaction.lag.ms of changelog topics: how long a crashed
+        #: partition may wait for its restore before an uncommitted record
+        #: could let compaction remove the committed one it supersedes.
+        self.compaction_lag_ms = compaction_lag_ms
         self._partitions: dict[int, _Partition] = {}
         self._lock = threading.Lock()
 
@@ -120,7 +125,12 @@ class TableManager:
         try:
             for table in self.tables:
                 admin.ensure_topic(
-                    TopicSpec(self.changelog_topic(table), partitions, cleanup_policy="compact")
+                    TopicSpec(
+                        self.changelog_topic(table),
+                        partitions,
+                        cleanup_policy="compact",
+                        config={"min.compaction.lag.ms": str(self.compaction_lag_ms)},
+                    )
                 )
         finally:
             admin.close()
@@ -177,6 +187,8 @@ class TableManager:
                 outcomes.append(outcome)
                 if not outcome.completed:
                     return outcomes
+                if outcome.skipped_keys:
+                    self._repair(shard, outcome.skipped_keys)
         finally:
             fetcher.close()
         self._set_state(part, PartitionState.READY)
@@ -301,6 +313,21 @@ class TableManager:
             self.producer.close()
 
     # -- internals ---------------------------------------------------------------
+
+    def _repair(self, shard: TableShard, keys: frozenset[bytes]) -> None:
+        """Rewrite the restored values of ``keys`` after skipped uncommitted records.
+
+        A skipped record (a change whose source offset was never committed)
+        still sits in the changelog after the committed record of its key,
+        and compaction would keep only the skipped one. Writing the restored
+        (committed) value again, without source headers so every restore
+        applies it, makes the committed value the latest record again. The
+        topic's min.compaction.lag.ms keeps the committed record alive until
+        this runs.
+        """
+        changes = [Change(key, shard.store.get(key), None) for key in sorted(keys)]
+        offsets = self.writer.write([(shard.changelog, changes)])
+        shard.store.write({}, offsets[shard.changelog])
 
     def _partition(self, partition: int) -> _Partition:
         part = self._partitions.get(partition)

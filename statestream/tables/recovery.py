@@ -66,6 +66,10 @@ class RestoreOutcome:
     cleared: str | None  # why the store was cleared first, if it was
     completed: bool  # False when cancelled
     offset: int | None  # the store's offset afterwards
+    #: Keys of records skipped as uncommitted. Such a record may supersede a
+    #: committed one under compaction, so the owner rewrites these keys'
+    #: restored values to the changelog (see TableManager.restore_partition).
+    skipped_keys: frozenset[bytes] = frozenset()
 
 
 ProgressCallback = Callable[[RestoreProgress], None]
@@ -119,6 +123,7 @@ class _Restorer:
         self.progress_interval = progress_interval
         self.applied = 0
         self.skipped = 0
+        self.skipped_keys: set[bytes] = set()
         self.batch: dict[bytes, bytes | None] = {}
         self.last_offset: int | None = None
         self.began = self.last_report = time.monotonic()
@@ -138,6 +143,8 @@ class _Restorer:
                 continue  # written after the restore began: the owner processes it
             if _should_skip(source_of(record), committed):
                 self.skipped += 1
+                if record.key is not None:
+                    self.skipped_keys.add(record.key)
             else:
                 if record.key is not None:
                     batch[record.key] = record.value
@@ -160,7 +167,13 @@ class _Restorer:
     def outcome(self, cleared: str | None, completed: bool) -> RestoreOutcome:
         """Summarize the run."""
         return RestoreOutcome(
-            self.changelog, self.applied, self.skipped, cleared, completed, self.store.offset()
+            self.changelog,
+            self.applied,
+            self.skipped,
+            cleared,
+            completed,
+            self.store.offset(),
+            frozenset(self.skipped_keys),
         )
 
 

@@ -77,7 +77,6 @@ class TableShard:
         key_codec: Codec,
         value_codec: Codec,
         changelog: TopicPartition,
-        cache_size: int = 10_000,
     ) -> None:
         self.table = table
         self.partition = partition
@@ -88,7 +87,6 @@ class TableShard:
         self.source: tuple[str, int] | None = None
         self._entries: dict[bytes, _Entry] = {}
         self._dirty: set[bytes] = set()
-        self._cache_size = cache_size
 
     # -- reads -----------------------------------------------------------------
 
@@ -167,17 +165,13 @@ class TableShard:
         )
         decode_key, decode_value = kc.decode, self.value_codec.decode
         stored = self.store.iterate(blo, bhi, None, reverse)
-        # Merge the two ordered streams; on equal keys the buffer wins.
-        tagged_store = ((kb, 1, raw) for kb, raw in stored)
-        tagged_overlay = ((kb, 0, None) for kb in overlay)
-        merged = heapq.merge(
-            tagged_overlay, tagged_store, key=lambda t: (t[0], t[1]), reverse=reverse
-        )
-        previous: bytes | None = None
+        # Merge the two ordered streams. A key in the buffer is answered by the
+        # buffer alone; its store copy (if any) is skipped below, whichever of
+        # the two the merge yields first.
+        tagged_store = ((kb, True, raw) for kb, raw in stored)
+        tagged_overlay = ((kb, False, None) for kb in overlay)
+        merged = heapq.merge(tagged_overlay, tagged_store, key=lambda t: t[0], reverse=reverse)
         for kb, from_store, raw in merged:
-            if kb == previous:
-                continue
-            previous = kb
             if not from_store:
                 entry = self._entries[kb]
                 if entry.state is not EntryState.DELETED:
