@@ -24,8 +24,8 @@ fi
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
 echo "== ruff"
-.venv/bin/ruff check statestream tests benchmarks scripts
-.venv/bin/ruff format --check statestream tests benchmarks scripts
+.venv/bin/ruff check statestream tests benchmarks scripts examples
+.venv/bin/ruff format --check statestream tests benchmarks scripts examples
 echo "== mypy --strict"
 .venv/bin/mypy statestream
 echo "== import-linter"

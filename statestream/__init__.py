@@ -6,8 +6,12 @@ only imports the layers below it; ``setup.cfg`` holds the import-linter contract
 that keeps it so.
 """
 
+from statestream.app import App
+from statestream.context import Context, Message
 from statestream.errors import StateStreamError
+from statestream.processor import Processor
+from statestream.tables.table import Table
 
-__all__ = ["StateStreamError", "__version__"]
+__all__ = ["App", "Context", "Message", "Processor", "StateStreamError", "Table", "__version__"]
 
 __version__ = "0.1.0"

@@ -1,24 +1,85 @@
-"""The ``statestream`` command.
+"""The ``statestream`` command: ``worker``, ``tables`` and ``demo``.
 
 Every flag has an environment-variable default, shown in ``--help``; this
 module and :mod:`statestream.config` are the only readers of the environment.
+Exit codes: 0 clean stop, 1 fatal error (message on stderr), 2 bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
+from typing import Any
 
 from statestream import __version__
-from statestream.config import env_setting
-from statestream.errors import StateStreamError
+from statestream.app import App
+from statestream.config import APP_ENV, ERROR_POLICIES, GUARANTEES, env_setting
+from statestream.errors import ConfigurationError, StateStreamError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "load_app", "main"]
 
 
-def _env_help(text: str, env: str, default: str) -> str:
-    return f"{text} (env {env}; default: {default})"
+def load_app(spec: str) -> App:
+    """Import ``module:attribute`` and return the :class:`App` it names."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigurationError(
+            f"app must be given as module:attribute, e.g. myapp:app; got {spec!r}"
+        )
+    # Like python -m: the working directory is importable.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import module {module_name!r}: {exc}") from exc
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise ConfigurationError(
+            f"{spec!r} is {type(app).__name__ if app is not None else 'missing'}, "
+            "not a statestream App"
+        )
+    return app
+
+
+_HELP = {
+    "broker_url": "log to use: kafka://host:9092[,host2:9092] or embedded:///dir",
+    "store_url": "where table state lives: leveldb:///dir, memory://, aerospike://host/ns",
+    "data_dir": "directory for the embedded log and local stores",
+    "commit_interval": "seconds between commits",
+    "processing_guarantee": f"one of {', '.join(GUARANTEES)}",
+    "partitions": "partition count for source and output topics statestream creates",
+    "error_policy": f"bad records: {', '.join(ERROR_POLICIES)}",
+    "dead_letter_topic": "topic for the dead_letter policy (default: {app_id}-dead-letters)",
+    "max_queued": "records queued per partition before fetching pauses",
+}
+_TYPES: dict[str, Any] = {"commit_interval": float, "partitions": int, "max_queued": int}
+
+
+def _add_app_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", help="the app to run, as module:attribute (e.g. myapp:app)")
+    for name, env in APP_ENV.items():
+        current = os.environ.get(env)
+        shown = f"currently {current!r}" if current else "unset"
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=_TYPES.get(name, str),
+            default=None,
+            help=f"{_HELP[name]} (env {env}: {shown}; otherwise the app's setting or default)",
+        )
+    parser.add_argument(
+        "--log-level",
+        default=env_setting("STATESTREAM_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (env STATESTREAM_LOG_LEVEL; default INFO)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,52 +91,104 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"statestream {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    worker = commands.add_parser(
+        "worker",
+        help="run an app's processors until stopped (SIGTERM/SIGINT stop it gracefully)",
+        description="Run a worker of APP. Flags override the app's settings.",
+    )
+    _add_app_flags(worker)
+
+    tables = commands.add_parser(
+        "tables",
+        help="list an app's tables, changelog topics, stores and local partition states",
+    )
+    _add_app_flags(tables)
+
     demo = commands.add_parser(
         "demo",
-        help="count page views into durable state; stop and rerun it to see state survive",
+        help="count page views on the embedded log; stop and rerun it to see state survive",
         description=(
-            "Count page views from a generated stream into a LevelDB store, committing "
-            "data and offset atomically. Stop it at any time (Ctrl-C or kill -9) and run "
-            "it again: it resumes where its state says and checks its counts."
+            "Write page-view events to an embedded log and count them per page and per "
+            "user while they arrive. Stop it at any time (Ctrl-C, or even kill -9) and run "
+            "it again: state is restored and counts stay exact."
         ),
     )
     default_dir = env_setting("STATESTREAM_DATA_DIR", "./statestream-data")
     demo.add_argument(
         "--data-dir",
         default=default_dir,
-        help=_env_help("directory for state", "STATESTREAM_DATA_DIR", default_dir),
+        help=f"directory for the demo's log and state (env STATESTREAM_DATA_DIR; "
+        f"default {default_dir})",
     )
     default_events = env_setting("STATESTREAM_DEMO_EVENTS", "20000")
     demo.add_argument(
         "--events",
         type=int,
         default=int(default_events),
-        help=_env_help("events to process this run", "STATESTREAM_DEMO_EVENTS", default_events),
+        help=f"events to write this run (env STATESTREAM_DEMO_EVENTS; default {default_events})",
     )
-    demo.add_argument("--commit-every", type=int, default=500, help="events per commit")
-    demo.add_argument("--pause", type=float, default=0.0, help="seconds to sleep after each commit")
+    demo.add_argument(
+        "--rate", type=float, default=2000.0, help="events per second (0: unthrottled)"
+    )
     return parser
+
+
+def _install_stop(stop: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in APP_ENV}
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    from statestream.worker.runner import Worker
+
+    app = load_app(args.app).with_settings(**_settings(args))
+    worker = Worker(app)
+    _install_stop(worker.request_stop)
+    return worker.run()
+
+
+def _run_tables(args: argparse.Namespace) -> int:
+    from statestream.inspect import describe_tables
+
+    app = load_app(args.app).with_settings(**_settings(args))
+    for line in describe_tables(app):
+        print(line)
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from statestream.demo import run_demo
+
+    if args.events < 0 or args.rate < 0:
+        print("statestream: --events and --rate must be >= 0", file=sys.stderr)
+        return 2
+    result = run_demo(
+        args.data_dir, args.events, args.rate, worker_ready=lambda w: _install_stop(w.request_stop)
+    )
+    return 0 if result.exact else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "WARNING")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runners = {"worker": _run_worker, "tables": _run_tables, "demo": _run_demo}
     try:
-        if args.command == "demo":
-            from statestream.demo import run_demo
-
-            if args.events < 0 or args.commit_every <= 0:
-                print("statestream: --events must be >= 0 and --commit-every > 0", file=sys.stderr)
-                return 2
-            result = run_demo(args.data_dir, args.events, args.commit_every, pause=args.pause)
-            return 0 if result.verified else 1
+        return runners[args.command](args)
     except StateStreamError as exc:
         print(f"statestream: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("statestream: interrupted; state is intact up to the last commit", file=sys.stderr)
         return 130
-    return 2
 
 
 if __name__ == "__main__":

@@ -17,13 +17,18 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from statestream.errors import ConfigurationError
 
 __all__ = [
+    "APP_ENV",
     "DEFAULT_STORE_URL",
+    "ERROR_POLICIES",
+    "GUARANTEES",
     "AerospikeOptions",
+    "AppConfig",
     "LevelDBOptions",
     "env_setting",
     "options_from_strings",
@@ -216,3 +221,130 @@ class AerospikeOptions:
             raise ConfigurationError("aerospike option password needs the option user")
         if self.tls_cafile is not None and self.tls_name is None:
             raise ConfigurationError("aerospike option tls_cafile needs the option tls_name")
+
+
+#: Processing guarantees an app may ask for.
+GUARANTEES = ("at_least_once",)
+#: What happens to a record that cannot be decoded or whose processing raises.
+ERROR_POLICIES = ("stop", "skip", "dead_letter")
+
+
+def _local_url(scheme: str, directory: str) -> str:
+    if os.path.isabs(directory):
+        return f"{scheme}://{directory}"
+    return f"{scheme}://./{directory.removeprefix('./')}"
+
+
+#: Environment variable of each app setting, shown in ``--help``.
+APP_ENV: Mapping[str, str] = MappingProxyType(
+    {
+        "broker_url": "STATESTREAM_BROKER_URL",
+        "store_url": "STATESTREAM_STORE_URL",
+        "data_dir": "STATESTREAM_DATA_DIR",
+        "commit_interval": "STATESTREAM_COMMIT_INTERVAL",
+        "processing_guarantee": "STATESTREAM_PROCESSING_GUARANTEE",
+        "partitions": "STATESTREAM_PARTITIONS",
+        "error_policy": "STATESTREAM_ERROR_POLICY",
+        "dead_letter_topic": "STATESTREAM_DEAD_LETTER_TOPIC",
+        "max_queued": "STATESTREAM_MAX_QUEUED",
+    }
+)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Settings of one statestream app; every field has an environment default.
+
+    Resolve it with :meth:`resolve`, which fills fields left as ``None`` from
+    ``STATESTREAM_*`` variables and then from built-in defaults.
+    """
+
+    app_id: str
+    #: ``kafka://host:9092`` or ``embedded:///dir``; default: an embedded log
+    #: under the data directory.
+    broker_url: str
+    #: Where table state lives; default: LevelDB under the data directory.
+    store_url: str
+    data_dir: str
+    #: Seconds between commits of each partition.
+    commit_interval: float
+    processing_guarantee: str
+    #: Partition count used to create missing source and output topics
+    #: (None: topics must already exist).
+    partitions: int | None
+    error_policy: str
+    dead_letter_topic: str
+    #: Records queued per partition before its fetching is paused.
+    max_queued: int
+
+    @classmethod
+    def resolve(cls, app_id: str, **given: Any) -> AppConfig:
+        """Return the config for ``app_id``: explicit values, then environment, then defaults."""
+        unknown = sorted(set(given) - set(APP_ENV))
+        if unknown:
+            raise ConfigurationError(
+                f"unknown app setting(s) {', '.join(unknown)}; known: {', '.join(sorted(APP_ENV))}"
+            )
+        if (
+            not isinstance(app_id, str)
+            or not app_id
+            or not all(c.isalnum() or c in "._-" for c in app_id)
+        ):
+            raise ConfigurationError(
+                f"app id must be letters, digits, '.', '_' or '-', got {app_id!r}"
+            )
+        raw: dict[str, Any] = {}
+        for name, env in APP_ENV.items():
+            value = given.get(name)
+            if value is None:
+                value = os.environ.get(env) or None
+            raw[name] = value
+        data_dir = str(raw["data_dir"] or "./statestream-data")
+        config = cls(
+            app_id=app_id,
+            broker_url=str(raw["broker_url"] or _local_url("embedded", f"{data_dir}/log")),
+            store_url=str(raw["store_url"] or _local_url("leveldb", f"{data_dir}/{app_id}")),
+            data_dir=data_dir,
+            commit_interval=_as(float, "commit_interval", raw["commit_interval"], 1.0),
+            processing_guarantee=str(raw["processing_guarantee"] or "at_least_once"),
+            partitions=_as(int, "partitions", raw["partitions"], None),
+            error_policy=str(raw["error_policy"] or "stop"),
+            dead_letter_topic=str(raw["dead_letter_topic"] or f"{app_id}-dead-letters"),
+            max_queued=_as(int, "max_queued", raw["max_queued"], 1000),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigurationError` naming the first invalid setting."""
+        if self.commit_interval <= 0:
+            raise ConfigurationError(
+                f"commit_interval must be > 0 seconds, got {self.commit_interval}"
+            )
+        if self.processing_guarantee not in GUARANTEES:
+            raise ConfigurationError(
+                f"processing_guarantee {self.processing_guarantee!r} is not supported; "
+                f"supported: {', '.join(GUARANTEES)}"
+            )
+        if self.partitions is not None and self.partitions < 1:
+            raise ConfigurationError(f"partitions must be >= 1, got {self.partitions}")
+        if self.error_policy not in ERROR_POLICIES:
+            raise ConfigurationError(
+                f"error_policy must be one of {', '.join(ERROR_POLICIES)}, "
+                f"got {self.error_policy!r}"
+            )
+        if self.max_queued < 1:
+            raise ConfigurationError(f"max_queued must be >= 1, got {self.max_queued}")
+
+
+def _as(kind: type[Any], name: str, value: Any, default: Any) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, kind) and not isinstance(value, bool):
+        return value
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"setting {name!r} must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+        ) from None

@@ -304,3 +304,16 @@ class CommitError(StateStreamError):
     restarting recovers exact state: records of an unfinished commit are
     reprocessed, and changelog records they produced are skipped on restore.
     """
+
+
+class ProcessingError(StateStreamError):
+    """A record could not be decoded or processed, and the error policy is ``stop``.
+
+    The message names the topic, partition and offset, and the cause is
+    attached. Fix the processor (or the data), or choose the ``skip`` or
+    ``dead_letter`` policy; on restart processing resumes at that record.
+    """
+
+
+class WorkerError(StateStreamError):
+    """The worker cannot run (bad topics, a partition thread died, a commit failed)."""

@@ -234,7 +234,12 @@ class TableManager:
         source = (topic, offset)
         part.last_source = source
         for shard in part.shards.values():
-            shard.source = source
+            shard.begin(source)
+
+    def rollback_record(self, partition: int) -> None:
+        """Undo the table changes of the record being processed (it failed)."""
+        for shard in self._partitions[partition].shards.values():
+            shard.rollback()
 
     def shard(self, table: str, partition: int) -> TableShard:
         """Return the shard of ``table`` for ``partition``."""

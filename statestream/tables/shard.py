@@ -87,6 +87,9 @@ class TableShard:
         self.source: tuple[str, int] | None = None
         self._entries: dict[bytes, _Entry] = {}
         self._dirty: set[bytes] = set()
+        # Entries as they were before the current record touched them (None:
+        # absent), so a record whose processing fails can be rolled back.
+        self._undo: dict[bytes, _Entry | None] = {}
 
     # -- reads -----------------------------------------------------------------
 
@@ -98,6 +101,7 @@ class TableShard:
         if raw is None:
             return None
         entry = _Entry(self.value_codec.decode(raw), raw, EntryState.CLEAN, None)
+        self._undo.setdefault(kb, None)
         self._entries[kb] = entry
         return entry
 
@@ -120,6 +124,8 @@ class TableShard:
         """
         kb = self.key_codec.encode(key)
         encoded = self.value_codec.encode(value)
+        if kb not in self._undo:
+            self._undo[kb] = self._entries.get(kb)
         self._entries[kb] = _Entry(value, encoded, EntryState.SET, self.source)
         self._dirty.add(kb)
 
@@ -128,9 +134,35 @@ class TableShard:
         kb = self.key_codec.encode(key)
         existed = self._lookup(kb) is not None
         if existed:
+            if kb not in self._undo:
+                self._undo[kb] = self._entries.get(kb)
             self._entries[kb] = _Entry(None, None, EntryState.DELETED, self.source)
             self._dirty.add(kb)
         return existed
+
+    # -- per-record rollback ----------------------------------------------------
+
+    def begin(self, source: tuple[str, int]) -> None:
+        """Start processing the source record ``source``; forget the previous undo log."""
+        self.source = source
+        self._undo.clear()
+
+    def rollback(self) -> None:
+        """Undo what the current record did (its processing failed).
+
+        Assignments, deletes and first reads are undone. A value that was
+        already buffered before this record and is then mutated in place by
+        it cannot be told apart from earlier mutations and stays as it is.
+        """
+        for kb, previous in self._undo.items():
+            if previous is None:
+                self._entries.pop(kb, None)
+                self._dirty.discard(kb)
+            else:
+                self._entries[kb] = previous
+                if previous.state is EntryState.CLEAN:
+                    self._dirty.discard(kb)
+        self._undo.clear()
 
     # -- iteration -------------------------------------------------------------
 
@@ -230,6 +262,7 @@ class TableShard:
         """Forget everything buffered (after a commit, or when abandoning work)."""
         self._dirty.clear()
         self._entries.clear()
+        self._undo.clear()
 
     @property
     def dirty(self) -> bool:

@@ -1,0 +1,111 @@
+"""``App``: an application id, its processors and its settings.
+
+::
+
+    app = App("wordcount", processors=[WordCount])
+
+Settings not given are read from ``STATESTREAM_*`` environment variables,
+then defaults (see :class:`~statestream.config.AppConfig`): with none at all
+the app runs on an embedded log and LevelDB under ``./statestream-data``.
+Run it with ``statestream worker mymodule:app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from statestream.config import AppConfig
+from statestream.errors import ConfigurationError
+from statestream.processor import Processor
+from statestream.serde import Codec, get_codec
+from statestream.tables.table import Table
+
+__all__ = ["App"]
+
+
+class App:
+    """A statestream application. Immutable once built; safe to share between threads."""
+
+    def __init__(
+        self,
+        app_id: str,
+        processors: Sequence[type[Processor]],
+        *,
+        topic_codecs: Mapping[str, tuple[str | Codec, str | Codec]] | None = None,
+        **settings: Any,
+    ) -> None:
+        self.config = AppConfig.resolve(app_id, **settings)
+        self._settings = dict(settings)
+        self._topic_codecs = dict(topic_codecs or {})
+        if not processors:
+            raise ConfigurationError(f"app {app_id!r} needs at least one Processor subclass")
+        for proc in processors:
+            if not (isinstance(proc, type) and issubclass(proc, Processor)):
+                raise ConfigurationError(f"{proc!r} is not a Processor subclass")
+            proc.validate()
+        self.processors = tuple(processors)
+        self._codecs = {
+            topic: (get_codec(k), get_codec(v)) for topic, (k, v) in (topic_codecs or {}).items()
+        }
+        names: dict[str, Table[Any, Any]] = {}
+        for proc in self.processors:
+            for table in proc.tables():
+                if names.get(table.name, table) is not table:
+                    raise ConfigurationError(f"two different tables are named {table.name!r}")
+                names[table.name] = table
+        self._tables = list(names.values())
+
+    @property
+    def app_id(self) -> str:
+        """The application id (consumer group and changelog topic prefix)."""
+        return self.config.app_id
+
+    def tables(self) -> list[Table[Any, Any]]:
+        """Every table declared by the app's processors."""
+        return list(self._tables)
+
+    def source_topics(self) -> list[str]:
+        """Every source topic, in declaration order."""
+        seen: dict[str, None] = {}
+        for proc in self.processors:
+            for topic in proc.topics:
+                seen[topic] = None
+        return list(seen)
+
+    def output_topics(self) -> list[str]:
+        """Every declared output topic."""
+        seen: dict[str, None] = {}
+        for proc in self.processors:
+            for topic in proc.outputs:
+                seen[topic] = None
+        return list(seen)
+
+    def codecs(self, topic: str) -> tuple[Codec, Codec]:
+        """Return ``(key codec, value codec)`` for ``topic``.
+
+        Source topics use their processor's codecs unless ``topic_codecs``
+        says otherwise; other topics default to json.
+        """
+        if topic in self._codecs:
+            return self._codecs[topic]
+        for proc in self.processors:
+            if topic in proc.topics:
+                pair = (get_codec(proc.key_codec), get_codec(proc.value_codec))
+                self._codecs[topic] = pair
+                return pair
+        pair = (get_codec("json"), get_codec("json"))
+        self._codecs[topic] = pair
+        return pair
+
+    def with_settings(self, **settings: Any) -> App:
+        """Return a copy of the app with some settings given (the CLI's flags).
+
+        ``None`` values are ignored; settings derived from others (the broker
+        and store URLs from the data directory) follow unless given.
+        """
+        merged = {**self._settings, **{k: v for k, v in settings.items() if v is not None}}
+        return App(self.app_id, self.processors, topic_codecs=self._topic_codecs, **merged)
+
+    def __repr__(self) -> str:
+        return f"<App {self.app_id!r} processors={[p.__name__ for p in self.processors]}>"

@@ -1,0 +1,72 @@
+"""Describe an app's tables from outside a worker: topics, stores, local state.
+
+Used by ``statestream tables``. Opens the log and each local store briefly;
+a store (or embedded log) held by a running worker is reported as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from statestream.app import App
+from statestream.errors import LogLockedError, StateStreamError, StoreLockedError
+from statestream.log import open_transport
+from statestream.stores.registry import open_store
+from statestream.types import TopicPartition
+
+__all__ = ["describe_tables"]
+
+
+def describe_tables(app: App) -> Iterator[str]:
+    """Yield human-readable lines about every table of ``app``."""
+    config = app.config
+    yield f"app {config.app_id!r}: broker {config.broker_url}, store {config.store_url}"
+    try:
+        transport = open_transport(config.broker_url)
+    except LogLockedError:
+        yield "  (the embedded log is held by a running worker: stop it to inspect partitions)"
+        for table in app.tables():
+            yield f"table {table.name}: changelog {config.app_id}-{table.name}-changelog"
+        return
+    try:
+        admin = transport.admin()
+        fetcher = transport.fetcher()
+        for table in app.tables():
+            topic = f"{config.app_id}-{table.name}-changelog"
+            described = admin.describe_topic(topic)
+            store_url = table.store_url or config.store_url
+            if described is None:
+                yield f"table {table.name}: changelog {topic} (not created yet), store {store_url}"
+                continue
+            yield (
+                f"table {table.name}: changelog {topic} ({described.partitions} partitions, "
+                f"{described.cleanup_policy}), store {store_url}"
+            )
+            for p in range(described.partitions):
+                low, high = fetcher.watermarks(TopicPartition(topic, p))
+                local = _local(store_url, table.name, p, high)
+                yield f"  partition {p}: changelog offsets {low}..{high}, {local}"
+        fetcher.close()
+        admin.close()
+    finally:
+        transport.close()
+
+
+def _local(store_url: str, table: str, partition: int, high: int) -> str:
+    try:
+        store = open_store(store_url, table, partition)
+    except StoreLockedError:
+        return "local store held by a running worker (active)"
+    except StateStreamError as exc:
+        return f"local store unavailable: {exc}"
+    try:
+        offset = store.offset()
+        if not store.persistent:
+            return "in-memory store (restored on each start)"
+        if offset is None:
+            return "no local state (a full restore on assignment)"
+        behind = max(high - 1 - offset, 0)
+        state = "up to date" if behind == 0 else f"{behind} offsets behind"
+        return f"local store at offset {offset} ({state})"
+    finally:
+        store.close()

@@ -1,0 +1,73 @@
+"""``Processor``: the one class users subclass.
+
+::
+
+    class WordCount(Processor):
+        topics = ["sentences"]
+        counts = Table("counts", default=int)
+
+        def process(self, message, ctx):
+            for word in message.value.split():
+                self.counts[word] += 1
+
+Class attributes configure it: ``topics`` (source topics, co-partitioned),
+``outputs`` (topics it sends to; created with the source partition count if
+missing), ``key_codec``/``value_codec`` for its source topics, and
+``error_policy`` (overrides the app's). Tables are declared as class
+attributes and found automatically.
+
+One instance is created per assigned partition, on that partition's thread,
+so instance attributes are private to a partition and need no locking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from statestream.context import Context, Message
+from statestream.errors import ConfigurationError
+from statestream.serde import Codec
+from statestream.tables.table import Table
+
+__all__ = ["Processor"]
+
+
+class Processor:
+    """Subclass it, name the source topics, declare tables, implement ``process``."""
+
+    topics: ClassVar[Sequence[str]] = ()
+    outputs: ClassVar[Sequence[str]] = ()
+    key_codec: ClassVar[str | Codec] = "json"
+    value_codec: ClassVar[str | Codec] = "json"
+    error_policy: ClassVar[str | None] = None
+
+    def process(self, message: Message, ctx: Context) -> None:
+        """Handle one source record. Runs on the record's partition thread."""
+        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+
+    def on_assigned(self, partition: int) -> None:
+        """Called on the partition thread once ``partition`` is restored and ready."""
+
+    def on_revoked(self, partition: int) -> None:
+        """Called on the partition thread before ``partition`` is closed."""
+
+    @classmethod
+    def tables(cls) -> list[Table[Any, Any]]:
+        """Return the tables declared on this class and its bases."""
+        found: dict[str, Table[Any, Any]] = {}
+        for klass in reversed(cls.__mro__):
+            for value in vars(klass).values():
+                if isinstance(value, Table):
+                    found[value.name] = value
+        return list(found.values())
+
+    @classmethod
+    def validate(cls) -> None:
+        """Raise :class:`ConfigurationError` if the class is not usable."""
+        if isinstance(cls.topics, str) or not cls.topics:
+            raise ConfigurationError(
+                f"{cls.__name__}.topics must be a non-empty list of topic names, got {cls.topics!r}"
+            )
+        if cls.process is Processor.process:
+            raise ConfigurationError(f"{cls.__name__} must implement process(self, message, ctx)")

@@ -1,0 +1,225 @@
+"""One partition's thread: restore, then process records and commit.
+
+Thread ownership: :class:`PartitionTask` *is* the partition thread. It owns
+the partition's table shards, stores, processor instances and its queue's
+consumer side. It never touches the group consumer: source offsets are
+committed by the poll thread, which the task asks through ``commit_source``
+(and waits for) between step 2 and step 4 of the commit protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from statestream.app import App
+from statestream.context import Context, Message
+from statestream.errors import ProcessingError, StateStreamError
+from statestream.log.base import Producer
+from statestream.processor import Processor
+from statestream.tables.manager import TableManager
+from statestream.types import Headers, Record, TopicPartition
+
+__all__ = ["CommitSource", "PartitionTask"]
+
+log = logging.getLogger("statestream.worker")
+
+#: Asks the poll thread to commit source offsets; blocks until done (raises on failure).
+CommitSource = Callable[[Mapping[TopicPartition, int]], None]
+
+#: Headers added to dead-lettered records.
+ERROR_HEADER = "statestream-error"
+ERROR_ORIGIN = "statestream-error-origin"
+
+
+class PartitionTask(threading.Thread):
+    """Restores partition ``partition`` and then processes its records."""
+
+    def __init__(
+        self,
+        app: App,
+        partition: int,
+        manager: TableManager,
+        producer: Producer,
+        committed: Mapping[str, int | None],
+        commit_source: CommitSource,
+        counters: Callable[[str, int], None],
+    ) -> None:
+        super().__init__(name=f"statestream-partition-{partition}", daemon=True)
+        self.app = app
+        self.partition = partition
+        self.manager = manager
+        self.producer = producer
+        self.committed = dict(committed)
+        self.commit_source = commit_source
+        self.count = counters
+        self.queue: queue.Queue[Record] = queue.Queue()
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self.failure: BaseException | None = None
+        # Next offset to process per source topic partition (what we commit).
+        self._positions: dict[TopicPartition, int] = {}
+        self._uncommitted = False
+        self._processors: dict[str, list[Processor]] = {}
+
+    # -- called from the poll thread ---------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the task to finish its current record, commit, close and exit."""
+        self.stopping.set()
+
+    # -- the thread --------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # reported to the poll thread, which stops the worker
+            self.failure = exc
+            log.error("partition %d stopped: %s", self.partition, exc)
+        finally:
+            self._close()
+
+    def _run(self) -> None:
+        self.manager.open_partition(self.partition)
+        outcomes = self.manager.restore_partition(self.partition, self.committed, self.stopping)
+        if not all(o.completed for o in outcomes):
+            return  # revoked while restoring: what was applied is kept
+        self.manager.bind(self.partition)
+        instances = [cls() for cls in self.app.processors]
+        for topic in self.app.source_topics():
+            self._processors[topic] = [p for p in instances if topic in type(p).topics]
+        for proc in instances:
+            proc.on_assigned(self.partition)
+        self.ready.set()
+        ctx = Context(self._send, self.app.codecs)
+        interval = self.app.config.commit_interval
+        next_commit = time.monotonic() + interval
+        while not self.stopping.is_set():
+            try:
+                record = self.queue.get(timeout=min(0.05, interval))
+            except queue.Empty:
+                record = None
+            if record is not None:
+                self._handle(record, ctx)
+            if time.monotonic() >= next_commit:
+                self.commit()
+                next_commit = time.monotonic() + interval
+        self.commit()
+        for proc in instances:
+            proc.on_revoked(self.partition)
+
+    def _close(self) -> None:
+        try:
+            self.manager.close_partition(self.partition)
+        except StateStreamError as exc:
+            log.error("closing partition %d failed: %s", self.partition, exc)
+            if self.failure is None:
+                self.failure = exc
+
+    # -- processing --------------------------------------------------------------
+
+    def _handle(self, record: Record, ctx: Context) -> None:
+        tp = record.tp
+        self.manager.begin_record(self.partition, record.topic, record.offset)
+        try:
+            key_codec, value_codec = self.app.codecs(record.topic)
+            message = Message(
+                record.topic,
+                record.partition,
+                record.offset,
+                None if record.key is None else key_codec.decode(record.key),
+                None if record.value is None else value_codec.decode(record.value),
+                record.timestamp,
+                record.headers,
+            )
+            ctx.message = message
+            for proc in self._processors.get(record.topic, ()):
+                proc.process(message, ctx)
+        except Exception as exc:  # the error policy decides; nothing is dropped silently
+            self.manager.rollback_record(self.partition)
+            self._on_error(record, exc)
+        finally:
+            ctx.message = None
+        self._positions[tp] = record.offset + 1
+        self._uncommitted = True
+        self.count("processed", 1)
+
+    def _on_error(self, record: Record, exc: Exception) -> None:
+        where = f"topic {record.topic!r} partition {record.partition} offset {record.offset}"
+        policies = {type(p).error_policy for p in self._processors.get(record.topic, ())}
+        policies.discard(None)
+        policy = policies.pop() if len(policies) == 1 else self.app.config.error_policy
+        if policy == "skip":
+            log.warning("skipping the record at %s: %s: %s", where, type(exc).__name__, exc)
+            self.count("skipped", 1)
+            return
+        if policy == "dead_letter":
+            headers: Headers = (
+                *record.headers,
+                (ERROR_HEADER, f"{type(exc).__name__}: {exc}".encode()),
+                (ERROR_ORIGIN, f"{record.topic}:{record.partition}:{record.offset}".encode()),
+            )
+            self.producer.send(
+                self.app.config.dead_letter_topic,
+                record.key,
+                record.value,
+                partition=record.partition,
+                headers=headers,
+                timestamp=record.timestamp,
+            )
+            log.warning(
+                "sent the record at %s to %s: %s", where, self.app.config.dead_letter_topic, exc
+            )
+            self.count("dead_lettered", 1)
+            return
+        raise ProcessingError(
+            f"processing the record at {where} failed: {type(exc).__name__}: {exc} "
+            "(error policy 'stop'; choose 'skip' or 'dead_letter' to continue past bad records)"
+        ) from exc
+
+    def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        headers: Headers,
+    ) -> None:
+        self.producer.send(topic, key, value, partition=partition, headers=headers)
+
+    # -- the commit protocol -----------------------------------------------------
+
+    def commit(self) -> None:
+        """Commit this partition: changelogs, output flush, source offsets, stores."""
+        if not self._uncommitted:
+            return
+        pending = self.manager.prepare(self.partition)
+        self.manager.write_changelogs(pending)
+        # Output records (ctx.send, dead letters) must be durable before the
+        # source offsets that produced them are committed.
+        self.producer.flush()
+        self.commit_source(dict(self._positions))
+        self.manager.apply(pending)
+        self._uncommitted = False
+        self.count("commits", 1)
+
+    def enqueue(self, record: Record) -> None:
+        """Hand a polled record to this task (poll thread)."""
+        self.queue.put(record)
+
+    def queued(self) -> int:
+        """Records waiting in the queue."""
+        return self.queue.qsize()
+
+    def describe(self) -> dict[str, Any]:
+        """A small status snapshot (any thread)."""
+        return {
+            "partition": self.partition,
+            "ready": self.ready.is_set(),
+            "queued": self.queued(),
+            "alive": self.is_alive(),
+        }

@@ -1,0 +1,336 @@
+"""``Worker``: the poll thread, the partition threads, rebalances and shutdown.
+
+The thread that calls :meth:`Worker.run` is the **poll thread**: the only
+thread that touches the group consumer. It polls, hands records to one
+:class:`~statestream.worker.partition.PartitionTask` per assigned partition,
+pauses partitions whose queue is full (and partitions still restoring),
+commits source offsets when a task asks, and runs the rebalance callbacks:
+
+* on assignment, it reads the committed offsets and starts a task, which
+  restores the partition's tables before processing (other partitions keep
+  processing meanwhile);
+* on revocation, it asks the tasks to finish their current record, commit and
+  close their stores, serving their commit requests until they have exited,
+  so revoked stores are closed before the callback returns.
+
+``request_stop()`` (SIGTERM/SIGINT in the CLI) ends the loop the same way:
+finish the current record, commit, close stores, leave the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from queue import Empty, Queue
+
+from statestream.app import App
+from statestream.errors import (
+    ConfigurationError,
+    StateStreamError,
+    TopicMismatchError,
+    TopicNotFoundError,
+    WorkerError,
+)
+from statestream.log import Transport, open_transport
+from statestream.log.base import Admin, GroupMember, Producer, TopicSpec
+from statestream.tables.manager import TableManager
+from statestream.tables.recovery import RestoreProgress
+from statestream.types import TopicPartition
+from statestream.worker.partition import PartitionTask
+
+__all__ = ["Worker", "WorkerStatus"]
+
+log = logging.getLogger("statestream.worker")
+
+_COMMIT_TIMEOUT = 120.0
+
+
+@dataclass
+class WorkerStatus:
+    """A snapshot for progress displays."""
+
+    partitions: list[int]
+    ready: list[int]
+    counters: dict[str, int] = field(default_factory=dict)
+    restoring: dict[str, RestoreProgress] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs an :class:`~statestream.app.App` until stopped or a fatal error."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        on_status: Callable[[WorkerStatus], None] | None = None,
+        status_interval: float = 2.0,
+        transport: Transport | None = None,
+    ) -> None:
+        self.app = app
+        # A transport given by the caller is shared (e.g. with a producer
+        # thread of the same process) and left open at shutdown.
+        self._given_transport = transport
+        self.on_status = on_status
+        self.status_interval = status_interval
+        self._stop = threading.Event()
+        self._tasks: dict[int, PartitionTask] = {}
+        self._requests: Queue[tuple[Mapping[TopicPartition, int], Future[None]]] = Queue()
+        self._paused: set[TopicPartition] = set()
+        self._counters: dict[str, int] = {}
+        self._counter_lock = threading.Lock()
+        self._restoring: dict[str, RestoreProgress] = {}
+        self._fatal: BaseException | None = None
+        self._transport: Transport | None = None
+        self._producer: Producer | None = None
+        self._manager: TableManager | None = None
+        self._member: GroupMember | None = None
+
+    # -- control -----------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop gracefully (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    def count(self, name: str, amount: int) -> None:
+        """Add to a counter (any thread)."""
+        with self._counter_lock:
+            self._counters[name] = self._counters.get(name, 0) + amount
+
+    def counters(self) -> dict[str, int]:
+        """Return a copy of the counters (any thread)."""
+        with self._counter_lock:
+            return dict(self._counters)
+
+    # -- the poll thread -----------------------------------------------------------
+
+    def run(self) -> int:
+        """Run on the calling thread until stopped; return an exit code (0 = clean).
+
+        A fatal error is re-raised after a clean shutdown so the caller can
+        report it.
+        """
+        try:
+            self._start()
+            self._loop()
+        finally:
+            self._shutdown()
+        if self._fatal is not None:
+            raise self._fatal
+        return 0
+
+    def _start(self) -> None:
+        config = self.app.config
+        self._transport = self._given_transport or open_transport(config.broker_url)
+        admin = self._transport.admin()
+        try:
+            partitions = self._ensure_topics(admin)
+        finally:
+            admin.close()
+        self._producer = self._transport.producer()
+        self._manager = TableManager(
+            config.app_id,
+            self.app.tables(),
+            self._transport,
+            config.store_url,
+            producer=self._producer,
+            progress=self._on_progress,
+        )
+        self._manager.ensure_changelogs(partitions)
+        self._member = self._transport.group_member(config.app_id, reset="earliest")
+        self._member.subscribe(self.app.source_topics(), self)
+        log.info(
+            "worker for %r started: %d partitions, broker %s, store %s",
+            config.app_id,
+            partitions,
+            config.broker_url,
+            config.store_url,
+        )
+
+    def _ensure_topics(self, admin: Admin) -> int:
+        config = self.app.config
+        counts: dict[str, int] = {}
+        for topic in self.app.source_topics():
+            described = admin.describe_topic(topic)
+            if described is None:
+                if config.partitions is None:
+                    raise TopicNotFoundError(
+                        f"source topic {topic!r} does not exist; create it, or set partitions "
+                        "(--partitions or STATESTREAM_PARTITIONS) to let statestream create it"
+                    )
+                described = admin.ensure_topic(TopicSpec(topic, config.partitions))
+            counts[topic] = described.partitions
+        if len(set(counts.values())) > 1:
+            raise TopicMismatchError(
+                f"source topics must have the same partition count (tables are sharded by "
+                f"partition), got {counts}"
+            )
+        partitions = next(iter(counts.values()))
+        extra = list(self.app.output_topics())
+        if config.error_policy == "dead_letter" or any(
+            p.error_policy == "dead_letter" for p in self.app.processors
+        ):
+            extra.append(config.dead_letter_topic)
+        for topic in extra:
+            if admin.describe_topic(topic) is None:
+                admin.ensure_topic(TopicSpec(topic, partitions))
+        return partitions
+
+    def _loop(self) -> None:
+        assert self._member is not None
+        next_status = time.monotonic() + self.status_interval
+        while not self._stop.is_set():
+            self._serve_commits()
+            records = self._member.poll(timeout=0.05, max_records=500)
+            for record in records:
+                task = self._tasks.get(record.partition)
+                if task is None:
+                    raise WorkerError(f"received a record of unassigned partition {record.tp}")
+                task.enqueue(record)
+            self._backpressure()
+            self._check_tasks()
+            if self.on_status is not None and time.monotonic() >= next_status:
+                next_status = time.monotonic() + self.status_interval
+                self.on_status(self.status())
+
+    def status(self) -> WorkerStatus:
+        """A snapshot of partitions and counters."""
+        tasks = dict(self._tasks)
+        return WorkerStatus(
+            sorted(tasks),
+            sorted(p for p, t in tasks.items() if t.ready.is_set()),
+            self.counters(),
+            dict(self._restoring),
+        )
+
+    def _serve_commits(self, wait: float = 0.0) -> None:
+        assert self._member is not None
+        while True:
+            try:
+                offsets, future = (
+                    self._requests.get(timeout=wait) if wait else self._requests.get_nowait()
+                )
+            except Empty:
+                return
+            wait = 0.0
+            try:
+                self._member.commit(offsets)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+    def _commit_source(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Called on a partition thread: have the poll thread commit, and wait."""
+        future: Future[None] = Future()
+        self._requests.put((offsets, future))
+        future.result(timeout=_COMMIT_TIMEOUT)
+
+    def _tps(self, partition: int) -> list[TopicPartition]:
+        return [TopicPartition(t, partition) for t in self.app.source_topics()]
+
+    def _backpressure(self) -> None:
+        assert self._member is not None
+        limit = self.app.config.max_queued
+        for partition, task in self._tasks.items():
+            tps = self._tps(partition)
+            should_pause = not task.ready.is_set() or task.queued() >= limit
+            paused = tps[0] in self._paused
+            if should_pause and not paused:
+                self._member.pause(tps)
+                self._paused.update(tps)
+            elif paused and task.ready.is_set() and task.queued() < limit // 2 + 1:
+                self._member.resume(tps)
+                self._paused.difference_update(tps)
+
+    def _check_tasks(self) -> None:
+        for partition, task in list(self._tasks.items()):
+            if not task.is_alive() and task.failure is not None:
+                self._fatal = task.failure
+                self._stop.set()
+                return
+            if not task.is_alive() and not self._stop.is_set():
+                # Ended without being asked (revoked while restoring ends it too,
+                # but then it is no longer in _tasks).
+                self._tasks.pop(partition, None)
+
+    def _on_progress(self, progress: RestoreProgress) -> None:
+        self._restoring[str(progress.changelog)] = progress
+        if progress.remaining == 0:
+            self._restoring.pop(str(progress.changelog), None)
+
+    # -- rebalance callbacks (poll thread, inside poll) ----------------------------
+
+    def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        """Start a task per newly assigned partition (it restores, then processes)."""
+        assert self._member is not None
+        assert self._manager is not None
+        assert self._producer is not None
+        numbers = sorted({tp.partition for tp in partitions} - set(self._tasks))
+        for number in numbers:
+            committed = {
+                topic: self._member.committed(TopicPartition(topic, number))
+                for topic in self.app.source_topics()
+            }
+            task = PartitionTask(
+                self.app,
+                number,
+                self._manager,
+                self._producer,
+                committed,
+                self._commit_source,
+                self.count,
+            )
+            tps = self._tps(number)
+            self._member.pause(tps)  # until restored
+            self._paused.update(tps)
+            self._tasks[number] = task
+            task.start()
+        if numbers:
+            log.info("assigned partitions %s", numbers)
+
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        """Finish, commit and close revoked partitions before returning."""
+        numbers = sorted({tp.partition for tp in partitions} & set(self._tasks))
+        self._stop_tasks(numbers)
+        if numbers:
+            log.info("revoked partitions %s", numbers)
+
+    def _stop_tasks(self, numbers: Sequence[int]) -> None:
+        tasks = [self._tasks[n] for n in numbers if n in self._tasks]
+        for task in tasks:
+            task.stop()
+        while any(task.is_alive() for task in tasks):
+            self._serve_commits(wait=0.05)
+        self._serve_commits()
+        for task in tasks:
+            self._tasks.pop(task.partition, None)
+            self._paused.difference_update(self._tps(task.partition))
+            if task.failure is not None and self._fatal is None:
+                self._fatal = task.failure
+
+    # -- shutdown --------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        errors: list[BaseException] = []
+        steps: list[Callable[[], None]] = [lambda: self._stop_tasks(sorted(self._tasks))]
+        if self._member is not None:
+            steps.append(self._member.close)
+        if self._manager is not None:
+            steps.append(self._manager.close)
+        if self._producer is not None:
+            steps.append(self._producer.close)
+        if self._transport is not None and self._given_transport is None:
+            steps.append(self._transport.close)
+        for step in steps:
+            try:
+                step()
+            except (StateStreamError, ConfigurationError, OSError) as exc:
+                errors.append(exc)
+                log.error("shutdown step failed: %s", exc)
+        if errors and self._fatal is None:
+            self._fatal = errors[0]
+        log.info("worker for %r stopped", self.app.app_id)
