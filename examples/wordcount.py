@@ -1,9 +1,15 @@
 """Word count: counts every word of the sentences on topic ``sentences``.
 
-Run it (no broker needed; sentences are written by ``examples/produce.py``)::
+Run it on the embedded log (no broker; write the input first, since the
+embedded log belongs to one process at a time), then stop it with Ctrl-C::
 
-    statestream worker examples.wordcount:app --partitions 4
-    STATESTREAM_BROKER_URL=kafka://localhost:9092 statestream worker examples.wordcount:app
+    echo "the quick brown fox" | statestream produce sentences --partitions 4
+    statestream worker examples.wordcount:app
+    statestream tables examples.wordcount:app
+
+On Kafka, the same app unchanged::
+
+    statestream worker examples.wordcount:app --broker-url kafka://localhost:9092 --partitions 4
 
 Each new count is also sent to topic ``word-counts``.
 """

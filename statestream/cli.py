@@ -104,6 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_app_flags(tables)
 
+    produce = commands.add_parser(
+        "produce",
+        help="write lines from standard input to a topic (one json string record per line)",
+        description=(
+            "Write each line of standard input to TOPIC as a record whose value is the "
+            "line as a json string (no key: spread over partitions). The embedded log is "
+            "owned by one process, so produce before starting a worker on it."
+        ),
+    )
+    produce.add_argument("topic", help="topic to write to")
+    default_broker = env_setting("STATESTREAM_BROKER_URL", "embedded://./statestream-data/log")
+    produce.add_argument(
+        "--broker-url",
+        default=default_broker,
+        help=f"log to write to (env STATESTREAM_BROKER_URL; default {default_broker})",
+    )
+    produce.add_argument(
+        "--partitions", type=int, default=None, help="create the topic with this many partitions"
+    )
+
     demo = commands.add_parser(
         "demo",
         help="count page views on the embedded log; stop and rerun it to see state survive",
@@ -163,6 +183,30 @@ def _run_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_produce(args: argparse.Namespace) -> int:
+    from statestream.log import open_transport
+    from statestream.log.base import TopicSpec
+    from statestream.serde import JsonCodec
+
+    transport = open_transport(args.broker_url)
+    try:
+        admin = transport.admin()
+        if args.partitions is not None:
+            admin.ensure_topic(TopicSpec(args.topic, args.partitions))
+        producer = transport.producer()
+        codec = JsonCodec()
+        count = 0
+        for line in sys.stdin:
+            producer.send(args.topic, None, codec.encode(line.rstrip("\n")))
+            count += 1
+        producer.flush()
+        producer.close()
+        print(f"wrote {count} records to {args.topic}", file=sys.stderr)
+    finally:
+        transport.close()
+    return 0
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from statestream.demo import run_demo
 
@@ -180,7 +224,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = getattr(args, "log_level", "WARNING")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runners = {"worker": _run_worker, "tables": _run_tables, "demo": _run_demo}
+    runners = {
+        "worker": _run_worker,
+        "tables": _run_tables,
+        "produce": _run_produce,
+        "demo": _run_demo,
+    }
     try:
         return runners[args.command](args)
     except StateStreamError as exc:
