@@ -104,7 +104,13 @@ class PartitionTask(threading.Thread):
             except queue.Empty:
                 record = None
             if record is not None:
-                self._handle(record, ctx)
+                try:
+                    self._handle(record, ctx)
+                except ProcessingError:
+                    # The bad record is rolled back and not in the positions:
+                    # commit everything before it, then stop the worker.
+                    self.commit()
+                    raise
             if time.monotonic() >= next_commit:
                 self.commit()
                 next_commit = time.monotonic() + interval

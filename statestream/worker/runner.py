@@ -207,7 +207,8 @@ class Worker:
         )
 
     def _serve_commits(self, wait: float = 0.0) -> None:
-        assert self._member is not None
+        if self._member is None:  # start-up failed before joining: nothing to commit
+            return
         while True:
             try:
                 offsets, future = (
@@ -285,6 +286,12 @@ class Worker:
                 self.count,
             )
             tps = self._tps(number)
+            for tp in tps:
+                # A partition revoked and assigned back keeps its fetch
+                # position, which may be past records its task had queued
+                # but not processed: always resume from the committed offset
+                # (0 when none: the reset policy then picks the log start).
+                self._member.seek(tp, committed[tp.topic] or 0)
             self._member.pause(tps)  # until restored
             self._paused.update(tps)
             self._tasks[number] = task
