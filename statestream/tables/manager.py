@@ -105,6 +105,8 @@ class TableManager:
         #: could let compaction remove the committed one it supersedes.
         self.compaction_lag_ms = compaction_lag_ms
         self._partitions: dict[int, _Partition] = {}
+        # Partitions this manager held and closed (reported as CLOSED).
+        self._closed: set[int] = set()
         self._lock = threading.Lock()
 
     # -- topics ------------------------------------------------------------------
@@ -155,6 +157,7 @@ class TableManager:
             raise
         with self._lock:
             self._partitions[partition] = _Partition(partition, shards)
+            self._closed.discard(partition)
 
     def restore_partition(
         self,
@@ -202,6 +205,8 @@ class TableManager:
         """
         with self._lock:
             part = self._partitions.pop(partition, None)
+            if part is not None:
+                self._closed.add(partition)
         if part is None:
             return
         part.state = PartitionState.CLOSED
@@ -297,13 +302,21 @@ class TableManager:
     # -- reporting and shutdown --------------------------------------------------
 
     def states(self) -> dict[tuple[str, int], PartitionState]:
-        """Return the state of every (table, partition) this manager holds."""
+        """Return the state of every (table, partition) this manager holds or held."""
         with self._lock:
-            return {
-                (name, part.number): part.state
-                for part in self._partitions.values()
-                for name in part.shards
+            states = {
+                (table.name, number): PartitionState.CLOSED
+                for number in self._closed
+                for table in self.tables
             }
+            states.update(
+                {
+                    (name, part.number): part.state
+                    for part in self._partitions.values()
+                    for name in part.shards
+                }
+            )
+            return states
 
     def partitions(self) -> list[int]:
         """Return the partitions currently open."""

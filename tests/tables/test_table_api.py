@@ -12,7 +12,7 @@ import pytest
 from statestream.errors import EncodeError, TableContextError, TopicMismatchError
 from statestream.log import Transport
 from statestream.log.base import TopicSpec
-from statestream.tables import Table, TableManager
+from statestream.tables import PartitionState, Table, TableManager
 from statestream.tables.headers import source_of
 from statestream.types import TopicPartition
 from tests.tables.helpers import SOURCE, Node, read_all
@@ -370,3 +370,23 @@ def test_created_changelog_is_compacted_with_the_partition_count(
         assert description.cleanup_policy == "compact"
     admin.close()
     manager.close()
+
+
+def test_partition_states_through_a_lifecycle(embedded: Transport, tmp_path: Path) -> None:
+    table: Table[str, int] = Table("s", default=int)
+    manager = TableManager("lifecycle", [table], embedded, f"leveldb://{tmp_path}")
+    manager.ensure_changelogs(2)
+    manager.open_partition(0)
+    manager.open_partition(1)
+    assert manager.states() == {
+        ("s", 0): PartitionState.RESTORING,
+        ("s", 1): PartitionState.RESTORING,
+    }
+    manager.restore_partition(0, {})
+    assert manager.states()[("s", 0)] is PartitionState.READY
+    assert manager.states()[("s", 1)] is PartitionState.RESTORING
+    manager.close_partition(0)
+    assert manager.states()[("s", 0)] is PartitionState.CLOSED
+    assert manager.partitions() == [1]
+    manager.close()
+    assert manager.states() == {("s", 0): PartitionState.CLOSED, ("s", 1): PartitionState.CLOSED}
