@@ -1,6 +1,7 @@
 """Child process for ``test_kill9.py``: counts keys of a source topic into a table.
 
-Usage: ``python -m tests.tables.kill9_worker LOG_DIR STORE_DIR COMMIT_EVERY DELAY``.
+Usage: ``python -m tests.tables.kill9_worker BROKER_URL STORE_DIR COMMIT_EVERY DELAY SUFFIX``
+(``SUFFIX`` makes topic, group and app names unique on a shared broker).
 Restores the table as of the group's committed source offset, then processes
 the source to its end, committing every ``COMMIT_EVERY`` records through the
 full commit protocol. Prints ``READY`` after restoring and ``DONE`` at the end.
@@ -20,17 +21,18 @@ GROUP = "counter"
 APP_ID = "kill9"
 
 
-def main(log_dir: str, store_dir: str, commit_every: int, delay: float) -> None:
-    transport = open_transport(f"embedded://{log_dir}")
-    tp = TopicPartition(SOURCE, 0)
-    member = transport.group_member(GROUP, reset="earliest")
-    member.subscribe([SOURCE])
+def main(url: str, store_dir: str, commit_every: int, delay: float, suffix: str) -> None:
+    source, group, app_id = SOURCE + suffix, GROUP + suffix, APP_ID + suffix
+    transport = open_transport(url)
+    tp = TopicPartition(source, 0)
+    member = transport.group_member(group, reset="earliest")
+    member.subscribe([source])
     counts: Table[str, int] = Table("counts", default=int)
-    manager = TableManager(APP_ID, [counts], transport, f"leveldb://{store_dir}")
+    manager = TableManager(app_id, [counts], transport, f"leveldb://{store_dir}")
     manager.ensure_changelogs(1)
     manager.open_partition(0)
     committed = member.committed(tp)
-    manager.restore_partition(0, {SOURCE: committed})
+    manager.restore_partition(0, {source: committed})
     manager.bind(0)
     print("READY", flush=True)
     fetcher = transport.fetcher()
@@ -65,4 +67,4 @@ def main(log_dir: str, store_dir: str, commit_every: int, delay: float) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
