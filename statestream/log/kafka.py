@@ -174,6 +174,22 @@ def _kafka_errors(what: str, bootstrap: str) -> Iterator[None]:
         raise _translate(exc, what, bootstrap) from exc
 
 
+def _unstick_parked_records(consumer: Any) -> None:
+    """Work around a kafka-python 3.0 stall of partitions paused mid-hand-out.
+
+    Its fetcher parks the records of a partition that is paused while they are
+    being handed out, and gives them back after ``resume`` only when its
+    in-line slot is ``None``; but it leaves an exhausted (falsy) record set in
+    that slot, and it never fetches a partition that has parked records. The
+    partition would then never be read again. Clearing the exhausted set before
+    each poll lets the parked records come back.
+    """
+    fetcher = getattr(consumer, "_fetcher", None)
+    current = getattr(fetcher, "_next_partition_records", None)
+    if current is not None and not current:
+        fetcher._next_partition_records = None  # type: ignore[union-attr]
+
+
 def _ktp(tp: TopicPartition) -> Any:
     return KafkaTopicPartition(tp[0], tp[1])
 
@@ -878,6 +894,7 @@ class _ConsumerClient:
         self._consumer.resume(*(k for k in map(_ktp, partitions) if k in assigned))
 
     def _poll(self, timeout: float, max_records: int) -> list[Record]:
+        _unstick_parked_records(self._consumer)
         try:
             polled = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
         except kerrors.OffsetOutOfRangeError as exc:
@@ -1153,16 +1170,23 @@ class KafkaGroupMember(_ConsumerClient, GroupMember):
         return result
 
     def _poll_group(self, timeout: float, max_records: int) -> list[Record]:
-        # kafka-python 3.0 throws away a join that completes while no poll()
-        # is waiting for it and starts another one, so a poll timeout shorter
-        # than a rebalance can keep the group rebalancing for ever. Waiting
-        # for the join in one call avoids that.
+        # kafka-python 3.0 applies the result of a join only if a poll() is
+        # waiting when the join completes. Otherwise it either starts another
+        # join (a short poll timeout can then keep the group rebalancing for
+        # ever), or, when the join was started by a metadata change, forgets
+        # it and stays "rebalancing" with no partitions. So: whenever a join
+        # is due or under way, wait for it in one call, and ask for a fresh
+        # join if kafka-python lost track of one.
         coordinator = getattr(self._consumer, "_coordinator", None)
-        if self._subscribed and coordinator is not None and coordinator.need_rejoin():
-            try:
-                coordinator.poll(timeout_ms=self._rebalance_timeout_ms)
-            except kerrors.KafkaError as exc:
-                raise _translate(exc, f"joining group {self.group_id!r}", self._where) from exc
+        if self._subscribed and coordinator is not None:
+            rejoin = coordinator.need_rejoin()
+            if rejoin or coordinator.rebalance_in_progress():
+                if not rejoin:
+                    coordinator.request_rejoin()
+                try:
+                    coordinator.poll(timeout_ms=self._rebalance_timeout_ms)
+                except kerrors.KafkaError as exc:
+                    raise _translate(exc, f"joining group {self.group_id!r}", self._where) from exc
         return self._poll(timeout, max_records)
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
