@@ -278,7 +278,7 @@ class TableManager:
             if changes:
                 shard.committed(changes, pending.changelog_offsets[name])
             else:
-                shard.discard()
+                shard.committed([], None)  # nothing changed: keep the cache
 
     def commit(self, partition: int, commit_source: Callable[[], None]) -> PendingCommit:
         """Run the whole commit protocol for ``partition``.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from statestream.types import TopicPartition
 __all__ = ["Change", "EntryState", "TableShard"]
 
 _IMMUTABLE = (int, float, str, bytes, bool, type(None))
+_MEMO_TYPES = (str, int, bytes)
 
 
 class EntryState(enum.Enum):
@@ -77,6 +79,7 @@ class TableShard:
         key_codec: Codec,
         value_codec: Codec,
         changelog: TopicPartition,
+        cache_size: int = 50_000,
     ) -> None:
         self.table = table
         self.partition = partition
@@ -85,17 +88,36 @@ class TableShard:
         self.value_codec = value_codec
         self.changelog = changelog
         self.source: tuple[str, int] | None = None
+        # Decoded values: this interval's reads and writes, plus committed
+        # values kept (up to cache_size) so the next interval need not read
+        # and decode them from the store again.
         self._entries: dict[bytes, _Entry] = {}
+        # Keys read or written in this commit interval: only these can have
+        # changed (a value must be read to be mutated in place).
+        self._touched: set[bytes] = set()
         self._dirty: set[bytes] = set()
+        self._cache_size = cache_size
+        self._memo_key: Any = None
+        self._memo_kb = b""
         # Entries as they were before the current record touched them (None:
         # absent), so a record whose processing fails can be rolled back.
         self._undo: dict[bytes, _Entry | None] = {}
 
     # -- reads -----------------------------------------------------------------
 
+    def _kb(self, key: Any) -> bytes:
+        # `table[k] += 1` encodes the same key twice; remember the last one.
+        # Only for immutable key types: a list key could change in between.
+        if key is self._memo_key and type(key) in _MEMO_TYPES:
+            return self._memo_kb
+        kb = self.key_codec.encode(key)
+        self._memo_key, self._memo_kb = key, kb
+        return kb
+
     def _lookup(self, kb: bytes) -> _Entry | None:
         entry = self._entries.get(kb)
         if entry is not None:
+            self._touched.add(kb)
             return None if entry.state is EntryState.DELETED else entry
         raw = self.store.get(kb)
         if raw is None:
@@ -103,16 +125,17 @@ class TableShard:
         entry = _Entry(self.value_codec.decode(raw), raw, EntryState.CLEAN, None)
         self._undo.setdefault(kb, None)
         self._entries[kb] = entry
+        self._touched.add(kb)
         return entry
 
     def get(self, key: Any, default: Any = None) -> Any:
         """Return the value of ``key``, or ``default``."""
-        entry = self._lookup(self.key_codec.encode(key))
+        entry = self._lookup(self._kb(key))
         return default if entry is None else entry.obj
 
     def contains(self, key: Any) -> bool:
         """Return whether ``key`` has a value."""
-        return self._lookup(self.key_codec.encode(key)) is not None
+        return self._lookup(self._kb(key)) is not None
 
     # -- writes ----------------------------------------------------------------
 
@@ -122,16 +145,17 @@ class TableShard:
         The value is encoded now, so a value the codec cannot encode fails
         here, at the line that assigned it, not at commit.
         """
-        kb = self.key_codec.encode(key)
+        kb = self._kb(key)
         encoded = self.value_codec.encode(value)
         if kb not in self._undo:
             self._undo[kb] = self._entries.get(kb)
         self._entries[kb] = _Entry(value, encoded, EntryState.SET, self.source)
         self._dirty.add(kb)
+        self._touched.add(kb)
 
     def delete(self, key: Any) -> bool:
         """Delete ``key``; return whether it had a value."""
-        kb = self.key_codec.encode(key)
+        kb = self._kb(key)
         existed = self._lookup(kb) is not None
         if existed:
             if kb not in self._undo:
@@ -158,6 +182,7 @@ class TableShard:
             if previous is None:
                 self._entries.pop(kb, None)
                 self._dirty.discard(kb)
+                self._touched.discard(kb)
             else:
                 self._entries[kb] = previous
                 if previous.state is EntryState.CLEAN:
@@ -187,12 +212,9 @@ class TableShard:
         if bounds is None:
             return
         blo, bhi = bounds
+        touched = self._touched
         overlay = sorted(
-            (
-                kb
-                for kb in self._entries
-                if (blo is None or kb >= blo) and (bhi is None or kb < bhi)
-            ),
+            (kb for kb in touched if (blo is None or kb >= blo) and (bhi is None or kb < bhi)),
             reverse=reverse,
         )
         decode_key, decode_value = kc.decode, self.value_codec.decode
@@ -208,7 +230,7 @@ class TableShard:
                 entry = self._entries[kb]
                 if entry.state is not EntryState.DELETED:
                     yield decode_key(kb), entry.obj
-            elif kb not in self._entries:
+            elif kb not in touched:
                 assert raw is not None
                 yield decode_key(kb), decode_value(raw)
 
@@ -233,7 +255,9 @@ class TableShard:
         """
         out: list[Change] = []
         encode = self.value_codec.encode
-        for kb, entry in self._entries.items():
+        entries = self._entries
+        for kb in self._touched:
+            entry = entries[kb]
             if entry.state is EntryState.DELETED:
                 out.append(Change(kb, None, entry.source))
                 continue
@@ -255,16 +279,36 @@ class TableShard:
         Called only after the changelog records of ``changes`` were flushed
         (and, by the caller, the source offsets committed).
         """
-        self.store.write({c.key: c.value for c in changes}, changelog_offset)
-        self.discard()
+        if changes:
+            self.store.write({c.key: c.value for c in changes}, changelog_offset)
+        entries = self._entries
+        for change in changes:
+            if change.value is None:
+                entries.pop(change.key, None)
+            else:
+                entry = entries[change.key]
+                entry.state, entry.encoded, entry.source = EntryState.CLEAN, change.value, None
+        for kb in self._touched:
+            left = entries.get(kb)
+            if left is not None and left.state is EntryState.DELETED:
+                del entries[kb]  # deleted, but nothing to write (never stored)
+        self._touched.clear()
+        self._dirty.clear()
+        self._undo.clear()
+        excess = len(entries) - self._cache_size
+        if excess > 0:
+            # Oldest first (insertion order); everything left is clean now.
+            for kb in list(itertools.islice(entries, excess)):
+                del entries[kb]
 
     def discard(self) -> None:
         """Forget everything buffered (after a commit, or when abandoning work)."""
         self._dirty.clear()
         self._entries.clear()
+        self._touched.clear()
         self._undo.clear()
 
     @property
     def dirty(self) -> bool:
         """Whether anything may need committing (in-place mutations included)."""
-        return bool(self._entries)
+        return bool(self._touched)
