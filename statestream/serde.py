@@ -20,6 +20,7 @@ Codecs are stateless and thread-safe.
 from __future__ import annotations
 
 import json
+import json.encoder
 import pickle
 from typing import Any, Protocol, runtime_checkable
 
@@ -52,6 +53,10 @@ class Codec(Protocol):
         ...
 
 
+# The C string encoder json uses with ensure_ascii=False.
+_encode_str = json.encoder.encode_basestring
+
+
 def _preview(data: bytes, limit: int = 32) -> str:
     shown = bytes(data[:limit])
     return repr(shown) + ("..." if len(data) > limit else "")
@@ -69,6 +74,13 @@ class JsonCodec:
         )
 
     def encode(self, obj: Any) -> bytes:
+        # Fast paths for the commonest keys and values; they produce exactly
+        # the bytes the full encoder would.
+        kind = type(obj)
+        if kind is str:
+            return _encode_str(obj).encode("utf-8")
+        if kind is int:
+            return str(obj).encode("ascii")
         try:
             return self._encoder.encode(obj).encode("utf-8")
         except (TypeError, ValueError) as exc:

@@ -111,3 +111,13 @@ def test_get_codec() -> None:
         get_codec("yaml")
     with pytest.raises(ConfigurationError, match="name, encode and decode"):
         get_codec(42)  # type: ignore[arg-type]
+
+
+@given(st.one_of(st.text(), st.integers()))
+def test_json_fast_paths_match_the_full_encoder(value: object) -> None:
+    import json
+
+    full = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode(value)
+    assert JsonCodec().encode(value) == full.encode("utf-8")
