@@ -149,7 +149,13 @@ class TableManager:
                 store = open_store(table.store_url or self.store_url, table.name, partition)
                 changelog = TopicPartition(self.changelog_topic(table), partition)
                 shards[table.name] = TableShard(
-                    table.name, partition, store, table.key_codec, table.value_codec, changelog
+                    table.name,
+                    partition,
+                    store,
+                    table.key_codec,
+                    table.value_codec,
+                    changelog,
+                    cache_size=table.cache_size,
                 )
         except BaseException:
             for shard in shards.values():

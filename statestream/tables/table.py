@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, Generic, TypeVar
 
-from statestream.errors import TableContextError
+from statestream.errors import ConfigurationError, TableContextError
 from statestream.serde import Codec, get_codec
 from statestream.stores.base import check_table_name
 from statestream.tables.shard import TableShard
@@ -56,14 +56,19 @@ class Table(MutableMapping[K, V], Generic[K, V]):
         key_codec: str | Codec | None = "json",
         value_codec: str | Codec | None = "json",
         store_url: str | None = None,
+        cache_size: int = 50_000,
     ) -> None:
         check_table_name(name)
+        if cache_size < 0:
+            raise ConfigurationError(f"table {name!r}: cache_size must be >= 0, got {cache_size}")
         self.name = name
         self.default = default
         self.key_codec = get_codec(key_codec)
         self.value_codec = get_codec(value_codec)
         #: Overrides the app's store URL for this table (None: the app's).
         self.store_url = store_url
+        #: Committed values kept decoded per partition between commits.
+        self.cache_size = cache_size
         self._local = threading.local()
 
     # -- binding -----------------------------------------------------------------
