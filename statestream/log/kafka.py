@@ -1109,10 +1109,10 @@ class KafkaGroupMember(_ConsumerClient, GroupMember):
     Thread ownership: the poll thread only. Rebalance callbacks run on that
     thread, inside :meth:`poll` (and :meth:`close`), while kafka-python's
     I/O thread keeps heartbeating; they are not called with empty partition
-    lists. Offsets are committed only by
-    :meth:`commit` (auto-commit is off); committed offsets are the next
-    offset to process. With ``reset="error"`` a partition without committed
-    offset makes :meth:`poll` raise :class:`~statestream.errors.OffsetOutOfRangeError`.
+    lists. Offsets are committed only by :meth:`commit` (auto-commit is
+    off); committed offsets are the next offset to process. With
+    ``reset="error"`` a partition without committed offset makes
+    :meth:`poll` raise :class:`~statestream.errors.OffsetOutOfRangeError`.
     """
 
     def __init__(

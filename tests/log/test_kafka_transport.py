@@ -53,6 +53,7 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
 
 
 def _read_all(fetcher_poll: Callable[[], list[Record]], until: Callable[[], bool]) -> list[Record]:
@@ -331,6 +332,14 @@ class MemberThread:
         assert self.callback_threads == {self.thread.ident}
 
 
+def _assert_eager(events: list[tuple[str, list[TopicPartition]]]) -> None:
+    """Callbacks alternate: assigned, then revoked (of what was assigned), then assigned..."""
+    for index, (kind, partitions) in enumerate(events):
+        assert kind == ("assigned" if index % 2 == 0 else "revoked"), events
+        if kind == "revoked":
+            assert partitions == events[index - 1][1], events
+
+
 def test_rebalance_callbacks_fire_on_join_and_leave(
     transport: KafkaTransport, unique_topic: str
 ) -> None:
@@ -340,32 +349,41 @@ def test_rebalance_callbacks_fire_on_join_and_leave(
 
     first = MemberThread(transport, group, unique_topic, "first")
     try:
-        _wait_for(lambda: first.assigned == set(everything), "the first member to join")
-        assert first.events == [("assigned", everything)]
+        _wait_for(
+            lambda: first.events[-1:] == [("assigned", everything)], "the first member to join"
+        )
+        _assert_eager(first.events)
         first.events.clear()
 
         second = MemberThread(transport, group, unique_topic, "second")
         try:
-            _wait_for(
-                lambda: len(first.assigned) == 2 and len(second.assigned) == 2,
-                "the partitions to be split between the two members",
-            )
-            assert first.assigned | second.assigned == set(everything)
+
+            def split() -> bool:
+                mine, theirs = sorted(first.assigned), sorted(second.assigned)
+                return (
+                    len(mine) == len(theirs) == 2
+                    and first.events[-1:] == [("assigned", mine)]
+                    and second.events[-1:] == [("assigned", theirs)]
+                )
+
+            _wait_for(split, "the partitions to be split between the two members")
+            first_events, second_events = list(first.events), list(second.events)
+            assert set(first_events[-1][1]) | set(second_events[-1][1]) == set(everything)
             # Eager rebalancing: the first member gave everything back first.
-            assert first.events[0] == ("revoked", everything)
-            assert first.events[-1] == ("assigned", sorted(first.assigned))
-            assert second.events == [("assigned", sorted(second.assigned))]
+            # (The group may rebalance more than once before it settles.)
+            assert first_events[0] == ("revoked", everything)
+            _assert_eager(first_events[1:])
+            _assert_eager(second_events)
             first.events.clear()
-            kept_by_second = sorted(second.assigned)
         finally:
             second.stop()
-        assert second.events[-1] == ("revoked", kept_by_second)
+        _assert_eager(second.events)
+        assert second.events[-1][0] == "revoked"  # on leaving the group
 
         _wait_for(
-            lambda: first.assigned == set(everything),
+            lambda: first.events[-1:] == [("assigned", everything)],
             "the first member to get every partition back",
         )
-        assert first.events[-1] == ("assigned", everything)
     finally:
         first.stop()
     assert first.events[-1] == ("revoked", everything)
@@ -373,6 +391,25 @@ def test_rebalance_callbacks_fire_on_join_and_leave(
     member = transport.group_member(group)
     assert [member.committed(tp) for tp in everything] == [0, 0, 0, 0]
     member.close()
+
+
+def test_short_polls_always_finish_joining_a_new_topics_group(
+    transport: KafkaTransport, unique_topic: str
+) -> None:
+    # The first join of a group on a topic the member has no metadata for
+    # yet assigns nothing; the metadata then triggers a second join. With
+    # kafka-python alone that join was sometimes lost and the member stayed
+    # without partitions for good (about one start in fifteen).
+    for attempt in range(20):
+        topic = f"{unique_topic}-{attempt}"
+        transport.admin().create_topic(TopicSpec(topic, 4))
+        member = transport.group_member(f"g-{topic}")
+        member.subscribe([topic])
+        deadline = time.monotonic() + 20
+        while len(member.assignment()) < 4:
+            member.poll(0.05)
+            assert time.monotonic() < deadline, f"start {attempt} never got its partitions"
+        member.close()
 
 
 def test_listener_errors_are_raised_from_poll(transport: KafkaTransport, unique_topic: str) -> None:

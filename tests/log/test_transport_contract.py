@@ -88,11 +88,14 @@ def test_delete_topic(transport: Transport, topic_name: str) -> None:
 def test_round_trip_keys_values_headers_timestamps(transport: Transport, topic_name: str) -> None:
     transport.admin().create_topic(TopicSpec(topic_name, partitions=2))
     producer = transport.producer()
+    # Recent timestamps: records older than retention.ms (7 days by default)
+    # may be deleted by the broker before they are read back.
+    now = int(time.time() * 1000) - 10_000
     sent = [
-        (b"k1", b"v1", (("source-offset", b"\x00\x01"), ("trace", b"x")), 1_700_000_000_000),
-        (b"k2", None, (), 1_700_000_000_001),  # tombstone
-        (None, b"no key", (("dup", b"1"), ("dup", b"2")), 1_700_000_000_002),
-        (b"", b"", (), 1_700_000_000_003),
+        (b"k1", b"v1", (("source-offset", b"\x00\x01"), ("trace", b"x")), now),
+        (b"k2", None, (), now + 1),  # tombstone
+        (None, b"no key", (("dup", b"1"), ("dup", b"2")), now + 2),
+        (b"", b"", (), now + 3),
     ]
     deliveries = [
         producer.send(topic_name, k, v, partition=1, headers=h, timestamp=ts)
@@ -392,6 +395,14 @@ def test_transactions_commit_and_abort(transport: Transport, topic_name: str) ->
     finally:
         producer.close()
     tp = TopicPartition(topic_name, 0)
+
+    def last_commit_visible() -> bool:
+        # Kafka writes commit markers after commit_transaction() returns: wait
+        # until the last stable offset covers the second committed record.
+        records = read_partition(transport, tp, isolation_level="read_committed")
+        return b"committed-2" in [r.value for r in records]
+
+    wait_for(last_commit_visible, 30, "the second transaction to become visible")
     records = read_partition(transport, tp, isolation_level="read_committed")
     assert [r.value for r in records] == [b"committed", b"committed-2"]
 
