@@ -57,7 +57,11 @@ class PartitionTask(threading.Thread):
         self.committed = dict(committed)
         self.commit_source = commit_source
         self.count = counters
-        self.queue: queue.Queue[Record] = queue.Queue()
+        # Batches of records from one poll; handing over a list per poll, not
+        # a record at a time, keeps queue locking off the per-record path.
+        self.queue: queue.Queue[list[Record]] = queue.Queue()
+        self._queued = 0
+        self._queued_lock = threading.Lock()
         self.stopping = threading.Event()
         self.ready = threading.Event()
         self.failure: BaseException | None = None
@@ -100,17 +104,26 @@ class PartitionTask(threading.Thread):
         next_commit = time.monotonic() + interval
         while not self.stopping.is_set():
             try:
-                record = self.queue.get(timeout=min(0.05, interval))
+                batch = self.queue.get(timeout=min(0.05, interval))
             except queue.Empty:
-                record = None
-            if record is not None:
-                try:
+                batch = []
+            done = 0
+            try:
+                for record in batch:
+                    if self.stopping.is_set():
+                        break  # the rest is not committed: the next owner reads it
                     self._handle(record, ctx)
-                except ProcessingError:
-                    # The bad record is rolled back and not in the positions:
-                    # commit everything before it, then stop the worker.
-                    self.commit()
-                    raise
+                    done += 1
+                    if time.monotonic() >= next_commit:
+                        self.commit()
+                        next_commit = time.monotonic() + interval
+            except ProcessingError:
+                # The bad record is rolled back and not in the positions:
+                # commit everything before it, then stop the worker.
+                self.commit()
+                raise
+            finally:
+                self._took(len(batch), done)
             if time.monotonic() >= next_commit:
                 self.commit()
                 next_commit = time.monotonic() + interval
@@ -152,7 +165,6 @@ class PartitionTask(threading.Thread):
             ctx.message = None
         self._positions[tp] = record.offset + 1
         self._uncommitted = True
-        self.count("processed", 1)
 
     def _on_error(self, record: Record, exc: Exception) -> None:
         where = f"topic {record.topic!r} partition {record.partition} offset {record.offset}"
@@ -213,13 +225,21 @@ class PartitionTask(threading.Thread):
         self._uncommitted = False
         self.count("commits", 1)
 
-    def enqueue(self, record: Record) -> None:
-        """Hand a polled record to this task (poll thread)."""
-        self.queue.put(record)
+    def enqueue(self, records: list[Record]) -> None:
+        """Hand the records of one poll to this task (poll thread)."""
+        with self._queued_lock:
+            self._queued += len(records)
+        self.queue.put(records)
+
+    def _took(self, taken: int, processed: int) -> None:
+        with self._queued_lock:
+            self._queued -= taken
+        if processed:
+            self.count("processed", processed)
 
     def queued(self) -> int:
-        """Records waiting in the queue."""
-        return self.queue.qsize()
+        """Records handed over and not yet taken (any thread)."""
+        return self._queued
 
     def describe(self) -> dict[str, Any]:
         """A small status snapshot (any thread)."""

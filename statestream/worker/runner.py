@@ -39,7 +39,7 @@ from statestream.log import Transport, open_transport
 from statestream.log.base import Admin, GroupMember, Producer, TopicSpec
 from statestream.tables.manager import TableManager
 from statestream.tables.recovery import RestoreProgress
-from statestream.types import TopicPartition
+from statestream.types import Record, TopicPartition
 from statestream.worker.partition import PartitionTask
 
 __all__ = ["Worker", "WorkerStatus"]
@@ -185,11 +185,14 @@ class Worker:
         while not self._stop.is_set():
             self._serve_commits()
             records = self._member.poll(timeout=0.05, max_records=500)
+            batches: dict[int, list[Record]] = {}
             for record in records:
-                task = self._tasks.get(record.partition)
+                batches.setdefault(record.partition, []).append(record)
+            for partition, batch in batches.items():
+                task = self._tasks.get(partition)
                 if task is None:
-                    raise WorkerError(f"received a record of unassigned partition {record.tp}")
-                task.enqueue(record)
+                    raise WorkerError(f"received records of unassigned partition {partition}")
+                task.enqueue(batch)
             self._backpressure()
             self._check_tasks()
             if self.on_status is not None and time.monotonic() >= next_status:
