@@ -68,6 +68,9 @@ class PartitionTask(threading.Thread):
         # Next offset to process per source topic partition (what we commit).
         self._positions: dict[TopicPartition, int] = {}
         self._uncommitted = False
+        # Whether output records (ctx.send, dead letters) were sent since the
+        # last commit: they must be flushed before source offsets move.
+        self._sent = False
         self._processors: dict[str, list[Processor]] = {}
 
     # -- called from the poll thread ---------------------------------------------
@@ -181,6 +184,7 @@ class PartitionTask(threading.Thread):
                 (ERROR_HEADER, f"{type(exc).__name__}: {exc}".encode()),
                 (ERROR_ORIGIN, f"{record.topic}:{record.partition}:{record.offset}".encode()),
             )
+            self._sent = True
             self.producer.send(
                 self.app.config.dead_letter_topic,
                 record.key,
@@ -207,6 +211,7 @@ class PartitionTask(threading.Thread):
         partition: int | None,
         headers: Headers,
     ) -> None:
+        self._sent = True
         self.producer.send(topic, key, value, partition=partition, headers=headers)
 
     # -- the commit protocol -----------------------------------------------------
@@ -218,8 +223,12 @@ class PartitionTask(threading.Thread):
         pending = self.manager.prepare(self.partition)
         self.manager.write_changelogs(pending)
         # Output records (ctx.send, dead letters) must be durable before the
-        # source offsets that produced them are committed.
-        self.producer.flush()
+        # source offsets that produced them are committed. Writing changelogs
+        # flushed the shared producer already (covering every earlier send);
+        # flush here only when there were no changelog records.
+        if self._sent and not pending.changes:
+            self.producer.flush()
+        self._sent = False
         self.commit_source(dict(self._positions))
         self.manager.apply(pending)
         self._uncommitted = False
