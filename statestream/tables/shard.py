@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from statestream.serde import Codec, encode_prefix
+from statestream.serde import Codec, JsonCodec, encode_prefix
 from statestream.stores.base import Store, key_bounds
 from statestream.types import TopicPartition
 
@@ -33,6 +33,8 @@ __all__ = ["Change", "EntryState", "TableShard"]
 
 _IMMUTABLE = (int, float, str, bytes, bool, type(None))
 _MEMO_TYPES = (str, int, bytes)
+# Types the json codec can always encode (floats can be NaN, which it refuses).
+_ALWAYS_JSON = frozenset({int, str, bool, type(None)})
 
 
 class EntryState(enum.Enum):
@@ -97,6 +99,7 @@ class TableShard:
         self._touched: set[bytes] = set()
         self._dirty: set[bytes] = set()
         self._cache_size = cache_size
+        self._json = isinstance(value_codec, JsonCodec)
         self._memo_key: Any = None
         self._memo_kb = b""
         # Entries as they were before the current record touched them (None:
@@ -143,10 +146,14 @@ class TableShard:
         """Assign ``value`` to ``key`` (buffered until commit).
 
         The value is encoded now, so a value the codec cannot encode fails
-        here, at the line that assigned it, not at commit.
+        here, at the line that assigned it, not at commit. (Values the json
+        codec always encodes, such as ints and strings, are encoded once at
+        commit instead: a counter updated a thousand times is encoded once.)
         """
         kb = self._kb(key)
-        encoded = self.value_codec.encode(value)
+        encoded = (
+            None if self._json and type(value) in _ALWAYS_JSON else self.value_codec.encode(value)
+        )
         if kb not in self._undo:
             self._undo[kb] = self._entries.get(kb)
         self._entries[kb] = _Entry(value, encoded, EntryState.SET, self.source)
@@ -263,7 +270,8 @@ class TableShard:
                 continue
             if isinstance(entry.obj, _IMMUTABLE):
                 if entry.state is EntryState.SET:
-                    out.append(Change(kb, entry.encoded, entry.source))
+                    value = entry.encoded if entry.encoded is not None else encode(entry.obj)
+                    out.append(Change(kb, value, entry.source))
                 continue
             current = encode(entry.obj)
             if entry.state is EntryState.SET:
