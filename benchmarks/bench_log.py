@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import platform
 import random
@@ -57,10 +56,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
 
+from _shared import load_broker_module  # benchmarks/ is on sys.path
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTopicPartition
 
@@ -324,20 +323,6 @@ def bench_embedded(root: str, workload: Workload, repeat: int) -> list[Figure]:
 
 
 # -- broker ---------------------------------------------------------------------
-
-
-def load_broker_module() -> ModuleType:
-    """Import ``scripts/kafka_broker.py`` by path (scripts/ is not a package)."""
-    name = "statestream_kafka_broker"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / "kafka_broker.py")
-    if spec is None or spec.loader is None:
-        raise ImportError("cannot load scripts/kafka_broker.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class BrokerHandle:

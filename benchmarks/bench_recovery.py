@@ -70,10 +70,10 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from _shared import load_broker_module, package_version  # benchmarks/ is on sys.path
 
 SEED = 20240601
 VALUE_SIZE = 100
@@ -344,29 +344,6 @@ def run_sides(sides: list[tuple[Side, Any]], repeat: int, root: str, expect: int
                 side.runs.append(result)
 
 
-def load_broker_module() -> ModuleType:
-    """Import ``scripts/kafka_broker.py`` by path (scripts/ is not a package)."""
-    import importlib.util
-
-    name = "statestream_kafka_broker"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / "kafka_broker.py")
-    if spec is None or spec.loader is None:
-        raise ImportError("cannot load scripts/kafka_broker.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", help="host:port of a broker (default: start one)")
@@ -451,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"statestream recovery benchmark: Python {platform.python_version()}, statestream "
-        f"{_version('statestream')}, kafka-python {_version('kafka-python')}, plyvel "
+        f"{package_version('statestream')}, kafka-python {package_version('kafka-python')}, plyvel "
         f"{plyvel.__version__}, LevelDB {plyvel.__leveldb_version__}, {os.cpu_count()} CPUs",
         file=out,
     )

@@ -58,10 +58,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from typing import Any
 
 import plyvel
+from _shared import package_version  # benchmarks/ is on sys.path
 
 from statestream.config import LevelDBOptions
 from statestream.log import open_transport
@@ -341,7 +341,7 @@ def header(args: argparse.Namespace, root: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "statestream": _version("statestream"),
+        "statestream": package_version("statestream"),
         "plyvel": plyvel.__version__,
         "leveldb": plyvel.__leveldb_version__,
         "n": args.n,
@@ -352,13 +352,6 @@ def header(args: argparse.Namespace, root: str) -> dict[str, Any]:
         "leveldb_options": dataclasses.asdict(LevelDBOptions()),
         "tmpdir": os.path.dirname(root),
     }
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def print_table(info: dict[str, Any], results: list[Result], total: float, out: Any) -> None:
