@@ -263,31 +263,6 @@ def _wordcount_app(app_id: str, topic: str, url: str, store_dir: str, interval: 
     )
 
 
-def install_fetcher_shim() -> None:
-    """Work around a kafka-python 3.0 stall after ``pause``/``resume`` (see the README).
-
-    ``Fetcher.fetched_records`` gives records parked for a paused partition back
-    only when ``_next_partition_records is None``, but leaves an exhausted (falsy)
-    ``PartitionRecords`` there, and ``_fetchable_partitions`` never fetches a
-    partition with parked records: once that happens the partition is never read
-    again. Dropping the exhausted object first lets the parked records return.
-    """
-    from kafka.consumer.fetcher import Fetcher
-
-    original = Fetcher.fetched_records
-    if getattr(original, "bench_shim", False):
-        return
-
-    def fetched_records(self: Any, *args: Any, **kwargs: Any) -> Any:
-        current = self._next_partition_records
-        if current is not None and not current:
-            self._next_partition_records = None
-        return original(self, *args, **kwargs)
-
-    fetched_records.bench_shim = True  # type: ignore[attr-defined]
-    Fetcher.fetched_records = fetched_records
-
-
 class _ThreadProfiles:
     """One cProfile profiler per thread started while installed, plus the calling one."""
 
@@ -343,14 +318,10 @@ def run_worker(
     interval: float,
     timeout: float,
     profile: bool,
-    shim: bool,
     progress: Any,
 ) -> dict:
     """Child: run the word-count app with a Worker until it processed ``records``."""
     from statestream.worker.runner import Worker, WorkerStatus
-
-    if shim:
-        install_fetcher_shim()
 
     app_id = f"bench-worker-{uuid.uuid4().hex[:8]}"
     app = _wordcount_app(app_id, topic, url, store_dir, interval)
@@ -710,11 +681,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--timeout", type=float, default=1800.0, help="give up a run after this many s (1800)"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile one more Kafka worker")
-    parser.add_argument(
-        "--no-shim",
-        action="store_true",
-        help="run the worker without the kafka-python pause/resume work-around",
-    )
     parser.add_argument("--skip-embedded", action="store_true", help="measure Kafka only")
     parser.add_argument("--json", action="store_true", help="JSON on stdout, report on stderr")
     args = parser.parse_args(argv)
@@ -764,7 +730,6 @@ def main(argv: list[str] | None = None) -> int:
                     ci,
                     limit,
                     profile,
-                    not args.no_shim,
                 )
             finally:
                 shutil.rmtree(store, ignore_errors=True)
@@ -826,11 +791,6 @@ def main(argv: list[str] | None = None) -> int:
         f"input: {n:,} sentences ({words:,} words, vocabulary {args.vocabulary:,}), "
         f"{p} partitions; commit interval {ci:g} s; no output topic on either side; "
         f"best of R={args.repeat}, each run in a spawned child",
-        file=out,
-    )
-    print(
-        "kafka-python pause/resume work-around in the worker children: "
-        + ("off (--no-shim)" if args.no_shim else "on (install_fetcher_shim)"),
         file=out,
     )
     print(
