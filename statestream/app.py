@@ -45,9 +45,18 @@ class App:
                 raise ConfigurationError(f"{proc!r} is not a Processor subclass")
             proc.validate()
         self.processors = tuple(processors)
-        self._codecs = {
-            topic: (get_codec(k), get_codec(v)) for topic, (k, v) in (topic_codecs or {}).items()
+        # Every topic's codecs are resolved here, so the app stays read-only
+        # once built (partition threads look codecs up concurrently).
+        codecs = {
+            topic: (get_codec(proc.key_codec), get_codec(proc.value_codec))
+            for proc in self.processors
+            for topic in proc.topics
         }
+        codecs.update(
+            {topic: (get_codec(k), get_codec(v)) for topic, (k, v) in (topic_codecs or {}).items()}
+        )
+        self._codecs = codecs
+        self._default_codecs = (get_codec("json"), get_codec("json"))
         names: dict[str, Table[Any, Any]] = {}
         for proc in self.processors:
             for table in proc.tables():
@@ -87,16 +96,7 @@ class App:
         Source topics use their processor's codecs unless ``topic_codecs``
         says otherwise; other topics default to json.
         """
-        if topic in self._codecs:
-            return self._codecs[topic]
-        for proc in self.processors:
-            if topic in proc.topics:
-                pair = (get_codec(proc.key_codec), get_codec(proc.value_codec))
-                self._codecs[topic] = pair
-                return pair
-        pair = (get_codec("json"), get_codec("json"))
-        self._codecs[topic] = pair
-        return pair
+        return self._codecs.get(topic, self._default_codecs)
 
     def with_settings(self, **settings: Any) -> App:
         """Return a copy of the app with some settings given (the CLI's flags).

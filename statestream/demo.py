@@ -125,7 +125,7 @@ def _written(app: App) -> int:
         transport.close()
 
 
-def inspect(app: App) -> DemoResult:
+def read_state(app: App) -> DemoResult:
     """Read the demo's committed state and check it (nothing else may hold the log)."""
     transport = open_transport(app.config.broker_url)
     manager = TableManager(app.app_id, app.tables(), transport, app.config.store_url)
@@ -209,7 +209,7 @@ def run_demo(
         transport.close()
     if failed:
         raise failed[0]
-    result = inspect(app)
+    result = read_state(app)
     for page, n in sorted(result.by_page.items(), key=lambda kv: -kv[1]):
         report(f"  {page:<10} {n:>8}")
     verdict = "exact" if result.exact else "MISMATCH"

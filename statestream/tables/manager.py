@@ -224,8 +224,7 @@ class TableManager:
             except Exception as exc:
                 errors.append(exc)
         for table in self.tables:
-            if getattr(table._local, "shard", None) in part.shards.values():
-                table.bind(None)
+            table.release(part.shards[table.name])
         if errors:
             raise errors[0]
 

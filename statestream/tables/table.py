@@ -88,6 +88,11 @@ class Table(MutableMapping[K, V], Generic[K, V]):
         """Make ``shard`` this thread's current shard (``None`` unbinds)."""
         self._local.shard = shard
 
+    def release(self, shard: TableShard) -> None:
+        """Unbind ``shard`` if it is this thread's current shard (it is being closed)."""
+        if getattr(self._local, "shard", None) is shard:
+            self._local.shard = None
+
     @contextlib.contextmanager
     def bound_to(self, shard: TableShard) -> Iterator[Table[K, V]]:
         """Bind ``shard`` for the duration of a ``with`` block (tools and tests)."""
