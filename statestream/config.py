@@ -310,7 +310,7 @@ class AppConfig:
             partitions=_as(int, "partitions", raw["partitions"], None),
             error_policy=str(raw["error_policy"] or "stop"),
             dead_letter_topic=str(raw["dead_letter_topic"] or f"{app_id}-dead-letters"),
-            max_queued=_as(int, "max_queued", raw["max_queued"], 1000),
+            max_queued=_as(int, "max_queued", raw["max_queued"], 5000),
         )
         config.validate()
         return config

@@ -202,6 +202,27 @@ class Producer(ABC):
     ) -> Delivery:
         """Queue one record; ``partition=None`` partitions by key like Kafka's default."""
 
+    def send_batch(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+    ) -> Delivery | None:
+        """Queue ``(key, value, headers)`` records for one partition, in order.
+
+        Returns the delivery of the last record (``None`` for no records):
+        after a successful :meth:`flush` its offset is the highest offset of
+        the batch. Each record is sent as by :meth:`send`, so a failure of
+        any of them is raised by the next :meth:`flush` like any other.
+        This is what the changelog writer uses; transports override it
+        where a batch is cheaper than as many sends.
+        """
+        delivery: Delivery | None = None
+        send = self.send
+        for key, value, headers in records:
+            delivery = send(topic, key, value, partition=partition, headers=headers)
+        return delivery
+
     @abstractmethod
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything sent is acknowledged; raise ``ProduceError`` on failure."""

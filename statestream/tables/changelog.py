@@ -5,21 +5,52 @@ or a tombstone), each with headers naming the source record that produced it,
 then flush the producer synchronously and return the offsets the log assigned.
 Only after this returns may source offsets be committed.
 
-Thread ownership: called on the partition thread; the producer it uses is the
-worker's shared, thread-safe producer.
+The step comes in two halves so a worker can commit all its partitions with
+one flush: :meth:`ChangelogWriter.send` queues the records and returns a
+:class:`SentChangelogs`; after a flush of the producer (by anyone),
+:meth:`SentChangelogs.offsets` returns the offsets or raises.
+:meth:`ChangelogWriter.write` does both with its own flush.
+
+Thread ownership: ``send``/``write`` are called on the partition thread; the
+producer they use is the worker's shared, thread-safe producer.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 from statestream.errors import CommitError, LogError
 from statestream.log.base import Delivery, Producer
-from statestream.tables.headers import source_headers
+from statestream.tables.headers import SOURCE_OFFSET, SOURCE_TOPIC
 from statestream.tables.shard import Change
-from statestream.types import TopicPartition
+from statestream.types import Headers, TopicPartition
 
-__all__ = ["ChangelogWriter"]
+__all__ = ["ChangelogWriter", "SentChangelogs"]
+
+_pack_offset = struct.Struct(">q").pack
+
+
+class SentChangelogs:
+    """Changelog records queued on the producer, waiting for a flush."""
+
+    def __init__(self, deliveries: dict[TopicPartition, Delivery], records: int) -> None:
+        self._deliveries = deliveries
+        #: How many records were queued.
+        self.records = records
+
+    def offsets(self) -> dict[TopicPartition, int]:
+        """Return the last offset written per changelog (after a successful flush).
+
+        Raises :class:`~statestream.errors.CommitError` if a record was not written.
+        """
+        try:
+            return {tp: delivery.offset for tp, delivery in self._deliveries.items()}
+        except LogError as exc:
+            raise CommitError(
+                f"writing {self.records} changelog records failed ({exc}); source offsets were "
+                "not committed, so the records will be reprocessed"
+            ) from exc
 
 
 class ChangelogWriter:
@@ -27,6 +58,29 @@ class ChangelogWriter:
 
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
+
+    def send(self, batches: Sequence[tuple[TopicPartition, Sequence[Change]]]) -> SentChangelogs:
+        """Queue one record per change; the caller flushes the producer before
+        reading :meth:`SentChangelogs.offsets`.
+
+        Raises :class:`~statestream.errors.CommitError` if the producer refuses them.
+        """
+        deliveries: dict[TopicPartition, Delivery] = {}
+        count = 0
+        send_batch = self.producer.send_batch
+        try:
+            for tp, changes in batches:
+                records = [(c.key, c.value, _headers(c.source)) for c in changes]
+                delivery = send_batch(tp.topic, tp.partition, records)
+                count += len(records)
+                if delivery is not None:
+                    deliveries[tp] = delivery
+        except LogError as exc:
+            raise CommitError(
+                f"queueing {count} changelog records failed ({exc}); source offsets were "
+                "not committed, so the records will be reprocessed"
+            ) from exc
+        return SentChangelogs(deliveries, count)
 
     def write(
         self, batches: Sequence[tuple[TopicPartition, Sequence[Change]]]
@@ -36,25 +90,20 @@ class ChangelogWriter:
         Changelogs without changes are absent from the result. Raises
         :class:`~statestream.errors.CommitError` if anything was not written.
         """
-        send = self.producer.send
-        pending: list[tuple[TopicPartition, Delivery]] = []
+        sent = self.send(batches)
         try:
-            for tp, changes in batches:
-                for change in changes:
-                    headers = () if change.source is None else source_headers(*change.source)
-                    delivery = send(
-                        tp.topic, change.key, change.value, partition=tp.partition, headers=headers
-                    )
-                    pending.append((tp, delivery))
             self.producer.flush()
-            last: dict[TopicPartition, int] = {}
-            for tp, delivery in pending:
-                offset = delivery.offset
-                if offset > last.get(tp, -1):
-                    last[tp] = offset
-            return last
         except LogError as exc:
             raise CommitError(
-                f"writing {len(pending)} changelog records failed ({exc}); source offsets were "
+                f"writing {sent.records} changelog records failed ({exc}); source offsets were "
                 "not committed, so the records will be reprocessed"
             ) from exc
+        return sent.offsets()
+
+
+def _headers(source: tuple[str, int] | None) -> Headers:
+    # statestream.tables.headers.source_headers, inlined: one call per record.
+    if source is None:
+        return ()
+    topic, offset = source
+    return ((SOURCE_OFFSET, _pack_offset(offset)), (SOURCE_TOPIC, topic.encode("utf-8")))

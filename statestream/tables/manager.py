@@ -30,10 +30,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from statestream.errors import CommitError, ConfigurationError, TableError
+from statestream.errors import CommitError, ConfigurationError, LogError, TableError
 from statestream.log.base import Producer, TopicSpec, Transport
 from statestream.stores.registry import open_store
-from statestream.tables.changelog import ChangelogWriter
+from statestream.tables.changelog import ChangelogWriter, SentChangelogs
 from statestream.tables.recovery import ProgressCallback, RestoreOutcome, restore
 from statestream.tables.shard import Change, TableShard
 from statestream.tables.table import Table
@@ -58,6 +58,9 @@ class PendingCommit:
     partition: int
     changes: dict[str, list[Change]]
     changelog_offsets: dict[str, int] = field(default_factory=dict)
+    #: The queued changelog records between :meth:`TableManager.send_changelogs`
+    #: and :meth:`TableManager.changelogs_flushed`.
+    sent: SentChangelogs | None = None
 
 
 class _Partition:
@@ -265,13 +268,41 @@ class TableManager:
 
     def write_changelogs(self, pending: PendingCommit) -> None:
         """Step 2: produce the changes and flush synchronously; keep their offsets."""
+        self.send_changelogs(pending)
+        if pending.sent is None:
+            return
+        try:
+            self.producer.flush()
+        except LogError as exc:
+            raise CommitError(
+                f"writing {pending.sent.records} changelog records of partition "
+                f"{pending.partition} failed ({exc}); source offsets were not committed, so "
+                "the records will be reprocessed"
+            ) from exc
+        self.changelogs_flushed(pending)
+
+    def send_changelogs(self, pending: PendingCommit) -> None:
+        """Step 2, first half: queue the changes on the producer (no flush).
+
+        The caller flushes the producer (one flush may serve many partitions)
+        and then calls :meth:`changelogs_flushed`.
+        """
         part = self._partition(pending.partition)
         batches = [
             (part.shards[name].changelog, changes) for name, changes in pending.changes.items()
         ]
-        if not batches:
+        if batches:
+            pending.sent = self.writer.send(batches)
+
+    def changelogs_flushed(self, pending: PendingCommit) -> None:
+        """Step 2, second half (after a successful flush): keep the changelog offsets.
+
+        Raises :class:`~statestream.errors.CommitError` if a record was not written.
+        """
+        if pending.sent is None:
             return
-        offsets = self.writer.write(batches)
+        part = self._partition(pending.partition)
+        offsets = pending.sent.offsets()
         for name in pending.changes:
             pending.changelog_offsets[name] = offsets[part.shards[name].changelog]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ from statestream.log.base import Producer
 from statestream.processor import Processor
 from statestream.tables.manager import TableManager
 from statestream.types import Headers, Record, TopicPartition
+from statestream.worker.rounds import CommitTicket
 
 __all__ = ["CommitSource", "PartitionTask"]
 
@@ -48,6 +48,7 @@ class PartitionTask(threading.Thread):
         committed: Mapping[str, int | None],
         commit_source: CommitSource,
         counters: Callable[[str, int], None],
+        on_drained: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(name=f"statestream-partition-{partition}", daemon=True)
         self.app = app
@@ -57,6 +58,11 @@ class PartitionTask(threading.Thread):
         self.committed = dict(committed)
         self.commit_source = commit_source
         self.count = counters
+        # Called when the queue falls to half of max_queued, where the poll
+        # thread resumes a paused partition: it need not wait for its poll
+        # timeout to notice.
+        self._on_drained = on_drained
+        self._low_water = app.config.max_queued // 2
         # Batches of records from one poll; handing over a list per poll, not
         # a record at a time, keeps queue locking off the per-record path.
         self.queue: queue.Queue[list[Record]] = queue.Queue()
@@ -72,12 +78,24 @@ class PartitionTask(threading.Thread):
         # last commit: they must be flushed before source offsets move.
         self._sent = False
         self._processors: dict[str, list[Processor]] = {}
+        #: Set by the poll thread to ask for this partition's part of a commit
+        #: round; taken by the partition thread between two records.
+        self.ticket: CommitTicket | None = None
 
     # -- called from the poll thread ---------------------------------------------
 
     def stop(self) -> None:
         """Ask the task to finish its current record, commit, close and exit."""
         self.stopping.set()
+
+    def request_commit(self) -> CommitTicket | None:
+        """Hand the task a ticket for a commit round, if it has anything to commit."""
+        if not self._uncommitted or not self.ready.is_set() or self.stopping.is_set():
+            return None
+        ticket = CommitTicket(self.partition)
+        self.ticket = ticket
+        self.queue.put([])  # wakes the task if it waits for records
+        return ticket
 
     # -- the thread --------------------------------------------------------------
 
@@ -103,11 +121,9 @@ class PartitionTask(threading.Thread):
             proc.on_assigned(self.partition)
         self.ready.set()
         ctx = Context(self._send, self.app.codecs)
-        interval = self.app.config.commit_interval
-        next_commit = time.monotonic() + interval
         while not self.stopping.is_set():
             try:
-                batch = self.queue.get(timeout=min(0.05, interval))
+                batch = self.queue.get(timeout=0.05)
             except queue.Empty:
                 batch = []
             done = 0
@@ -117,9 +133,8 @@ class PartitionTask(threading.Thread):
                         break  # the rest is not committed: the next owner reads it
                     self._handle(record, ctx)
                     done += 1
-                    if time.monotonic() >= next_commit:
-                        self.commit()
-                        next_commit = time.monotonic() + interval
+                    if self.ticket is not None:
+                        self._join_round()
             except ProcessingError:
                 # The bad record is rolled back and not in the positions:
                 # commit everything before it, then stop the worker.
@@ -127,9 +142,8 @@ class PartitionTask(threading.Thread):
                 raise
             finally:
                 self._took(len(batch), done)
-            if time.monotonic() >= next_commit:
-                self.commit()
-                next_commit = time.monotonic() + interval
+            if self.ticket is not None:
+                self._join_round()
         self.commit()
         for proc in instances:
             proc.on_revoked(self.partition)
@@ -216,8 +230,31 @@ class PartitionTask(threading.Thread):
 
     # -- the commit protocol -----------------------------------------------------
 
+    def _join_round(self) -> None:
+        """Take part in the poll thread's commit round (see :mod:`statestream.worker.rounds`)."""
+        ticket, self.ticket = self.ticket, None
+        if ticket is None or not ticket.take():
+            return
+        try:
+            pending = self.manager.prepare(self.partition)
+            self.manager.send_changelogs(pending)
+        except BaseException:
+            ticket.failed()
+            raise
+        ticket.prepared(self._positions)
+        ticket.wait_done()  # the poll thread flushes and commits the source offsets
+        self.manager.changelogs_flushed(pending)
+        self.manager.apply(pending)
+        self._uncommitted = False
+        self._sent = False
+        self.count("commits", 1)
+
     def commit(self) -> None:
-        """Commit this partition: changelogs, output flush, source offsets, stores."""
+        """Commit this partition on its own (stopping, or before a fatal error):
+        changelogs, output flush, source offsets, stores."""
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None:
+            ticket.decline()
         if not self._uncommitted:
             return
         pending = self.manager.prepare(self.partition)
@@ -243,6 +280,9 @@ class PartitionTask(threading.Thread):
     def _took(self, taken: int, processed: int) -> None:
         with self._queued_lock:
             self._queued -= taken
+            drained = taken and self._queued <= self._low_water
+        if drained and self._on_drained is not None:
+            self._on_drained()
         if processed:
             self.count("processed", processed)
 

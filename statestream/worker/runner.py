@@ -29,7 +29,9 @@ from queue import Empty, Queue
 
 from statestream.app import App
 from statestream.errors import (
+    CommitError,
     ConfigurationError,
+    LogError,
     StateStreamError,
     TopicMismatchError,
     TopicNotFoundError,
@@ -41,12 +43,15 @@ from statestream.tables.manager import TableManager
 from statestream.tables.recovery import RestoreProgress
 from statestream.types import Record, TopicPartition
 from statestream.worker.partition import PartitionTask
+from statestream.worker.rounds import run_round
 
 __all__ = ["Worker", "WorkerStatus"]
 
 log = logging.getLogger("statestream.worker")
 
 _COMMIT_TIMEOUT = 120.0
+#: Longest a poll blocks: commit rounds, status and stop requests wait at most this long.
+_POLL_TIMEOUT = 0.05
 
 
 @dataclass
@@ -80,6 +85,8 @@ class Worker:
         self._tasks: dict[int, PartitionTask] = {}
         self._requests: Queue[tuple[Mapping[TopicPartition, int], Future[None]]] = Queue()
         self._paused: set[TopicPartition] = set()
+        # Set by partition threads whose queue drained to the resume mark.
+        self._drained = threading.Event()
         self._counters: dict[str, int] = {}
         self._counter_lock = threading.Lock()
         self._restoring: dict[str, RestoreProgress] = {}
@@ -182,9 +189,15 @@ class Worker:
     def _loop(self) -> None:
         assert self._member is not None
         next_status = time.monotonic() + self.status_interval
+        interval = self.app.config.commit_interval
+        next_commit = time.monotonic() + interval
         while not self._stop.is_set():
             self._serve_commits()
-            records = self._member.poll(timeout=0.05, max_records=500)
+            now = time.monotonic()
+            if now >= next_commit:
+                self._commit_round()
+                next_commit = max(next_commit + interval, time.monotonic() + interval / 2)
+            records = self._member.poll(timeout=self._poll_timeout(), max_records=500)
             batches: dict[int, list[Record]] = {}
             for record in records:
                 batches.setdefault(record.partition, []).append(record)
@@ -198,6 +211,21 @@ class Worker:
             if self.on_status is not None and time.monotonic() >= next_status:
                 next_status = time.monotonic() + self.status_interval
                 self.on_status(self.status())
+
+    def _poll_timeout(self) -> float:
+        """How long the next poll may block.
+
+        While every partition is paused (queues full, or restoring) a poll
+        returns nothing and kafka-python sleeps for its whole timeout, so
+        wait for a queue to drain instead, resume it, and poll at once.
+        """
+        tasks = self._tasks
+        if not tasks or any(self._tps(p)[0] not in self._paused for p in tasks):
+            return _POLL_TIMEOUT
+        self._drained.wait(_POLL_TIMEOUT)
+        self._drained.clear()
+        self._backpressure()
+        return 0.0 if all(self._tps(p)[0] in self._paused for p in tasks) else _POLL_TIMEOUT
 
     def status(self) -> WorkerStatus:
         """A snapshot of partitions and counters."""
@@ -226,6 +254,39 @@ class Worker:
                 future.set_exception(exc)
             else:
                 future.set_result(None)
+
+    def _commit_round(self) -> None:
+        """Commit every partition with one flush and one offset commit (see
+        :mod:`statestream.worker.rounds`)."""
+        assert self._member is not None
+        tickets = [t for t in (task.request_commit() for task in self._tasks.values()) if t]
+        if not tickets:
+            return
+        tasks = self._tasks
+        member = self._member
+
+        def alive(partition: int) -> bool:
+            task = tasks.get(partition)
+            return task is not None and task.is_alive()
+
+        run_round(
+            tickets,
+            alive=alive,
+            flush=self._flush_for_round,
+            commit=member.commit,
+            idle=self._serve_commits,
+            take_timeout=max(self.app.config.commit_interval, 0.1),
+        )
+
+    def _flush_for_round(self) -> None:
+        assert self._producer is not None
+        try:
+            self._producer.flush()
+        except LogError as exc:
+            raise CommitError(
+                f"flushing changelog and output records failed ({exc}); source offsets were "
+                "not committed, so the records will be reprocessed"
+            ) from exc
 
     def _commit_source(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Called on a partition thread: have the poll thread commit, and wait."""
@@ -287,6 +348,7 @@ class Worker:
                 committed,
                 self._commit_source,
                 self.count,
+                self._drained.set,
             )
             tps = self._tps(number)
             for tp in tps:

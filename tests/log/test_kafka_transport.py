@@ -28,6 +28,7 @@ from statestream.errors import (
 from statestream.log import open_transport
 from statestream.log.base import TopicSpec
 from statestream.log.kafka import KafkaTransport
+from statestream.log.kafka.producer import KafkaRecordProducer
 from statestream.log.kafka_options import KafkaOptions
 from statestream.types import Record, TopicPartition
 
@@ -253,6 +254,50 @@ def test_a_failed_record_fails_flush_once_in_every_sending_thread(
     assert len(other_thread_errors) == 1
     with pytest.raises(ProduceError):
         _ = bad.offset
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["accumulator", "record-by-record"])
+def test_send_batch_failures_fail_flush_and_the_delivery(
+    transport: KafkaTransport, unique_topic: str, fast: bool
+) -> None:
+    # Compacted topics reject records without key: the whole batch fails.
+    transport.admin().create_topic(TopicSpec(unique_topic, 1, cleanup_policy="compact"))
+    producer = transport.producer()
+    assert isinstance(producer, KafkaRecordProducer)
+    # The fast path must be in use with the kafka-python this suite runs on:
+    # if an upgrade changes the internals it relies on, this fails loudly
+    # (the producer would silently fall back to sending record by record).
+    assert producer._append_batch is not None
+    if not fast:
+        producer._append_batch = None
+    try:
+        good = producer.send_batch(unique_topic, 0, [(b"a", b"1", ()), (b"b", b"2", ())])
+        producer.flush()
+        assert good is not None
+        assert good.offset == 1
+        bad = producer.send_batch(unique_topic, 0, [(b"c", b"3", ()), (None, b"no key", ())])
+        with pytest.raises(ProduceError, match="not written"):
+            producer.flush()
+        assert bad is not None
+        with pytest.raises(ProduceError):
+            _ = bad.offset
+    finally:
+        producer.close()
+
+
+def test_send_batch_checks_record_size_like_send(
+    transport: KafkaTransport, unique_topic: str
+) -> None:
+    transport.admin().create_topic(TopicSpec(unique_topic, 1))
+    producer = transport.producer()
+    huge = b"x" * (transport.options.max_request_size + 1)
+    try:
+        with pytest.raises(ProduceError, match=rf"{unique_topic}\[0\].*larger than"):
+            producer.send_batch(unique_topic, 0, [(b"k", huge, ())])
+        with pytest.raises(ProduceError, match="no key and no value"):
+            producer.send_batch(unique_topic, 0, [(None, None, ())])
+    finally:
+        producer.close()
 
 
 # ------------------------------------------------------------------ fetcher

@@ -114,6 +114,48 @@ def test_round_trip_keys_values_headers_timestamps(transport: Transport, topic_n
     assert read_partition(transport, TopicPartition(topic_name, 0)) == []
 
 
+def test_send_batch_writes_records_in_order(transport: Transport, topic_name: str) -> None:
+    transport.admin().create_topic(TopicSpec(topic_name, partitions=2))
+    producer = transport.producer()
+    try:
+        assert producer.send_batch(topic_name, 1, []) is None
+        first = [(b"k%d" % i, b"v%d" % i, (("n", str(i).encode()),)) for i in range(700)]
+        second = [(b"k1", None, ()), (b"x", b"", (("a", b"1"), ("b", b"2")))]
+        one = producer.send_batch(topic_name, 1, first)
+        producer.send(topic_name, b"between", b"!", partition=1)
+        two = producer.send_batch(topic_name, 1, second)
+        producer.flush()
+    finally:
+        producer.close()
+    assert one is not None
+    assert two is not None
+    # The delivery is the last record's: its offset is the batch's highest.
+    assert (one.partition, one.offset) == (1, 699)
+    assert (two.partition, two.offset) == (1, 702)
+    records = read_partition(transport, TopicPartition(topic_name, 1))
+    expected = [*first, (b"between", b"!", ()), *second]
+    assert [(r.key, r.value, r.headers) for r in records] == [
+        (k, v, tuple(h)) for k, v, h in expected
+    ]
+    assert [r.offset for r in records] == list(range(703))
+    assert read_partition(transport, TopicPartition(topic_name, 0)) == []
+
+
+def test_send_batch_refuses_a_partition_that_does_not_exist(
+    transport: Transport, topic_name: str
+) -> None:
+    transport.admin().create_topic(TopicSpec(topic_name, partitions=2))
+    producer = transport.producer()
+    try:
+        with pytest.raises(StateStreamError, match=rf"{topic_name}.*2|2.*{topic_name}"):
+            producer.send_batch(topic_name, 2, [(b"k", b"v", ())])
+        producer.flush()
+    finally:
+        producer.close()
+    assert read_partition(transport, TopicPartition(topic_name, 0)) == []
+    assert read_partition(transport, TopicPartition(topic_name, 1)) == []
+
+
 def test_keyed_partitioning_matches_kafka_default(transport: Transport, topic_name: str) -> None:
     transport.admin().create_topic(TopicSpec(topic_name, partitions=5))
     keys = [f"user-{i}".encode() for i in range(60)]

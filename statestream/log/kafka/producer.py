@@ -9,7 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import kafka.errors as kerrors
@@ -30,6 +30,7 @@ from statestream.log.kafka._common import (
     _ktp,
     _translate,
 )
+from statestream.log.kafka.batch import accumulator_appender
 from statestream.log.partitioner import default_partition
 from statestream.types import Headers, TopicPartition
 
@@ -112,6 +113,9 @@ class KafkaRecordProducer(Producer):
         self._prune_at = _PENDING_PRUNE_AT
         self._threads = threading.local()
         self._closed = False
+        # None when kafka-python's internals are not the expected ones:
+        # send_batch then sends record by record.
+        self._append_batch = accumulator_appender(producer)
 
     def send(
         self,
@@ -152,6 +156,38 @@ class KafkaRecordProducer(Producer):
             with self._check_lock:
                 self._drain_locked(finished_only=True)
         return _KafkaDelivery(future, _future_partition(future) if partition is None else partition)
+
+    def send_batch(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+    ) -> _KafkaDelivery | None:
+        """Queue records for one partition straight into kafka-python's accumulator
+        (see :mod:`statestream.log.kafka.batch`); the last record's delivery."""
+        if not records:
+            return None
+        if self._append_batch is None:
+            delivery = super().send_batch(topic, partition, records)
+            assert delivery is None or isinstance(delivery, _KafkaDelivery)
+            return delivery
+        count = self._counts.get(topic)
+        if count is None:
+            count = self._learn_topic(topic)
+        if type(partition) is not int or not 0 <= partition < count:
+            raise ProduceError(
+                f"partition {partition!r} of topic {topic!r} does not exist (it has {count})"
+            )
+        threads = self._threads
+        if not hasattr(threads, "seen"):
+            threads.seen = self._failure_seq
+        futures = self._append_batch(topic, partition, records)
+        pending = self._pending
+        pending.extend(futures)
+        if len(pending) > self._prune_at:
+            with self._check_lock:
+                self._drain_locked(finished_only=True)
+        return _KafkaDelivery(futures[-1], partition)
 
     def _learn_topic(self, topic: str) -> int:
         # kafka-python would wait max_block_ms for metadata of a missing

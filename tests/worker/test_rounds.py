@@ -1,0 +1,287 @@
+"""Commit rounds: one flush and one offset commit for every partition that reports."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statestream import App, Processor, Table
+from statestream.context import Context, Message
+from statestream.errors import CommitError
+from statestream.log import open_transport
+from statestream.log.base import TopicSpec
+from statestream.serde import JsonCodec
+from statestream.types import TopicPartition
+from statestream.worker import Worker, WorkerStatus
+from statestream.worker.rounds import CommitTicket, TicketState, run_round
+
+
+class Log:
+    """Records the order of what tasks and the poll thread did."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.lock = threading.Lock()
+
+    def add(self, event: str) -> None:
+        with self.lock:
+            self.events.append(event)
+
+
+def task(
+    ticket: CommitTicket, log: Log, delay: float = 0.0, prepare: Callable[[], None] | None = None
+) -> threading.Thread:
+    """A partition thread: takes its ticket after ``delay``, reports, waits, 'writes stores'."""
+
+    def run() -> None:
+        time.sleep(delay)
+        if not ticket.take():
+            log.add(f"p{ticket.partition} left out")
+            return
+        try:
+            if prepare is not None:
+                prepare()
+        except RuntimeError:
+            ticket.failed()
+            log.add(f"p{ticket.partition} failed")
+            return
+        log.add(f"p{ticket.partition} queued changelogs")
+        ticket.prepared({TopicPartition("src", ticket.partition): 10 + ticket.partition})
+        try:
+            ticket.wait_done()
+        except BaseException:  # the round's error, whatever it is
+            log.add(f"p{ticket.partition} round failed")
+            return
+        log.add(f"p{ticket.partition} stores written")
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def drive(
+    tickets: list[CommitTicket],
+    log: Log,
+    *,
+    take_timeout: float = 5.0,
+    alive: Callable[[int], bool] = lambda p: True,
+    flush_error: Exception | None = None,
+) -> list[CommitTicket]:
+    def flush() -> None:
+        log.add("flush")
+        if flush_error is not None:
+            raise flush_error
+
+    def commit(offsets: Mapping[TopicPartition, int]) -> None:
+        log.add(f"commit {sorted((tp.partition, o) for tp, o in offsets.items())}")
+
+    return run_round(
+        tickets, alive=alive, flush=flush, commit=commit, idle=lambda: None,
+        take_timeout=take_timeout,
+    )  # fmt: skip
+
+
+def test_every_partition_shares_one_flush_and_one_offset_commit() -> None:
+    log = Log()
+    tickets = [CommitTicket(p) for p in range(3)]
+    threads = [task(t, log, delay=0.01 * t.partition) for t in tickets]
+    done = drive(tickets, log)
+    for thread in threads:
+        thread.join(5)
+    assert done == tickets
+    assert log.events.count("flush") == 1
+    commits = [e for e in log.events if e.startswith("commit")]
+    assert commits == ["commit [(0, 10), (1, 11), (2, 12)]"]
+    # The protocol's order for every partition: changelogs queued, then the
+    # flush, then the offsets, then the stores.
+    flush_at = log.events.index("flush")
+    commit_at = log.events.index(commits[0])
+    for p in range(3):
+        assert log.events.index(f"p{p} queued changelogs") < flush_at < commit_at
+        assert log.events.index(f"p{p} stores written") > commit_at
+    assert all(t.state is TicketState.DONE for t in tickets)
+
+
+def test_a_partition_that_does_not_take_its_ticket_in_time_is_left_out() -> None:
+    log = Log()
+    quick, slow = CommitTicket(0), CommitTicket(1)
+    threads = [task(quick, log), task(slow, log, delay=0.5)]
+    done = drive([quick, slow], log, take_timeout=0.1)
+    for thread in threads:
+        thread.join(5)
+    assert done == [quick]
+    assert "commit [(0, 10)]" in log.events
+    assert "p1 left out" in log.events
+    assert "p1 queued changelogs" not in log.events
+    assert slow.state is TicketState.CANCELLED
+
+
+def test_a_partition_already_preparing_is_waited_for() -> None:
+    log = Log()
+    ticket = CommitTicket(0)
+    thread = task(ticket, log, prepare=lambda: time.sleep(0.3))
+    started = time.monotonic()
+    done = drive([ticket], log, take_timeout=0.05)
+    thread.join(5)
+    assert done == [ticket]
+    assert time.monotonic() - started >= 0.25
+    assert log.events[-1] == "p0 stores written"
+
+
+def test_a_dead_partition_thread_is_left_out_at_once() -> None:
+    log = Log()
+    ticket = CommitTicket(0)
+    started = time.monotonic()
+    done = drive([ticket], log, take_timeout=10, alive=lambda p: False)
+    assert done == []
+    assert time.monotonic() - started < 1
+    assert "flush" not in log.events
+    assert not ticket.take()
+
+
+def test_a_failed_flush_fails_every_partition_and_commits_nothing() -> None:
+    log = Log()
+    tickets = [CommitTicket(p) for p in range(2)]
+    threads = [task(t, log) for t in tickets]
+    done = drive(tickets, log, flush_error=CommitError("broker said no"))
+    for thread in threads:
+        thread.join(5)
+    assert done == tickets
+    assert not [e for e in log.events if e.startswith("commit")]
+    assert sorted(e for e in log.events if "round failed" in e) == [
+        "p0 round failed",
+        "p1 round failed",
+    ]
+    assert all(isinstance(t.error, CommitError) for t in tickets)
+
+
+def test_a_partition_failing_to_prepare_does_not_hold_up_the_others() -> None:
+    def boom() -> None:
+        raise RuntimeError("changelog refused")
+
+    log = Log()
+    good, bad = CommitTicket(0), CommitTicket(1)
+    threads = [task(good, log), task(bad, log, prepare=boom)]
+    done = drive([good, bad], log)
+    for thread in threads:
+        thread.join(5)
+    assert done == [good]
+    assert "commit [(0, 10)]" in log.events
+    assert bad.state is TicketState.FAILED
+
+
+def test_declining_leaves_the_round_without_waiting() -> None:
+    log = Log()
+    ticket = CommitTicket(0)
+    ticket.decline()
+    assert drive([ticket], log) == []
+    assert log.events == []
+    assert not ticket.take()
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), SystemExit(1)])
+def test_interrupts_still_release_the_tasks_before_propagating(error: BaseException) -> None:
+    log = Log()
+    ticket = CommitTicket(0)
+    thread = task(ticket, log)
+
+    def flush() -> None:
+        raise error
+
+    with pytest.raises(type(error)):
+        run_round(
+            [ticket], alive=lambda p: True, flush=flush, commit=lambda o: None,
+            idle=lambda: None, take_timeout=5,
+        )  # fmt: skip
+    thread.join(5)
+    assert not thread.is_alive()
+    assert ticket.error is error
+
+
+# -- a worker commits its partitions in rounds ------------------------------------
+
+
+class _RecordingMember:
+    """A group member that records every offset commit (delegates the rest)."""
+
+    def __init__(self, member: Any, commits: list[dict[TopicPartition, int]]) -> None:
+        self._member = member
+        self._commits = commits
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self._commits.append(dict(offsets))
+        self._member.commit(offsets)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._member, name)
+
+
+class _RecordingTransport:
+    def __init__(self, transport: Any, commits: list[dict[TopicPartition, int]]) -> None:
+        self._transport = transport
+        self._commits = commits
+
+    def group_member(self, *args: Any, **kwargs: Any) -> Any:
+        return _RecordingMember(self._transport.group_member(*args, **kwargs), self._commits)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def test_a_worker_commits_all_its_partitions_with_one_offset_commit(tmp_path: Path) -> None:
+    partitions, records = 4, 20_000
+    source = "events"
+    counts: Table[str, int] = Table("counts", default=int)
+
+    class Count(Processor):
+        topics = (source,)
+        table = counts
+
+        def process(self, message: Message, ctx: Context) -> None:
+            self.table[message.value] += 1
+
+    url = f"embedded://{tmp_path}/log"
+    app = App(
+        "rounds", [Count], broker_url=url, store_url=f"leveldb://{tmp_path}/s",
+        commit_interval=0.05,
+    )  # fmt: skip
+    transport = open_transport(url)
+    try:
+        transport.admin().create_topic(TopicSpec(source, partitions))
+        producer = transport.producer()
+        codec = JsonCodec()
+        for i in range(records):
+            producer.send(source, None, codec.encode(f"k{i % 7}"), partition=i % partitions)
+        producer.flush()
+        producer.close()
+        commits: list[dict[TopicPartition, int]] = []
+
+        def on_status(status: WorkerStatus) -> None:
+            if status.counters.get("processed", 0) >= records:
+                worker.request_stop()
+
+        worker = Worker(
+            app, on_status=on_status, status_interval=0.05,
+            transport=_RecordingTransport(transport, commits),  # type: ignore[arg-type]
+        )  # fmt: skip
+        guard = threading.Timer(60, worker.request_stop)
+        guard.start()
+        try:
+            worker.run()
+        finally:
+            guard.cancel()
+        assert worker.counters()["processed"] == records
+    finally:
+        transport.close()
+    # Rounds: offset commits that cover several partitions at once, and the
+    # last commit of every partition covers all of its records.
+    assert any(len(offsets) == partitions for offsets in commits), commits
+    last: dict[TopicPartition, int] = {}
+    for offsets in commits:
+        last.update(offsets)
+    assert last == {TopicPartition(source, p): records // partitions for p in range(partitions)}
