@@ -68,9 +68,18 @@ class ChangelogWriter:
         deliveries: dict[TopicPartition, Delivery] = {}
         count = 0
         send_batch = self.producer.send_batch
+        # Keys changed by the same source record share their headers.
+        headers: dict[tuple[str, int] | None, Headers] = {None: ()}
         try:
             for tp, changes in batches:
-                records = [(c.key, c.value, _headers(c.source)) for c in changes]
+                records: list[tuple[bytes, bytes | None, Headers]] = []
+                append = records.append
+                for change in changes:
+                    source = change.source
+                    found = headers.get(source)
+                    if found is None:
+                        found = headers[source] = _headers(source)
+                    append((change.key, change.value, found))
                 delivery = send_batch(tp.topic, tp.partition, records)
                 count += len(records)
                 if delivery is not None:
@@ -102,7 +111,7 @@ class ChangelogWriter:
 
 
 def _headers(source: tuple[str, int] | None) -> Headers:
-    # statestream.tables.headers.source_headers, inlined: one call per record.
+    # statestream.tables.headers.source_headers, inlined: one call per source.
     if source is None:
         return ()
     topic, offset = source

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,8 @@ __all__ = ["Change", "EntryState", "TableShard"]
 
 _IMMUTABLE = (int, float, str, bytes, bool, type(None))
 _MEMO_TYPES = (str, int, bytes)
+#: Encoded str keys remembered per shard (the cache is dropped when full).
+_STR_KEY_CACHE = 100_000
 # Types the json codec can always encode (floats can be NaN, which it refuses).
 _ALWAYS_JSON = frozenset({int, str, bool, type(None)})
 
@@ -45,6 +47,9 @@ class EntryState(enum.Enum):
     DELETED = "deleted"  # deleted since the last commit
 
 
+_CLEAN, _SET, _DELETED = EntryState.CLEAN, EntryState.SET, EntryState.DELETED
+
+
 class _Entry:
     __slots__ = ("encoded", "obj", "source", "state")
 
@@ -55,6 +60,10 @@ class _Entry:
         self.encoded = encoded
         self.state = state
         self.source = source
+
+
+#: An entry's fields as they were: (obj, encoded, state, source).
+_Snapshot = tuple[Any, bytes | None, EntryState, tuple[str, int] | None]
 
 
 @dataclass(frozen=True)
@@ -97,18 +106,32 @@ class TableShard:
         # Keys read or written in this commit interval: only these can have
         # changed (a value must be read to be mutated in place).
         self._touched: set[bytes] = set()
-        self._dirty: set[bytes] = set()
         self._cache_size = cache_size
         self._json = isinstance(value_codec, JsonCodec)
         self._memo_key: Any = None
         self._memo_kb = b""
-        # Entries as they were before the current record touched them (None:
-        # absent), so a record whose processing fails can be rolled back.
-        self._undo: dict[bytes, _Entry | None] = {}
+        # Encoded str keys: a hot key is encoded once, not at every access.
+        # Codecs are deterministic, so a cached encoding is always right;
+        # only str keys (type exactly str: equal keys of other types, like
+        # 1 and True, can encode differently).
+        self._str_keys: dict[str, bytes] = {}
+        # Entries as they were before the current record touched them, as
+        # (obj, encoded, state, source) (None: not buffered), so a record
+        # whose processing fails can be rolled back. A snapshot, not the
+        # entry itself: entries are updated in place.
+        self._undo: dict[bytes, _Snapshot | None] = {}
 
     # -- reads -----------------------------------------------------------------
 
     def _kb(self, key: Any) -> bytes:
+        if type(key) is str:
+            kb = self._str_keys.get(key)
+            if kb is None:
+                kb = self.key_codec.encode(key)
+                if len(self._str_keys) >= _STR_KEY_CACHE:
+                    self._str_keys.clear()
+                self._str_keys[key] = kb
+            return kb
         # `table[k] += 1` encodes the same key twice; remember the last one.
         # Only for immutable key types: a list key could change in between.
         if key is self._memo_key and type(key) in _MEMO_TYPES:
@@ -121,11 +144,11 @@ class TableShard:
         entry = self._entries.get(kb)
         if entry is not None:
             self._touched.add(kb)
-            return None if entry.state is EntryState.DELETED else entry
+            return None if entry.state is _DELETED else entry
         raw = self.store.get(kb)
         if raw is None:
             return None
-        entry = _Entry(self.value_codec.decode(raw), raw, EntryState.CLEAN, None)
+        entry = _Entry(self.value_codec.decode(raw), raw, _CLEAN, None)
         self._undo.setdefault(kb, None)
         self._entries[kb] = entry
         self._touched.add(kb)
@@ -135,6 +158,28 @@ class TableShard:
         """Return the value of ``key``, or ``default``."""
         entry = self._lookup(self._kb(key))
         return default if entry is None else entry.obj
+
+    def get_or_create(self, key: Any, factory: Callable[[], Any] | None) -> Any:
+        """Return the value of ``key``; if it has none, store and return
+        ``factory()`` (``KeyError`` without a factory). ``Table[key]`` in one call."""
+        kb = self._str_keys.get(key) if type(key) is str else None
+        if kb is None:
+            kb = self._kb(key)
+        entry = self._entries.get(kb)
+        if entry is not None:
+            # _lookup's buffer hit, inlined: this is every `table[k] += 1`.
+            self._touched.add(kb)
+            if entry.state is not _DELETED:
+                return entry.obj
+        else:
+            entry = self._lookup(kb)
+            if entry is not None:
+                return entry.obj
+        if factory is None:
+            raise KeyError(key)
+        value = factory()
+        self._assign(kb, value)
+        return value
 
     def contains(self, key: Any) -> bool:
         """Return whether ``key`` has a value."""
@@ -150,14 +195,29 @@ class TableShard:
         codec always encodes, such as ints and strings, are encoded once at
         commit instead: a counter updated a thousand times is encoded once.)
         """
-        kb = self._kb(key)
-        encoded = (
-            None if self._json and type(value) in _ALWAYS_JSON else self.value_codec.encode(value)
-        )
-        if kb not in self._undo:
-            self._undo[kb] = self._entries.get(kb)
-        self._entries[kb] = _Entry(value, encoded, EntryState.SET, self.source)
-        self._dirty.add(kb)
+        kb = self._str_keys.get(key) if type(key) is str else None
+        self._assign(self._kb(key) if kb is None else kb, value)
+
+    def _assign(self, kb: bytes, value: Any, state: EntryState = EntryState.SET) -> None:
+        if state is _DELETED or (self._json and type(value) in _ALWAYS_JSON):
+            encoded = None
+        else:
+            encoded = self.value_codec.encode(value)
+        entry = self._entries.get(kb)
+        undo = self._undo
+        if kb not in undo:
+            undo[kb] = (
+                None if entry is None else (entry.obj, entry.encoded, entry.state, entry.source)
+            )
+        if entry is None:
+            self._entries[kb] = _Entry(value, encoded, state, self.source)
+        else:
+            entry.obj, entry.encoded, entry.state, entry.source = (
+                value,
+                encoded,
+                state,
+                self.source,
+            )
         self._touched.add(kb)
 
     def delete(self, key: Any) -> bool:
@@ -165,10 +225,7 @@ class TableShard:
         kb = self._kb(key)
         existed = self._lookup(kb) is not None
         if existed:
-            if kb not in self._undo:
-                self._undo[kb] = self._entries.get(kb)
-            self._entries[kb] = _Entry(None, None, EntryState.DELETED, self.source)
-            self._dirty.add(kb)
+            self._assign(kb, None, _DELETED)
         return existed
 
     # -- per-record rollback ----------------------------------------------------
@@ -176,7 +233,8 @@ class TableShard:
     def begin(self, source: tuple[str, int]) -> None:
         """Start processing the source record ``source``; forget the previous undo log."""
         self.source = source
-        self._undo.clear()
+        if self._undo:
+            self._undo.clear()
 
     def rollback(self) -> None:
         """Undo what the current record did (its processing failed).
@@ -185,15 +243,14 @@ class TableShard:
         already buffered before this record and is then mutated in place by
         it cannot be told apart from earlier mutations and stays as it is.
         """
+        entries = self._entries
         for kb, previous in self._undo.items():
             if previous is None:
-                self._entries.pop(kb, None)
-                self._dirty.discard(kb)
+                entries.pop(kb, None)
                 self._touched.discard(kb)
             else:
-                self._entries[kb] = previous
-                if previous.state is EntryState.CLEAN:
-                    self._dirty.discard(kb)
+                entry = entries[kb]
+                entry.obj, entry.encoded, entry.state, entry.source = previous
         self._undo.clear()
 
     # -- iteration -------------------------------------------------------------
@@ -243,12 +300,14 @@ class TableShard:
 
     def __len__(self) -> int:
         count = self.store.count()
-        for kb in self._dirty:
-            entry = self._entries[kb]
+        for kb in self._touched:
+            state = self._entries[kb].state
+            if state is _CLEAN:
+                continue
             in_store = self.store.get(kb) is not None
-            if entry.state is EntryState.DELETED and in_store:
+            if state is _DELETED and in_store:
                 count -= 1
-            elif entry.state is EntryState.SET and not in_store:
+            elif state is _SET and not in_store:
                 count += 1
         return count
 
@@ -301,7 +360,6 @@ class TableShard:
             if left is not None and left.state is EntryState.DELETED:
                 del entries[kb]  # deleted, but nothing to write (never stored)
         self._touched.clear()
-        self._dirty.clear()
         self._undo.clear()
         excess = len(entries) - self._cache_size
         if excess > 0:
@@ -311,7 +369,6 @@ class TableShard:
 
     def discard(self) -> None:
         """Forget everything buffered (after a commit, or when abandoning work)."""
-        self._dirty.clear()
         self._entries.clear()
         self._touched.clear()
         self._undo.clear()

@@ -37,8 +37,6 @@ __all__ = ["Table"]
 K = TypeVar("K")
 V = TypeVar("V")
 
-_MISSING: Any = object()
-
 
 class Table(MutableMapping[K, V], Generic[K, V]):
     """A named, partitioned, durable dict.
@@ -106,18 +104,19 @@ class Table(MutableMapping[K, V], Generic[K, V]):
     # -- the mapping API ---------------------------------------------------------
 
     def __getitem__(self, key: K) -> V:
-        shard = self.shard()
-        value = shard.get(key, _MISSING)
-        if value is _MISSING:
-            if self.default is None:
-                raise KeyError(key)
-            value = self.default()
-            shard.set(key, value)
-        result: V = value
+        # The binding is read directly (not through shard()): this and
+        # __setitem__ run for every table access of every record.
+        shard = getattr(self._local, "shard", None)
+        if shard is None:
+            shard = self.shard()  # raises
+        result: V = shard.get_or_create(key, self.default)
         return result
 
     def __setitem__(self, key: K, value: V) -> None:
-        self.shard().set(key, value)
+        shard = getattr(self._local, "shard", None)
+        if shard is None:
+            shard = self.shard()  # raises
+        shard.set(key, value)
 
     def __delitem__(self, key: K) -> None:
         if not self.shard().delete(key):
