@@ -14,37 +14,40 @@ per batch. The records still go through kafka-python's own batching,
 idempotence (sequence numbers are assigned when batches are drained),
 transactions, retries and flush, so delivery guarantees are unchanged.
 
-This reaches into two private members of ``KafkaProducer`` (``_accumulator``
-and ``_sender``). :func:`accumulator_appender` checks they look as expected
-and returns ``None`` otherwise, in which case the caller falls back to
-``send`` for every record; the fast path is tested against the installed
-kafka-python on a real broker.
+Where the batch a record went into is still open, the records after it
+are written straight into that batch by
+:class:`~statestream.log.kafka.record_writer.RecordWriter` (which checks
+itself against kafka-python's encoder before it is used).
+
+This reaches into private members of ``KafkaProducer`` (``_accumulator``
+and ``_sender``) and of its accumulator. :func:`accumulator_appender`
+checks they look as expected and returns ``None`` otherwise, in which case
+the caller falls back to ``send`` for every record; the fast path is tested
+against the installed kafka-python on a real broker.
 """
 
 from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import kafka.errors as kerrors
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
 from statestream.errors import ProduceError
+from statestream.log.kafka.record_writer import RecordWriter, record_writer
 from statestream.types import Headers
 
-__all__ = ["BatchAppender", "BatchRecords", "accumulator_appender"]
+__all__ = ["AccumulatorAppender", "BatchRecords", "accumulator_appender"]
 
-#: Appends records to one partition; returns the futures to track (one per
-#: accumulator batch touched, the last record's future last).
 BatchRecords = Sequence[tuple[bytes | None, bytes | None, Headers]]
-BatchAppender = Callable[[str, int, BatchRecords], list[Any]]
 
 _APPEND_PARAMETERS = ("tp", "timestamp_ms", "key", "value", "headers", "now")
 
 
-def accumulator_appender(producer: Any) -> BatchAppender | None:
+def accumulator_appender(producer: Any) -> AccumulatorAppender | None:
     """Return a batch appender for ``producer`` (a ``KafkaProducer``), or ``None``
     if its internals are not the ones this was written against."""
     accumulator = getattr(producer, "_accumulator", None)
@@ -63,50 +66,124 @@ def accumulator_appender(producer: Any) -> BatchAppender | None:
     max_request_size = config.get("max_request_size")
     if not isinstance(max_request_size, int):
         return None
-    # Records whose key and value are this small cannot exceed the request
-    # size whatever their headers; bigger ones get kafka-python's own check.
-    cheap_limit = max_request_size // 2
+    return AccumulatorAppender(producer, accumulator, max_request_size)
 
-    def append_batch(
-        topic: str,
-        partition: int,
-        records: BatchRecords,
-    ) -> list[Any]:
+
+class AccumulatorAppender:
+    """Appends records for one partition to a ``KafkaProducer``'s accumulator.
+
+    Thread-safe like ``KafkaProducer.send``: the accumulator's partition lock
+    guards every batch it writes to.
+    """
+
+    def __init__(self, producer: Any, accumulator: Any, max_request_size: int) -> None:
+        self._producer = producer
+        self._accumulator = accumulator
+        self._append = accumulator.append
+        self._wakeup = producer._sender.wakeup
+        # Records whose key and value are this small cannot exceed the request
+        # size whatever their headers; bigger ones get kafka-python's own check.
+        self._cheap_limit = max_request_size // 2
+        self.writer = _direct_writer(accumulator, producer.config, max_request_size)
+
+    def __call__(self, topic: str, partition: int, records: BatchRecords) -> list[Any]:
+        """Queue ``records`` for ``topic[partition]``; return the futures to track:
+        one per accumulator batch touched (a batch succeeds or fails as a
+        whole), the last record's future last."""
+        producer = self._producer
         if getattr(producer, "_closed", False):
             raise ProduceError("the producer is closed")
         ktp = KafkaTopicPartition(topic, partition)
-        transactions = getattr(producer, "_transaction_manager", None)
         futures: list[Any] = []
         try:
+            transactions = getattr(producer, "_transaction_manager", None)
             if transactions is not None and transactions.is_transactional():
                 transactions.maybe_add_partition_to_transaction(ktp)
-            timestamp_ms = int(time.time() * 1000)
-            now = time.monotonic()
-            future = None
-            for key, value, headers in records:
-                header_list = [(name, bytes(raw)) for name, raw in headers] if headers else []
-                if (0 if key is None else len(key)) + (
-                    0 if value is None else len(value)
-                ) > cheap_limit:
-                    producer._ensure_valid_record_size(
-                        producer._estimate_size_in_bytes(key, value, header_list)
-                    )
-                if key is None and value is None:
-                    raise ProduceError(f"a record for {topic}[{partition}] has no key and no value")
-                future, _full, new_batch, _abort = append(
-                    ktp, timestamp_ms, key, value, header_list, now=now
-                )
-                if new_batch or not futures:
-                    futures.append(future)
-            if future is not None and futures[-1] is not future:
-                futures.append(future)
+            self._append_all(ktp, records, futures)
         except kerrors.KafkaError as exc:
             raise ProduceError(f"cannot send records to {topic}[{partition}]: {exc}") from exc
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, ProduceError) as exc:
             raise ProduceError(f"records for {topic}[{partition}] rejected: {exc}") from exc
         finally:
             if futures:
-                wakeup()
+                self._wakeup()
         return futures
 
-    return append_batch
+    def _append_all(self, ktp: Any, records: BatchRecords, futures: list[Any]) -> None:
+        producer, append, writer = self._producer, self._append, self.writer
+        timestamp_ms = int(time.time() * 1000)
+        now = time.monotonic()
+        header_blocks: dict[Headers, bytes] = {}
+        index, end = 0, len(records)
+        while index < end:
+            # One record the ordinary way: the accumulator picks or opens the
+            # batch (and handles a record too big for any batch).
+            key, value, headers = records[index]
+            header_list = [(name, bytes(raw)) for name, raw in headers] if headers else []
+            if (0 if key is None else len(key)) + (0 if value is None else len(value)) > (
+                self._cheap_limit
+            ):
+                producer._ensure_valid_record_size(
+                    producer._estimate_size_in_bytes(key, value, header_list)
+                )
+            if key is None and value is None:
+                raise ProduceError("a record has no key and no value")
+            future = append(ktp, timestamp_ms, key, value, header_list, now=now)[0]
+            _track(futures, future)
+            index += 1
+            if writer is not None and index < end:
+                # The following ones straight into that batch while they fit.
+                written, last = self._fill_open_batch(
+                    ktp, future, records, index, timestamp_ms, now, header_blocks
+                )
+                if written:
+                    index += written
+                    _track(futures, last)
+
+    def _fill_open_batch(
+        self,
+        ktp: Any,
+        future: Any,
+        records: BatchRecords,
+        index: int,
+        timestamp_ms: int,
+        now: float,
+        header_blocks: dict[Headers, bytes],
+    ) -> tuple[int, Any]:
+        """Write ``records[index:]`` into the batch ``future`` went into, if still open."""
+        accumulator, writer = self._accumulator, self.writer
+        assert writer is not None
+        accumulator._appends_in_progress.increment()
+        try:
+            with accumulator._tp_lock(ktp):
+                dq = accumulator._batches.get(ktp)
+                if not dq or accumulator._closed:
+                    return 0, None
+                batch = dq[-1]
+                if batch.produce_future is not future._produce_future or batch.records._closed:
+                    return 0, None  # drained by the sender meanwhile
+                return writer.fill(batch, records, index, timestamp_ms, now, header_blocks)
+        finally:
+            accumulator._appends_in_progress.decrement()
+
+
+def _track(futures: list[Any], future: Any) -> None:
+    # Keep one future per batch: a later record of the same batch replaces it.
+    if futures and futures[-1]._produce_future is future._produce_future:
+        futures[-1] = future
+    else:
+        futures.append(future)
+
+
+def _direct_writer(
+    accumulator: Any, config: dict[str, Any], max_request_size: int
+) -> RecordWriter | None:
+    """The record writer, if the accumulator has what it needs and records that
+    fit a batch also fit a request (so they need no size check of their own)."""
+    batch_size = config.get("batch_size")
+    if not isinstance(batch_size, int) or batch_size > max_request_size:
+        return None
+    needed = ("_tp_lock", "_batches", "_closed", "_appends_in_progress")
+    if not all(hasattr(accumulator, name) for name in needed):
+        return None
+    return record_writer()

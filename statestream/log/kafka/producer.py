@@ -79,6 +79,16 @@ class _KafkaDelivery:
         return f"<KafkaDelivery partition={self._partition} {state}>"
 
 
+def _force_close(producer: Any) -> None:
+    """Stop a ``KafkaProducer`` whose ``close`` raised; unsent records fail."""
+    sender = getattr(producer, "_sender", None)
+    if sender is not None and sender.is_alive():
+        sender.force_close()
+        sender.join(5)
+    if hasattr(producer, "_closed"):
+        producer._closed = True
+
+
 def _future_partition(future: Any) -> int:
     # kafka-python picks the partition inside send() and keeps it on the
     # batch's future; it is final once send() returns.
@@ -342,11 +352,23 @@ class KafkaRecordProducer(Producer):
             return
         self._closed = True
         timeout = self._transport.options.delivery_timeout_ms / 1000
+        flush_failed = True
         try:
             self.flush(timeout)
+            flush_failed = False
         finally:
             try:
+                # kafka-python's close flushes again and raises what the
+                # flush above already reported; only a new failure matters.
                 self._kp.close(timeout=timeout)
+            except kerrors.KafkaError as exc:
+                # kafka-python 3.0 gives up closing when that flush raises,
+                # leaving its sender thread running (and retrying the close
+                # from __del__): stop it the way its own timeout path does.
+                _force_close(self._kp)
+                if not flush_failed:
+                    raise ProduceError(f"closing the producer failed: {exc}") from exc
+                log.warning("closing the producer after a failed flush: %s", exc)
             finally:
                 self._transport._forget(self)
 
