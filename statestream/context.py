@@ -7,8 +7,7 @@ reused for every record of that partition.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from statestream.serde import Codec
 from statestream.types import Headers
@@ -16,9 +15,8 @@ from statestream.types import Headers
 __all__ = ["Context", "Message", "Sender"]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A decoded source record."""
+class Message(NamedTuple):
+    """A decoded source record (immutable; a named tuple, cheap to build per record)."""
 
     topic: str
     partition: int

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from statestream.app import App
 from statestream.context import Context, Message
@@ -34,6 +34,15 @@ CommitSource = Callable[[Mapping[TopicPartition, int]], None]
 #: Headers added to dead-lettered records.
 ERROR_HEADER = "statestream-error"
 ERROR_ORIGIN = "statestream-error-origin"
+
+
+class _Route(NamedTuple):
+    """How records of one source topic are handled on this partition."""
+
+    tp: TopicPartition
+    decode_key: Callable[[bytes], Any]
+    decode_value: Callable[[bytes], Any]
+    processors: tuple[Processor, ...]
 
 
 class PartitionTask(threading.Thread):
@@ -78,6 +87,8 @@ class PartitionTask(threading.Thread):
         # last commit: they must be flushed before source offsets move.
         self._sent = False
         self._processors: dict[str, list[Processor]] = {}
+        # Per source topic, what every record of it needs (built once).
+        self._routes: dict[str, _Route] = {}
         #: Set by the poll thread to ask for this partition's part of a commit
         #: round; taken by the partition thread between two records.
         self.ticket: CommitTicket | None = None
@@ -117,6 +128,13 @@ class PartitionTask(threading.Thread):
         instances = [cls() for cls in self.app.processors]
         for topic in self.app.source_topics():
             self._processors[topic] = [p for p in instances if topic in type(p).topics]
+            key_codec, value_codec = self.app.codecs(topic)
+            self._routes[topic] = _Route(
+                TopicPartition(topic, self.partition),
+                key_codec.decode,
+                value_codec.decode,
+                tuple(self._processors[topic]),
+            )
         for proc in instances:
             proc.on_assigned(self.partition)
         self.ready.set()
@@ -159,28 +177,29 @@ class PartitionTask(threading.Thread):
     # -- processing --------------------------------------------------------------
 
     def _handle(self, record: Record, ctx: Context) -> None:
-        tp = record.tp
-        self.manager.begin_record(self.partition, record.topic, record.offset)
+        topic, offset = record.topic, record.offset
+        route = self._routes[topic]
+        self.manager.begin_record(self.partition, topic, offset)
         try:
-            key_codec, value_codec = self.app.codecs(record.topic)
+            key, value = record.key, record.value
             message = Message(
-                record.topic,
+                topic,
                 record.partition,
-                record.offset,
-                None if record.key is None else key_codec.decode(record.key),
-                None if record.value is None else value_codec.decode(record.value),
+                offset,
+                None if key is None else route.decode_key(key),
+                None if value is None else route.decode_value(value),
                 record.timestamp,
                 record.headers,
             )
             ctx.message = message
-            for proc in self._processors.get(record.topic, ()):
+            for proc in route.processors:
                 proc.process(message, ctx)
         except Exception as exc:  # the error policy decides; nothing is dropped silently
             self.manager.rollback_record(self.partition)
             self._on_error(record, exc)
         finally:
             ctx.message = None
-        self._positions[tp] = record.offset + 1
+        self._positions[route.tp] = offset + 1
         self._uncommitted = True
 
     def _on_error(self, record: Record, exc: Exception) -> None:
