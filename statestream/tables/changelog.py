@@ -68,8 +68,11 @@ class ChangelogWriter:
         deliveries: dict[TopicPartition, Delivery] = {}
         count = 0
         send_batch = self.producer.send_batch
-        # Keys changed by the same source record share their headers.
+        # Keys changed by the same source record share their headers (the
+        # headers of statestream.tables.headers.source_headers, built here:
+        # this loop runs for every dirty key of every commit).
         headers: dict[tuple[str, int] | None, Headers] = {None: ()}
+        topics: dict[str, tuple[str, bytes]] = {}
         try:
             for tp, changes in batches:
                 records: list[tuple[bytes, bytes | None, Headers]] = []
@@ -78,7 +81,15 @@ class ChangelogWriter:
                     source = change.source
                     found = headers.get(source)
                     if found is None:
-                        found = headers[source] = _headers(source)
+                        assert source is not None
+                        topic, offset = source
+                        topic_header = topics.get(topic)
+                        if topic_header is None:
+                            topic_header = topics[topic] = (SOURCE_TOPIC, topic.encode("utf-8"))
+                        found = headers[source] = (
+                            (SOURCE_OFFSET, _pack_offset(offset)),
+                            topic_header,
+                        )
                     append((change.key, change.value, found))
                 delivery = send_batch(tp.topic, tp.partition, records)
                 count += len(records)
@@ -108,11 +119,3 @@ class ChangelogWriter:
                 "not committed, so the records will be reprocessed"
             ) from exc
         return sent.offsets()
-
-
-def _headers(source: tuple[str, int] | None) -> Headers:
-    # statestream.tables.headers.source_headers, inlined: one call per source.
-    if source is None:
-        return ()
-    topic, offset = source
-    return ((SOURCE_OFFSET, _pack_offset(offset)), (SOURCE_TOPIC, topic.encode("utf-8")))

@@ -51,11 +51,17 @@ _CLEAN, _SET, _DELETED = EntryState.CLEAN, EntryState.SET, EntryState.DELETED
 
 
 class _Entry:
-    __slots__ = ("encoded", "obj", "source", "state")
+    __slots__ = ("encoded", "kb", "obj", "source", "state")
 
     def __init__(
-        self, obj: Any, encoded: bytes | None, state: EntryState, source: tuple[str, int] | None
+        self,
+        kb: bytes,
+        obj: Any,
+        encoded: bytes | None,
+        state: EntryState,
+        source: tuple[str, int] | None,
     ) -> None:
+        self.kb = kb
         self.obj = obj
         self.encoded = encoded
         self.state = state
@@ -115,6 +121,11 @@ class TableShard:
         # only str keys (type exactly str: equal keys of other types, like
         # 1 and True, can encode differently).
         self._str_keys: dict[str, bytes] = {}
+        # Buffered entries of str keys, by key: `table[k] += 1` finds its
+        # entry with one lookup. Entries are updated in place, so an indexed
+        # entry stays right until it leaves the buffer, and whatever removes
+        # entries clears the index.
+        self._str_index: dict[str, _Entry] = {}
         # Entries as they were before the current record touched them, as
         # (obj, encoded, state, source) (None: not buffered), so a record
         # whose processing fails can be rolled back. A snapshot, not the
@@ -148,7 +159,7 @@ class TableShard:
         raw = self.store.get(kb)
         if raw is None:
             return None
-        entry = _Entry(self.value_codec.decode(raw), raw, _CLEAN, None)
+        entry = _Entry(kb, self.value_codec.decode(raw), raw, _CLEAN, None)
         self._undo.setdefault(kb, None)
         self._entries[kb] = entry
         self._touched.add(kb)
@@ -162,16 +173,21 @@ class TableShard:
     def get_or_create(self, key: Any, factory: Callable[[], Any] | None) -> Any:
         """Return the value of ``key``; if it has none, store and return
         ``factory()`` (``KeyError`` without a factory). ``Table[key]`` in one call."""
-        kb = self._str_keys.get(key) if type(key) is str else None
-        if kb is None:
-            kb = self._kb(key)
-        entry = self._entries.get(kb)
-        if entry is not None:
-            # _lookup's buffer hit, inlined: this is every `table[k] += 1`.
-            self._touched.add(kb)
-            if entry.state is not _DELETED:
-                return entry.obj
+        if type(key) is str:
+            entry = self._str_index.get(key)
+            if entry is not None:
+                self._touched.add(entry.kb)
+                if entry.state is not _DELETED:
+                    return entry.obj
+                kb = entry.kb
+            else:
+                kb = self._kb(key)
+                entry = self._lookup(kb)
+                if entry is not None:
+                    self._str_index[key] = entry
+                    return entry.obj
         else:
+            kb = self._kb(key)
             entry = self._lookup(kb)
             if entry is not None:
                 return entry.obj
@@ -195,29 +211,39 @@ class TableShard:
         codec always encodes, such as ints and strings, are encoded once at
         commit instead: a counter updated a thousand times is encoded once.)
         """
-        kb = self._str_keys.get(key) if type(key) is str else None
-        self._assign(self._kb(key) if kb is None else kb, value)
+        if type(key) is str:
+            entry = self._str_index.get(key)
+            if entry is None:
+                self._str_index[key] = self._assign(self._kb(key), value)
+            else:
+                self._update(entry, value, _SET)
+        else:
+            self._assign(self._kb(key), value)
 
-    def _assign(self, kb: bytes, value: Any, state: EntryState = EntryState.SET) -> None:
+    def _assign(self, kb: bytes, value: Any, state: EntryState = EntryState.SET) -> _Entry:
+        entry = self._entries.get(kb)
+        if entry is not None:
+            self._update(entry, value, state)
+            return entry
         if state is _DELETED or (self._json and type(value) in _ALWAYS_JSON):
             encoded = None
         else:
             encoded = self.value_codec.encode(value)
-        entry = self._entries.get(kb)
+        self._undo.setdefault(kb, None)
+        entry = self._entries[kb] = _Entry(kb, value, encoded, state, self.source)
+        self._touched.add(kb)
+        return entry
+
+    def _update(self, entry: _Entry, value: Any, state: EntryState) -> None:
+        if state is _DELETED or (self._json and type(value) in _ALWAYS_JSON):
+            encoded = None
+        else:
+            encoded = self.value_codec.encode(value)
+        kb = entry.kb
         undo = self._undo
         if kb not in undo:
-            undo[kb] = (
-                None if entry is None else (entry.obj, entry.encoded, entry.state, entry.source)
-            )
-        if entry is None:
-            self._entries[kb] = _Entry(value, encoded, state, self.source)
-        else:
-            entry.obj, entry.encoded, entry.state, entry.source = (
-                value,
-                encoded,
-                state,
-                self.source,
-            )
+            undo[kb] = (entry.obj, entry.encoded, entry.state, entry.source)
+        entry.obj, entry.encoded, entry.state, entry.source = value, encoded, state, self.source
         self._touched.add(kb)
 
     def delete(self, key: Any) -> bool:
@@ -248,6 +274,7 @@ class TableShard:
             if previous is None:
                 entries.pop(kb, None)
                 self._touched.discard(kb)
+                self._str_index.clear()
             else:
                 entry = entries[kb]
                 entry.obj, entry.encoded, entry.state, entry.source = previous
@@ -349,15 +376,16 @@ class TableShard:
         if changes:
             self.store.write({c.key: c.value for c in changes}, changelog_offset)
         entries = self._entries
+        size = len(entries)
         for change in changes:
             if change.value is None:
                 entries.pop(change.key, None)
             else:
                 entry = entries[change.key]
-                entry.state, entry.encoded, entry.source = EntryState.CLEAN, change.value, None
+                entry.state, entry.encoded, entry.source = _CLEAN, change.value, None
         for kb in self._touched:
             left = entries.get(kb)
-            if left is not None and left.state is EntryState.DELETED:
+            if left is not None and left.state is _DELETED:
                 del entries[kb]  # deleted, but nothing to write (never stored)
         self._touched.clear()
         self._undo.clear()
@@ -366,10 +394,13 @@ class TableShard:
             # Oldest first (insertion order); everything left is clean now.
             for kb in list(itertools.islice(entries, excess)):
                 del entries[kb]
+        if len(entries) != size:
+            self._str_index.clear()  # it may name entries that left
 
     def discard(self) -> None:
         """Forget everything buffered (after a commit, or when abandoning work)."""
         self._entries.clear()
+        self._str_index.clear()
         self._touched.clear()
         self._undo.clear()
 

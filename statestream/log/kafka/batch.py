@@ -113,7 +113,7 @@ class AccumulatorAppender:
         producer, append, writer = self._producer, self._append, self.writer
         timestamp_ms = int(time.time() * 1000)
         now = time.monotonic()
-        header_blocks: dict[Headers, bytes] = {}
+        header_blocks: dict[int, bytes] = {}
         index, end = 0, len(records)
         while index < end:
             # One record the ordinary way: the accumulator picks or opens the
@@ -148,7 +148,7 @@ class AccumulatorAppender:
         index: int,
         timestamp_ms: int,
         now: float,
-        header_blocks: dict[Headers, bytes],
+        header_blocks: dict[int, bytes],
     ) -> tuple[int, Any]:
         """Write ``records[index:]`` into the batch ``future`` went into, if still open."""
         accumulator, writer = self._accumulator, self.writer

@@ -60,6 +60,7 @@ _SMALL = [_varint(n) for n in range(1 << 14)]
 _SMALL_LIMIT = len(_SMALL)
 _NULL = _varint(-1)
 _ATTRIBUTES = b"\x00"
+_NO_HEADERS = _varint(0)
 
 
 def _v(n: int) -> bytes:
@@ -107,7 +108,7 @@ class RecordWriter:
         start: int,
         timestamp_ms: int,
         now: float,
-        header_blocks: dict[Headers, bytes],
+        header_blocks: dict[int, bytes],
     ) -> tuple[int, Any]:
         """Write ``records[start:]`` into ``batch`` while they fit.
 
@@ -131,11 +132,18 @@ class RecordWriter:
             key, value, headers = records[index]
             if key is None and value is None:
                 break  # refused by the caller's ordinary path, with its error
-            if type(headers) is not tuple:
-                headers = tuple(headers)
-            block = header_blocks.get(headers)
-            if block is None:
-                block = header_blocks[headers] = _header_block(headers)
+            if not headers:
+                block = _NO_HEADERS
+            elif type(headers) is tuple:
+                # By identity: records sharing a headers object (the
+                # changelog writer's, per source record) share its block.
+                # The caller's records keep every key object alive.
+                cached = header_blocks.get(id(headers))
+                if cached is None:
+                    cached = header_blocks[id(headers)] = _header_block(headers)
+                block = cached
+            else:
+                block = _header_block(tuple(headers))
             body = b"".join(
                 (
                     _ATTRIBUTES,
