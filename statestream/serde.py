@@ -20,8 +20,10 @@ Codecs are stateless and thread-safe.
 from __future__ import annotations
 
 import json
+import json.decoder
 import json.encoder
 import pickle
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from statestream.errors import ConfigurationError, DecodeError, EncodeError, UnsafeCodecError
@@ -53,8 +55,14 @@ class Codec(Protocol):
         ...
 
 
-# The C string encoder json uses with ensure_ascii=False.
+# The C string encoder json uses with ensure_ascii=False, and its decoder.
 _encode_str = json.encoder.encode_basestring
+_scan_str: Callable[[str, int, bool], tuple[str, int]]
+_scan_str = json.decoder.scanstring  # type: ignore[attr-defined]
+_QUOTE, _ZERO = ord('"'), ord("0")
+# Longer digit strings go through json.loads, which reports int()'s limit
+# on digits (sys.get_int_max_str_digits) as a decode error.
+_INT_DIGITS = 4000
 
 
 def _preview(data: bytes, limit: int = 32) -> str:
@@ -89,6 +97,25 @@ class JsonCodec:
             ) from exc
 
     def decode(self, data: bytes) -> Any:
+        # Fast paths for a JSON string or integer (every record of a text
+        # stream, every counter), with the C scanner json itself uses; any
+        # doubt (escapes it rejects, other UTF encodings, whitespace) falls
+        # through to json.loads, which decides.
+        if type(data) is bytes and len(data) > 1:
+            first = data[0]
+            if first == _QUOTE and data[-1] == _QUOTE:
+                try:
+                    text = data.decode("utf-8")
+                    value, end = _scan_str(text, 1, True)
+                except ValueError:
+                    pass
+                else:
+                    if end == len(text):
+                        return value
+            elif data.isdigit() and first != _ZERO and len(data) < _INT_DIGITS:
+                return int(data)
+        elif data.isdigit():
+            return int(data)  # a single digit (or empty: not a digit)
         try:
             return json.loads(data)
         except (ValueError, TypeError) as exc:

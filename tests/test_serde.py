@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -121,3 +122,52 @@ def test_json_fast_paths_match_the_full_encoder(value: object) -> None:
         sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode(value)
     assert JsonCodec().encode(value) == full.encode("utf-8")
+
+
+def _loads_outcome(data: bytes) -> tuple[str, object]:
+    try:
+        return ("value", json.loads(data))
+    except (ValueError, TypeError):
+        return ("error", None)
+
+
+def _decode_outcome(data: bytes) -> tuple[str, object]:
+    try:
+        return ("value", JsonCodec().decode(data))
+    except DecodeError:
+        return ("error", None)
+
+
+json_texts = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=5,
+).map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8"))
+near_misses = st.builds(
+    lambda body, quote_left, quote_right: quote_left + body + quote_right,
+    st.binary(max_size=12),
+    st.sampled_from([b'"', b"", b" ", b"0", b"-"]),
+    st.sampled_from([b'"', b"", b" ", b"\\"]),
+)
+
+
+@given(data=json_texts | near_misses | st.binary(max_size=12))
+def test_json_decode_fast_paths_agree_with_json_loads(data: bytes) -> None:
+    # Strings and integers skip json.loads; everything must decode to what
+    # json.loads gives, and fail (typed) exactly where it fails.
+    assert _decode_outcome(data) == _loads_outcome(data)
+    outcome = _decode_outcome(data)
+    if outcome[0] == "value":
+        assert type(outcome[1]) is type(json.loads(data))
+
+
+@pytest.mark.parametrize(
+    "data", [b'"a\\nb"', b'"\\u00e9"', b'"x" ', b"01", b"-0", b"007", b'"\x01"', b'"\\q"']
+)
+def test_json_decode_edge_cases_agree_with_json_loads(data: bytes) -> None:
+    assert _decode_outcome(data) == _loads_outcome(data)
+
+
+def test_json_decode_of_a_huge_integer_is_a_decode_error_like_json_loads() -> None:
+    data = b"9" * 5000  # beyond Python's default limit on int digits
+    assert _decode_outcome(data) == _loads_outcome(data)
