@@ -31,6 +31,8 @@ log = logging.getLogger("statestream.worker")
 #: Asks the poll thread to commit source offsets; blocks until done (raises on failure).
 CommitSource = Callable[[Mapping[TopicPartition, int]], None]
 
+_new_tuple = tuple.__new__
+
 #: Headers added to dead-lettered records.
 ERROR_HEADER = "statestream-error"
 ERROR_ORIGIN = "statestream-error-origin"
@@ -182,14 +184,17 @@ class PartitionTask(threading.Thread):
         self.manager.begin_record(self.partition, topic, offset)
         try:
             key, value = record.key, record.value
-            message = Message(
-                topic,
-                record.partition,
-                offset,
-                None if key is None else route.decode_key(key),
-                None if value is None else route.decode_value(value),
-                record.timestamp,
-                record.headers,
+            message = _new_tuple(  # Message(...) without its generated __new__ frame
+                Message,
+                (
+                    topic,
+                    record.partition,
+                    offset,
+                    None if key is None else route.decode_key(key),
+                    None if value is None else route.decode_value(value),
+                    record.timestamp,
+                    record.headers,
+                ),
             )
             ctx.message = message
             for proc in route.processors:

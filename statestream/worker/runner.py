@@ -19,7 +19,9 @@ finish the current record, commit, close stores, leave the group.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +54,12 @@ log = logging.getLogger("statestream.worker")
 _COMMIT_TIMEOUT = 120.0
 #: Longest a poll blocks: commit rounds, status and stop requests wait at most this long.
 _POLL_TIMEOUT = 0.05
+#: Records taken per poll: each poll costs a hand-over to the consumer's
+#: helper thread and a queue hand-over per partition, so bigger is cheaper
+#: (a word count ran 10-15% faster with 2000 than with 500).
+_POLL_RECORDS = 2000
+
+_partition_of = operator.attrgetter("partition")
 
 
 @dataclass
@@ -197,10 +205,12 @@ class Worker:
             if now >= next_commit:
                 self._commit_round()
                 next_commit = max(next_commit + interval, time.monotonic() + interval / 2)
-            records = self._member.poll(timeout=self._poll_timeout(), max_records=500)
+            records = self._member.poll(timeout=self._poll_timeout(), max_records=_POLL_RECORDS)
             batches: dict[int, list[Record]] = {}
-            for record in records:
-                batches.setdefault(record.partition, []).append(record)
+            # Polls return records in runs of one partition: group by run
+            # (C-level iteration) rather than record by record.
+            for partition, run in itertools.groupby(records, _partition_of):
+                batches.setdefault(partition, []).extend(run)
             for partition, batch in batches.items():
                 task = self._tasks.get(partition)
                 if task is None:

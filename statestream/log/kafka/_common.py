@@ -132,23 +132,25 @@ def _tp(ktp: Any) -> TopicPartition:
 
 def _to_records(polled: Mapping[Any, list[Any]]) -> list[Record]:
     """Convert kafka-python's ``{tp: [ConsumerRecord]}`` into statestream records."""
-    out: list[Record] = []
-    append = out.append
-    for batch in polled.values():
-        for r in batch:
-            headers = r.headers
-            append(
-                Record(
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    r.key,
-                    r.value,
-                    r.timestamp,
-                    tuple(headers) if headers else (),
-                )
-            )
-    return out
+    # Built with tuple.__new__ (Record is a named tuple): its generated
+    # __new__ is a Python frame per record, on the hot path of every poll.
+    new = tuple.__new__
+    return [
+        new(
+            Record,
+            (
+                r.topic,
+                r.partition,
+                r.offset,
+                r.key,
+                r.value,
+                r.timestamp,
+                tuple(headers) if (headers := r.headers) else (),
+            ),
+        )
+        for batch in polled.values()
+        for r in batch
+    ]
 
 
 def _split_address(address: str) -> tuple[str, int]:
