@@ -30,7 +30,7 @@ directories, both reading the same source topic from the beginning:
     ``processed`` counter equals N; the worker then commits and closes.
 ``raw``
     A bare kafka-python ``KafkaConsumer`` in a group (``subscribe``, the
-    transport's consumer settings, auto-commit off) polling up to 500 records
+    transport's consumer settings, auto-commit off) polling up to 2000 records
     at a time, decoding each value with ``json.loads`` and counting the words
     in one dict per partition. Every S seconds, for every partition with dirty
     keys, it produces one changelog record per dirty key (key and value
@@ -60,8 +60,12 @@ database must equal the number of words produced.
 Memory: each child reports ``ru_maxrss`` before running (after imports and
 opening) and at the end, and the parent samples ``VmRSS`` of the child from
 ``/proc/<pid>/status`` every second while it runs, together with how many
-records it had processed. State is a few thousand keys, so a steady RSS
-means nothing grows with the number of records.
+records it had processed and how much memory its LevelDB databases say they
+use (``leveldb.approximate-memory-usage``: memtables and block cache, which
+fill up to ``write_buffer_size`` and ``lru_cache_size`` per database, 4 and
+8 MiB by default, and then stay there). State is 40,000 keys, so an RSS
+that is steady apart from LevelDB's bounded buffers means nothing grows
+with the number of records.
 
 ``ratio`` is statestream / raw (target: at least 60%). ``--profile`` runs one
 more Kafka worker under cProfile, one profiler per thread (partition threads,
@@ -101,7 +105,7 @@ from _shared import load_broker_module, package_version  # benchmarks/ is on sys
 SEED = 20240601
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TABLE = "counts"
-POLL_RECORDS = 500
+POLL_RECORDS = 2000  # what the worker's poll thread takes per poll
 POLL_TIMEOUT_MS = 50  # what the worker's poll thread uses
 STATUS_INTERVAL_S = 0.1
 SAMPLE_INTERVAL_S = 1.0
@@ -331,7 +335,8 @@ def run_worker(
     def on_status(status: WorkerStatus) -> None:
         nonlocal timed_out
         processed = status.counters.get("processed", 0)
-        progress.value = processed
+        progress[0] = processed
+        progress[1] = _leveldb_memory(worker)
         if processed >= records:
             worker.request_stop()
         elif time.monotonic() > deadline:
@@ -348,7 +353,7 @@ def run_worker(
     if main_profiler is not None:
         main_profiler.disable()
     counters = worker.counters()
-    progress.value = counters.get("processed", 0)
+    progress[0] = counters.get("processed", 0)
     peak = _rss_kb()
     if timed_out:
         raise RuntimeError(f"timed out after {timeout:.0f} s with counters {counters}")
@@ -499,13 +504,14 @@ def run_raw(
             now = time.monotonic()
             if now >= next_commit:
                 commit()
-                progress.value = count
+                progress[0] = count
+                progress[1] = _leveldb_dbs_memory(dbs)
                 next_commit = time.monotonic() + interval
                 if now > deadline:
                     raise RuntimeError(f"timed out after {timeout:.0f} s at {count} records")
         commit()
         ended = time.perf_counter()
-        progress.value = count
+        progress[0] = count
         peak = _rss_kb()
     finally:
         consumer.close(autocommit=False)
@@ -537,6 +543,32 @@ def _child_main(conn: Any, target: Callable[..., dict], args: tuple, progress: A
         conn.close()
 
 
+def _leveldb_dbs_memory(dbs: list[Any]) -> int:
+    """Bytes the plyvel databases ``dbs`` say they use (memtables and block cache)."""
+    total = 0
+    for db in dbs:
+        value = db.get_property(b"leveldb.approximate-memory-usage")
+        total += int(value) if value else 0
+    return total
+
+
+def _leveldb_memory(worker: Any) -> int:
+    """The same for every LevelDB store a Worker has open (its internals: a benchmark)."""
+    manager = worker._manager
+    if manager is None:
+        return 0
+    dbs = []
+    for part in list(manager._partitions.values()):
+        for shard in list(part.shards.values()):
+            db = getattr(shard.store, "_db", None)
+            if db is not None and not db.closed:
+                dbs.append(db)
+    try:
+        return _leveldb_dbs_memory(dbs)
+    except RuntimeError:  # a store closed meanwhile
+        return 0
+
+
 def _vm_rss_kb(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
@@ -551,12 +583,13 @@ def _vm_rss_kb(pid: int) -> int | None:
 def in_child(name: str, target: Callable[..., dict], *args: Any) -> dict:
     """Run ``target(*args, progress)`` in a spawned process, sampling its VmRSS every second."""
     ctx = multiprocessing.get_context("spawn")
-    progress = ctx.Value("q", 0, lock=False)
+    # [records processed, bytes LevelDB says it uses (memtables, block cache)]
+    progress = ctx.Array("q", 2, lock=False)
     receiver, sender = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child_main, args=(sender, target, args, progress), daemon=True)
     proc.start()
     sender.close()
-    samples: list[tuple[float, int, int]] = []
+    samples: list[tuple[float, int, int, int]] = []
     started = time.monotonic()
     reply = None
     try:
@@ -564,10 +597,10 @@ def in_child(name: str, target: Callable[..., dict], *args: Any) -> dict:
             rss = _vm_rss_kb(proc.pid) if proc.pid is not None else None
             elapsed = time.monotonic() - started
             if rss is not None:
-                samples.append((elapsed, int(progress.value), rss))
+                samples.append((elapsed, int(progress[0]), rss, int(progress[1]) // 1024))
                 if len(samples) % 15 == 0:
                     print(
-                        f"progress: {name:<11} {elapsed:5.0f} s {progress.value:>11,} records, "
+                        f"progress: {name:<11} {elapsed:5.0f} s {progress[0]:>11,} records, "
                         f"VmRSS {rss / 1024:.0f} MiB",
                         file=sys.stderr,
                         flush=True,
@@ -641,25 +674,31 @@ def check(side: Side, result: dict, records: int, words: int) -> None:
 
 
 def rss_summary(result: dict, records: int) -> list[str]:
-    """Lines showing the child's VmRSS over its run."""
+    """Lines showing the child's VmRSS over its run, with and without LevelDB's memory."""
     samples = result["samples"]
     if not samples:
         return ["  (no VmRSS samples)"]
-    marks = []
-    for percent in (10, 25, 50, 75, 90, 100):
-        target = records * percent // 100
-        found = next((s for s in samples if s[1] >= target), samples[-1])
-        marks.append(f"{percent}%: {found[2] / 1024:.0f}")
-    running = [s[2] for s in samples if records * 0.1 <= s[1] < records]
-    steady = (
-        f"min/max while processing 10%..100%: {min(running) / 1024:.0f}/"
-        f"{max(running) / 1024:.0f} MiB"
-        if running
-        else "too few samples while processing"
-    )
+
+    def at_marks(value: Callable[[tuple[float, int, int, int]], int]) -> str:
+        marks = []
+        for percent in (10, 25, 50, 75, 90, 100):
+            target = records * percent // 100
+            found = next((s for s in samples if s[1] >= target), samples[-1])
+            marks.append(f"{percent}%: {value(found) / 1024:.0f}")
+        running = [value(s) for s in samples if records * 0.1 <= s[1] < records]
+        steady = (
+            f"min/max while processing 10%..100%: {min(running) / 1024:.0f}/"
+            f"{max(running) / 1024:.0f} MiB"
+            if running
+            else "too few samples while processing"
+        )
+        return f"{', '.join(marks)}; {steady}"
+
     values = [f"{s[2] / 1024:.0f}" for s in samples]
     lines = [
-        f"  VmRSS MiB at % of records processed: {', '.join(marks)}; {steady}",
+        f"  VmRSS MiB at % of records processed: {at_marks(lambda s: s[2])}",
+        f"  LevelDB memory MiB (memtables, block cache): {at_marks(lambda s: s[3])}",
+        f"  VmRSS minus LevelDB memory MiB: {at_marks(lambda s: s[2] - s[3])}",
         f"  VmRSS MiB every {SAMPLE_INTERVAL_S:.0f} s ({len(samples)} samples):",
     ]
     for start in range(0, len(values), 25):
