@@ -56,11 +56,20 @@ class Processor:
     def tables(cls) -> list[Table[Any, Any]]:
         """Return the tables declared on this class and its bases."""
         found: dict[str, Table[Any, Any]] = {}
-        for klass in reversed(cls.__mro__):
-            for value in vars(klass).values():
-                if isinstance(value, Table):
-                    found[value.name] = value
+        for table in cls.table_attributes().values():
+            found[table.name] = table
         return list(found.values())
+
+    @classmethod
+    def table_attributes(cls) -> dict[str, Table[Any, Any]]:
+        """Return ``{attribute name: table}`` for the tables declared on this class
+        and its bases (a subclass's attribute wins)."""
+        found: dict[str, Table[Any, Any]] = {}
+        for klass in reversed(cls.__mro__):
+            for attribute, value in vars(klass).items():
+                if isinstance(value, Table):
+                    found[attribute] = value
+        return found
 
     @classmethod
     def validate(cls) -> None:

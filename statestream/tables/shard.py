@@ -22,8 +22,7 @@ import enum
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from statestream.serde import Codec, JsonCodec, encode_prefix
 from statestream.stores.base import Store, key_bounds
@@ -72,9 +71,10 @@ class _Entry:
 _Snapshot = tuple[Any, bytes | None, EntryState, tuple[str, int] | None]
 
 
-@dataclass(frozen=True)
-class Change:
-    """One dirty key at commit: its new bytes (``None``: tombstone) and its source."""
+class Change(NamedTuple):
+    """One dirty key at commit: its new bytes (``None``: tombstone) and its source.
+
+    A named tuple: one is built per dirty key per commit."""
 
     key: bytes
     value: bytes | None
@@ -347,24 +347,30 @@ class TableShard:
         an in-place mutation is attributed to it (it happened no later).
         """
         out: list[Change] = []
+        append = out.append
+        new = tuple.__new__  # Change(...) without its generated __new__ frame
         encode = self.value_codec.encode
         entries = self._entries
         for kb in self._touched:
             entry = entries[kb]
-            if entry.state is EntryState.DELETED:
-                out.append(Change(kb, None, entry.source))
+            state = entry.state
+            if state is _DELETED:
+                append(new(Change, (kb, None, entry.source)))
                 continue
-            if isinstance(entry.obj, _IMMUTABLE):
-                if entry.state is EntryState.SET:
-                    value = entry.encoded if entry.encoded is not None else encode(entry.obj)
-                    out.append(Change(kb, value, entry.source))
+            obj = entry.obj
+            if isinstance(obj, _IMMUTABLE):
+                if state is _SET:
+                    value = entry.encoded
+                    if value is None:
+                        value = encode(obj)
+                    append(new(Change, (kb, value, entry.source)))
                 continue
-            current = encode(entry.obj)
-            if entry.state is EntryState.SET:
+            current = encode(obj)
+            if state is _SET:
                 source = entry.source if current == entry.encoded else last_source
-                out.append(Change(kb, current, source))
+                append(new(Change, (kb, current, source)))
             elif current != entry.encoded:
-                out.append(Change(kb, current, last_source))
+                append(new(Change, (kb, current, last_source)))
         return out
 
     def committed(self, changes: list[Change], changelog_offset: int | None) -> None:

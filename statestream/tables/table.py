@@ -91,6 +91,20 @@ class Table(MutableMapping[K, V], Generic[K, V]):
         if getattr(self._local, "shard", None) is shard:
             self._local.shard = None
 
+    def view(self, shard: TableShard) -> Table[K, V]:
+        """Return this table fixed to ``shard``, whichever thread uses it.
+
+        The worker gives each partition's processor instances such views
+        (as instance attributes shadowing the class's tables), so
+        ``self.counts[k]`` reaches its shard without a thread-local lookup.
+        A view equals and hashes like its table.
+        """
+        view: _TableView[K, V] = object.__new__(_TableView)
+        view.__dict__.update(self.__dict__)
+        view._shard = shard
+        view._table = self
+        return view
+
     @contextlib.contextmanager
     def bound_to(self, shard: TableShard) -> Iterator[Table[K, V]]:
         """Bind ``shard`` for the duration of a ``with`` block (tools and tests)."""
@@ -167,3 +181,34 @@ class Table(MutableMapping[K, V], Generic[K, V]):
 
     def __hash__(self) -> int:
         return id(self)
+
+
+class _TableView(Table[K, V]):
+    """A :class:`Table` fixed to one shard (see :meth:`Table.view`)."""
+
+    _shard: TableShard
+    _table: Table[K, V]
+
+    def shard(self) -> TableShard:
+        return self._shard
+
+    def bind(self, shard: TableShard | None) -> None:
+        raise TableContextError(f"a view of table {self.name!r} is fixed to its partition")
+
+    def __getitem__(self, key: K) -> V:
+        result: V = self._shard.get_or_create(key, self.default)
+        return result
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._shard.set(key, value)
+
+    def __repr__(self) -> str:
+        return f"<Table {self.name!r} partition {self._shard.partition}>"
+
+    def __eq__(self, other: object) -> bool:
+        return other is self._table or (
+            isinstance(other, _TableView) and other._table is self._table
+        )
+
+    def __hash__(self) -> int:
+        return id(self._table)

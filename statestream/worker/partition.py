@@ -9,6 +9,7 @@ committed by the poll thread, which the task asks through ``commit_source``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -127,18 +128,7 @@ class PartitionTask(threading.Thread):
         if not all(o.completed for o in outcomes):
             return  # revoked while restoring: what was applied is kept
         self.manager.bind(self.partition)
-        instances = [cls() for cls in self.app.processors]
-        for topic in self.app.source_topics():
-            self._processors[topic] = [p for p in instances if topic in type(p).topics]
-            key_codec, value_codec = self.app.codecs(topic)
-            self._routes[topic] = _Route(
-                TopicPartition(topic, self.partition),
-                key_codec.decode,
-                value_codec.decode,
-                tuple(self._processors[topic]),
-            )
-        for proc in instances:
-            proc.on_assigned(self.partition)
+        instances = self._start_processors()
         self.ready.set()
         ctx = Context(self._send, self.app.codecs)
         while not self.stopping.is_set():
@@ -167,6 +157,35 @@ class PartitionTask(threading.Thread):
         self.commit()
         for proc in instances:
             proc.on_revoked(self.partition)
+
+    def _start_processors(self) -> list[Processor]:
+        """Create this partition's processor instances and routes; call on_assigned."""
+        instances = [cls() for cls in self.app.processors]
+        for proc in instances:
+            self._bind_views(proc)
+        for topic in self.app.source_topics():
+            self._processors[topic] = [p for p in instances if topic in type(p).topics]
+            key_codec, value_codec = self.app.codecs(topic)
+            self._routes[topic] = _Route(
+                TopicPartition(topic, self.partition),
+                key_codec.decode,
+                value_codec.decode,
+                tuple(self._processors[topic]),
+            )
+        for proc in instances:
+            proc.on_assigned(self.partition)
+        return instances
+
+    def _bind_views(self, proc: Processor) -> None:
+        # Each instance serves this partition only: give it views of its
+        # tables fixed to this partition's shards (no thread-local lookup
+        # per table access). Tables reached otherwise (a module-level
+        # name) still find the shard bound on this thread.
+        for attribute, table in type(proc).table_attributes().items():
+            view = table.view(self.manager.shard(table.name, self.partition))
+            # With __slots__ or a read-only property, the class's table serves.
+            with contextlib.suppress(AttributeError):
+                setattr(proc, attribute, view)
 
     def _close(self) -> None:
         try:

@@ -390,3 +390,32 @@ def test_partition_states_through_a_lifecycle(embedded: Transport, tmp_path: Pat
     assert manager.partitions() == [1]
     manager.close()
     assert manager.states() == {("s", 0): PartitionState.CLOSED, ("s", 1): PartitionState.CLOSED}
+
+
+def test_a_view_is_fixed_to_its_shard_from_any_thread(h: Harness) -> None:
+    shard = h.manager.shard("t", 0)
+    view = h.table.view(shard)
+    # Equal to its table (and hashed alike), so it can stand in for it.
+    assert view == h.table
+    assert h.table == view
+    assert hash(view) == hash(h.table)
+    assert {h.table: 1}[view] == 1
+    h.record()
+    seen: list[Any] = []
+
+    def other_thread() -> None:
+        # No binding on this thread: the plain table refuses, the view works.
+        with pytest.raises(TableContextError):
+            h.table["x"] = 0
+        view["x"] = 1
+        seen.append(view.get("x"))
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(10)
+    assert seen == [1]
+    assert h.table["x"] == 1  # the same shard, through this thread's binding
+    with pytest.raises(TableContextError, match="fixed to its partition"):
+        view.bind(shard)
+    h.commit()
+    assert dict(view.items()) == {"x": 1}

@@ -244,6 +244,8 @@ def test_a_worker_commits_all_its_partitions_with_one_offset_commit(tmp_path: Pa
 
         def process(self, message: Message, ctx: Context) -> None:
             self.table[message.value] += 1
+            if message.offset % 100 == 0:
+                time.sleep(0.005)  # long enough for rounds to happen mid-stream
 
     url = f"embedded://{tmp_path}/log"
     app = App(
