@@ -63,7 +63,8 @@ opening) and at the end, and the parent samples ``VmRSS`` of the child from
 records it had processed and how much memory its LevelDB databases say they
 use (``leveldb.approximate-memory-usage``: memtables and block cache, which
 fill up to ``write_buffer_size`` and ``lru_cache_size`` per database, 4 and
-8 MiB by default, and then stay there). State is 40,000 keys, so an RSS
+8 MiB by default for stores, 16 and 32 MiB for the embedded log, and then
+stay there). State is 40,000 keys, so an RSS
 that is steady apart from LevelDB's bounded buffers means nothing grows
 with the number of records.
 
@@ -553,11 +554,15 @@ def _leveldb_dbs_memory(dbs: list[Any]) -> int:
 
 
 def _leveldb_memory(worker: Any) -> int:
-    """The same for every LevelDB store a Worker has open (its internals: a benchmark)."""
+    """The same for every LevelDB store a Worker has open, and for the embedded
+    log's database if it runs on one (their internals: this is a benchmark)."""
     manager = worker._manager
     if manager is None:
         return 0
     dbs = []
+    log_db = getattr(getattr(worker._transport, "_log", None), "_db", None)
+    if log_db is not None and not log_db.closed:
+        dbs.append(log_db)
     for part in list(manager._partitions.values()):
         for shard in list(part.shards.values()):
             db = getattr(shard.store, "_db", None)
