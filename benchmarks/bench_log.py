@@ -32,6 +32,12 @@ Each figure is measured for:
 * **the embedded log**: ``open_transport("embedded:///tmpdir")``, when it
   can be opened (otherwise the table says why not).
 
+On Kafka, ``send_batch`` is measured too: the same records grouped by
+partition (``i % P``, outside the clock), one ``Producer.send_batch`` per
+partition (the list of ``(key, value, ())`` built inside the clock, as the
+changelog writer builds its own), then one ``flush()``; its ratio to raw
+``KafkaProducer.send`` is printed without a target.
+
 Fairness: the topic and the client are created (and the topic's metadata
 fetched) before the clock starts; raw and transport runs alternate; one
 warm-up run of each is discarded; the garbage collector is off while timing;
@@ -169,6 +175,31 @@ def transport_produce(transport: Transport, workload: Workload) -> Trial:
     return trial
 
 
+def transport_produce_batches(transport: Transport, workload: Workload) -> Trial:
+    """``send_batch`` (what the changelog writer uses): one batch per partition."""
+    by_partition: list[list[tuple[bytes, bytes]]] = [[] for _ in range(workload.partitions)]
+    for i, pair in enumerate(workload.pairs):
+        by_partition[i % workload.partitions].append(pair)
+
+    def trial() -> float:
+        topic = fresh_topic(transport, workload)
+        producer = transport.producer()
+        try:
+            producer.partitions_for(topic)
+
+            def run() -> None:
+                for partition, pairs in enumerate(by_partition):
+                    producer.send_batch(topic, partition, [(k, v, ()) for k, v in pairs])
+                producer.flush()
+
+            return timed(run)
+        finally:
+            producer.close()
+            transport.admin().delete_topic(topic)
+
+    return trial
+
+
 def transport_fetch(transport: Transport, topic: str, workload: Workload) -> Trial:
     tps = [TopicPartition(topic, p) for p in range(workload.partitions)]
 
@@ -272,6 +303,7 @@ def bench_kafka(
         for name, op in [
             ("raw produce", "produce"),
             ("kafka produce", "produce"),
+            ("kafka send_batch", "send_batch"),
             ("raw fetch", "fetch"),
             ("kafka fetch", "fetch"),
         ]
@@ -281,6 +313,7 @@ def bench_kafka(
             {
                 "raw produce": raw_produce(bootstrap, options, transport, workload),
                 "kafka produce": transport_produce(transport, workload),
+                "kafka send_batch": transport_produce_batches(transport, workload),
             },
             figures,
             repeat,
@@ -368,6 +401,10 @@ def report_lines(figures: list[Figure]) -> Iterator[str]:
             best = figure.best if figure else None
             cells.append(f"{best:,.0f}" if best is not None else "-")
         yield f"{client:<20} {cells[0]:>14} {cells[1]:>13}"
+    batches = find(figures, "kafka transport", "send_batch")
+    if batches is not None and batches.best is not None:
+        note = "(produce through Producer.send_batch)"
+        yield f"{'kafka send_batch':<20} {batches.best:>14,.0f}  {note}"
     for figure in figures:
         if figure.unavailable and figure.operation == "produce":
             yield f"{figure.client}: unavailable ({figure.unavailable})"
@@ -376,6 +413,9 @@ def report_lines(figures: list[Figure]) -> Iterator[str]:
         ("kafka transport / raw kafka-python", "kafka transport", "kafka-python (raw)", 0.85),
         ("embedded log / kafka transport", "embedded log", "kafka transport", 1.0),
     ]
+    value = ratio(batches, find(figures, "kafka-python (raw)", "produce"))
+    if value is not None:
+        yield f"{'send_batch / raw kafka-python send':<36} {'produce':<8} {value:7.1%}"
     for label, num, den, target in checks:
         for operation in ("produce", "fetch"):
             value = ratio(find(figures, num, operation), find(figures, den, operation))
