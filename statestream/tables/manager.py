@@ -9,7 +9,9 @@ The commit protocol, per partition (DESIGN.md):
 
 1. :meth:`prepare` collects one change per dirty key from every shard;
 2. :meth:`write_changelogs` produces them with their source offsets and
-   flushes synchronously, keeping the changelog offsets;
+   flushes synchronously, keeping the changelog offsets (or, to share one
+   flush between partitions, :meth:`send_changelogs`, a flush of the
+   producer by the caller, then :meth:`changelogs_flushed`);
 3. the caller commits the source offsets (the poll thread owns the consumer);
 4. :meth:`apply` writes each shard's changes to its store together with its
    changelog offset.
