@@ -332,6 +332,66 @@ def test_batches_split_for_the_topic_size_limit_are_exact_or_fail_loudly(
     assert [(r.key, r.value, r.headers) for r in got] == [(k, v, h) for k, v, h in records]
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_send_batch_in_transactions(
+    transport: KafkaTransport, unique_topic: str, path: str
+) -> None:
+    transport.admin().create_topic(TopicSpec(unique_topic, 1))
+    tp = TopicPartition(unique_topic, 0)
+    producer = transport.producer(transactional_id=f"tx-{unique_topic}")
+    assert isinstance(producer, KafkaRecordProducer)
+    if path == "accumulator":
+        assert producer._append_batch is not None
+        producer._append_batch.writer = None
+    elif path == "record-by-record":
+        producer._append_batch = None
+    kept = [(b"k%03d" % i, b"kept", (("n", b"%d" % i),)) for i in range(300)]
+    try:
+        producer.begin_transaction()
+        producer.send_batch(unique_topic, 0, [(b"a%03d" % i, b"aborted", ()) for i in range(300)])
+        producer.flush()
+        producer.abort_transaction()
+        producer.begin_transaction()
+        last = producer.send_batch(unique_topic, 0, kept)
+        producer.commit_transaction()
+    finally:
+        producer.close()
+    assert last is not None
+    assert last.offset == 300 + 1 + 299  # aborted records, their marker, then ours
+    committed = transport.fetcher(isolation_level="read_committed")
+    committed.assign([tp])
+    _wait_for(lambda: committed.watermarks(tp)[1] == 602, "the commit marker")
+    records = _read_all(lambda: committed.poll(0.5), lambda: committed.position(tp) >= 602)
+    assert [(r.key, r.value, r.headers) for r in records] == [(k, v, h) for k, v, h in kept]
+
+
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_send_batch_with_compression(
+    kafka_bootstrap: str, unique_topic: str, compression: str
+) -> None:
+    # The record writer appends to the uncompressed buffer kafka-python
+    # compresses when the batch is closed.
+    transport = open_transport(f"kafka://{kafka_bootstrap}?compression_type={compression}")
+    try:
+        transport.admin().create_topic(TopicSpec(unique_topic, 1))
+        producer = transport.producer()
+        assert isinstance(producer, KafkaRecordProducer)
+        assert producer._append_batch is not None
+        assert producer._append_batch.writer is not None
+        records = [(b"key-%05d" % i, b"value " * 20, (("n", b"%d" % i),)) for i in range(5000)]
+        try:
+            last = producer.send_batch(unique_topic, 0, records)
+            producer.flush()
+        finally:
+            producer.close()
+        assert last is not None
+        assert last.offset == 4999
+        got = read_partition(transport, TopicPartition(unique_topic, 0))
+        assert [(r.key, r.value, r.headers) for r in got] == [(k, v, h) for k, v, h in records]
+    finally:
+        transport.close()
+
+
 def test_send_batch_checks_record_size_like_send(
     transport: KafkaTransport, unique_topic: str
 ) -> None:
