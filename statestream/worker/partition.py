@@ -276,7 +276,13 @@ class PartitionTask(threading.Thread):
     def _join_round(self) -> None:
         """Take part in the poll thread's commit round (see :mod:`statestream.worker.rounds`)."""
         ticket, self.ticket = self.ticket, None
-        if ticket is None or not ticket.take():
+        if ticket is None:
+            return
+        if not ticket.take():
+            # The round went on without this partition (a record outlasted
+            # the wait). Commit alone now, or a partition whose records
+            # always take that long would never commit until it stops.
+            self.commit()
             return
         try:
             pending = self.manager.prepare(self.partition)
@@ -293,8 +299,8 @@ class PartitionTask(threading.Thread):
         self.count("commits", 1)
 
     def commit(self) -> None:
-        """Commit this partition on its own (stopping, or before a fatal error):
-        changelogs, output flush, source offsets, stores."""
+        """Commit this partition on its own (stopping, before a fatal error, or
+        after missing a round): changelogs, output flush, source offsets, stores."""
         ticket, self.ticket = self.ticket, None
         if ticket is not None:
             ticket.decline()

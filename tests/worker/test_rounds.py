@@ -287,3 +287,64 @@ def test_a_worker_commits_all_its_partitions_with_one_offset_commit(tmp_path: Pa
     for offsets in commits:
         last.update(offsets)
     assert last == {TopicPartition(source, p): records // partitions for p in range(partitions)}
+
+
+def test_a_partition_left_out_of_rounds_still_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every round goes on without the partition (as when each of its records
+    # outlasts the round's wait): it must then commit on its own rather than
+    # wait until it stops.
+    def too_late(self: CommitTicket) -> bool:
+        self.cancel()
+        return False
+
+    monkeypatch.setattr(CommitTicket, "take", too_late)
+    source, records = "slow", 40
+    counts: Table[str, int] = Table("counts", default=int)
+
+    class Slow(Processor):
+        topics = (source,)
+        table = counts
+
+        def process(self, message: Message, ctx: Context) -> None:
+            self.table[message.value] += 1
+            time.sleep(0.02)
+
+    url = f"embedded://{tmp_path}/log"
+    app = App(
+        "slow", [Slow], broker_url=url, store_url=f"leveldb://{tmp_path}/s", commit_interval=0.1
+    )
+    transport = open_transport(url)
+    try:
+        transport.admin().create_topic(TopicSpec(source, 1))
+        producer = transport.producer()
+        for i in range(records):
+            producer.send(source, None, JsonCodec().encode(f"k{i % 3}"), partition=0)
+        producer.flush()
+        producer.close()
+        commits: list[dict[TopicPartition, int]] = []
+        commits_while_running: list[int] = []
+
+        def on_status(status: WorkerStatus) -> None:
+            processed = status.counters.get("processed", 0)
+            if processed < records:
+                commits_while_running.append(len(commits))
+            else:
+                worker.request_stop()
+
+        worker = Worker(
+            app, on_status=on_status, status_interval=0.05,
+            transport=_RecordingTransport(transport, commits),  # type: ignore[arg-type]
+        )  # fmt: skip
+        guard = threading.Timer(60, worker.request_stop)
+        guard.start()
+        try:
+            worker.run()
+        finally:
+            guard.cancel()
+    finally:
+        transport.close()
+    assert commits_while_running
+    assert max(commits_while_running) >= 2, commits_while_running
+    assert commits[-1] == {TopicPartition(source, 0): records}
