@@ -12,7 +12,7 @@ what is shared is the flush and the offset commit, which otherwise cost a
 broker round trip per partition per interval.
 
 A task that does not take its ticket in time (a slow record) is left out of
-the round and commits in the next one.
+the round and commits on its own once that record is done.
 
 Thread ownership: a ticket is created and finished by the poll thread and
 taken and reported by one partition thread; its state changes under a lock.
