@@ -63,17 +63,20 @@ import os
 import platform
 import pstats
 import random
-import resource
 import shutil
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _shared import load_broker_module, package_version  # benchmarks/ is on sys.path
+from _shared import (  # benchmarks/ is on sys.path
+    Side,
+    load_broker_module,
+    package_version,
+    peak_rss_kb,
+)
 
 SEED = 20240601
 VALUE_SIZE = 100
@@ -156,12 +159,6 @@ def produce_embedded(url: str, topic: str, n: int, keys: int) -> float:
 # -- the restores (each in its own child process) ---------------------------------
 
 
-def _rss_kb() -> int:
-    # Linux reports ru_maxrss in KiB (macOS in bytes).
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak
-
-
 def restore_statestream(url: str, topic: str, store_dir: str, batch: int, profile: bool) -> dict:
     """Child: restore ``topic``[0] into a fresh LevelDBStore through statestream."""
     from statestream.log import open_transport
@@ -173,7 +170,7 @@ def restore_statestream(url: str, topic: str, store_dir: str, batch: int, profil
     store = LevelDBStore(store_dir, TABLE, 0)
     fetcher = transport.fetcher(isolation_level="read_committed", reset="earliest")
     tp = TopicPartition(topic, 0)
-    before = _rss_kb()
+    before = peak_rss_kb()
     profiler = cProfile.Profile() if profile else None
     try:
         started = time.perf_counter()
@@ -191,7 +188,7 @@ def restore_statestream(url: str, topic: str, store_dir: str, batch: int, profil
             "offset": outcome.offset,
             "keys": store.count(),
             "rss_before_kb": before,
-            "rss_peak_kb": _rss_kb(),
+            "rss_peak_kb": peak_rss_kb(),
         }
     finally:
         fetcher.close()
@@ -236,7 +233,7 @@ def restore_raw(bootstrap: str, topic: str, db_dir: str, batch: int) -> dict:
         **KafkaOptions().consumer_config(),
     )
     ktp = KafkaTopicPartition(topic, 0)
-    before = _rss_kb()
+    before = peak_rss_kb()
     try:
         started = time.perf_counter()
         consumer.assign([ktp])
@@ -266,7 +263,7 @@ def restore_raw(bootstrap: str, topic: str, db_dir: str, batch: int) -> dict:
             "records": count,
             "keys": keys,
             "rss_before_kb": before,
-            "rss_peak_kb": _rss_kb(),
+            "rss_peak_kb": peak_rss_kb(),
         }
     finally:
         consumer.close(autocommit=False)
@@ -282,40 +279,6 @@ def in_child(target: Any, *args: Any) -> dict:
 
 
 # -- the comparison -----------------------------------------------------------------
-
-
-@dataclass
-class Side:
-    name: str
-    description: str
-    runs: list[dict] = field(default_factory=list)
-
-    @property
-    def best(self) -> dict:
-        return min(self.runs, key=lambda r: r["seconds"])
-
-    @property
-    def rate(self) -> float:
-        best = self.best
-        return float(best["records"] / best["seconds"])
-
-    @property
-    def rss_peak_kb(self) -> int:
-        return max(r["rss_peak_kb"] for r in self.runs)
-
-    @property
-    def rss_before_kb(self) -> int:
-        return max(r["rss_before_kb"] for r in self.runs)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "records_per_s": self.rate,
-            "rss_peak_kb": self.rss_peak_kb,
-            "rss_before_kb": self.rss_before_kb,
-            "runs": [{k: v for k, v in r.items() if k != "profile"} for r in self.runs],
-        }
 
 
 def run_sides(sides: list[tuple[Side, Any]], repeat: int, root: str, expect: int) -> None:

@@ -87,7 +87,6 @@ import os
 import platform
 import pstats
 import random
-import resource
 import shutil
 import string
 import sys
@@ -97,11 +96,15 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _shared import load_broker_module, package_version  # benchmarks/ is on sys.path
+from _shared import (  # benchmarks/ is on sys.path
+    Side,
+    load_broker_module,
+    package_version,
+    peak_rss_kb,
+)
 
 SEED = 20240601
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -210,12 +213,6 @@ def produce_embedded(url: str, topic: str, n: int, vocab: int, partitions: int) 
 
 
 # -- the children ---------------------------------------------------------------------
-
-
-def _rss_kb() -> int:
-    # Linux reports ru_maxrss in KiB (macOS in bytes).
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak
 
 
 def _sum_counts(store_dir: str, partitions: int) -> tuple[int, int]:
@@ -345,7 +342,7 @@ def run_worker(
             worker.request_stop()
 
     worker = Worker(app, on_status=on_status, status_interval=STATUS_INTERVAL_S)
-    before = _rss_kb()
+    before = peak_rss_kb()
     profiles = _ThreadProfiles() if profile else None
     main_profiler = profiles.install() if profiles is not None else None
     started = time.perf_counter()
@@ -355,7 +352,7 @@ def run_worker(
         main_profiler.disable()
     counters = worker.counters()
     progress[0] = counters.get("processed", 0)
-    peak = _rss_kb()
+    peak = peak_rss_kb()
     if timed_out:
         raise RuntimeError(f"timed out after {timeout:.0f} s with counters {counters}")
     total, keys = _sum_counts(store_dir, partitions)
@@ -481,7 +478,7 @@ def run_raw(
             batch.write()
         commits += 1
 
-    before = _rss_kb()
+    before = peak_rss_kb()
     started = time.perf_counter()
     deadline = time.monotonic() + timeout
     consumer.subscribe([topic], listener=Listener())
@@ -513,7 +510,7 @@ def run_raw(
         commit()
         ended = time.perf_counter()
         progress[0] = count
-        peak = _rss_kb()
+        peak = peak_rss_kb()
     finally:
         consumer.close(autocommit=False)
         producer.close()
@@ -635,30 +632,6 @@ def in_child(name: str, target: Callable[..., dict], *args: Any) -> dict:
 
 
 # -- the comparison -------------------------------------------------------------------
-
-
-@dataclass
-class Side:
-    name: str
-    description: str
-    runs: list[dict] = field(default_factory=list)
-
-    @property
-    def best(self) -> dict:
-        return min(self.runs, key=lambda r: r["seconds"])
-
-    @property
-    def rate(self) -> float:
-        best = self.best
-        return float(best["records"] / best["seconds"])
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "records_per_s": self.rate,
-            "runs": [{k: v for k, v in r.items() if k != "profile"} for r in self.runs],
-        }
 
 
 def check(side: Side, result: dict, records: int, words: int) -> None:

@@ -233,8 +233,20 @@ class _RecordingTransport:
         return getattr(self._transport, name)
 
 
-def test_a_worker_commits_all_its_partitions_with_one_offset_commit(tmp_path: Path) -> None:
-    partitions, records = 4, 20_000
+def _run_counting_worker(
+    tmp_path: Path,
+    process: Callable[[Table[str, int], Message], None],
+    *,
+    partitions: int,
+    records: int,
+    commit_interval: float,
+) -> tuple[list[dict[TopicPartition, int]], list[int]]:
+    """Count ``records`` keys on the embedded log with a worker whose group
+    member records its offset commits; stop once all are processed.
+
+    Returns every offset commit, and how many there were at each status
+    report while records were still being processed.
+    """
     source = "events"
     counts: Table[str, int] = Table("counts", default=int)
 
@@ -243,15 +255,15 @@ def test_a_worker_commits_all_its_partitions_with_one_offset_commit(tmp_path: Pa
         table = counts
 
         def process(self, message: Message, ctx: Context) -> None:
-            self.table[message.value] += 1
-            if message.offset % 100 == 0:
-                time.sleep(0.005)  # long enough for rounds to happen mid-stream
+            process(self.table, message)
 
     url = f"embedded://{tmp_path}/log"
     app = App(
         "rounds", [Count], broker_url=url, store_url=f"leveldb://{tmp_path}/s",
-        commit_interval=0.05,
+        commit_interval=commit_interval,
     )  # fmt: skip
+    commits: list[dict[TopicPartition, int]] = []
+    while_running: list[int] = []
     transport = open_transport(url)
     try:
         transport.admin().create_topic(TopicSpec(source, partitions))
@@ -261,10 +273,11 @@ def test_a_worker_commits_all_its_partitions_with_one_offset_commit(tmp_path: Pa
             producer.send(source, None, codec.encode(f"k{i % 7}"), partition=i % partitions)
         producer.flush()
         producer.close()
-        commits: list[dict[TopicPartition, int]] = []
 
         def on_status(status: WorkerStatus) -> None:
-            if status.counters.get("processed", 0) >= records:
+            if status.counters.get("processed", 0) < records:
+                while_running.append(len(commits))
+            else:
                 worker.request_stop()
 
         worker = Worker(
@@ -280,13 +293,26 @@ def test_a_worker_commits_all_its_partitions_with_one_offset_commit(tmp_path: Pa
         assert worker.counters()["processed"] == records
     finally:
         transport.close()
+    return commits, while_running
+
+
+def test_a_worker_commits_all_its_partitions_with_one_offset_commit(tmp_path: Path) -> None:
+    def count(table: Table[str, int], message: Message) -> None:
+        table[message.value] += 1
+        if message.offset % 100 == 0:
+            time.sleep(0.005)  # long enough for rounds to happen mid-stream
+
+    partitions, records = 4, 20_000
+    commits, _ = _run_counting_worker(
+        tmp_path, count, partitions=partitions, records=records, commit_interval=0.05
+    )
     # Rounds: offset commits that cover several partitions at once, and the
     # last commit of every partition covers all of its records.
     assert any(len(offsets) == partitions for offsets in commits), commits
     last: dict[TopicPartition, int] = {}
     for offsets in commits:
         last.update(offsets)
-    assert last == {TopicPartition(source, p): records // partitions for p in range(partitions)}
+    assert last == {TopicPartition("events", p): records // partitions for p in range(partitions)}
 
 
 def test_a_partition_left_out_of_rounds_still_commits(
@@ -299,52 +325,15 @@ def test_a_partition_left_out_of_rounds_still_commits(
         self.cancel()
         return False
 
+    def slow_count(table: Table[str, int], message: Message) -> None:
+        table[message.value] += 1
+        time.sleep(0.02)
+
     monkeypatch.setattr(CommitTicket, "take", too_late)
-    source, records = "slow", 40
-    counts: Table[str, int] = Table("counts", default=int)
-
-    class Slow(Processor):
-        topics = (source,)
-        table = counts
-
-        def process(self, message: Message, ctx: Context) -> None:
-            self.table[message.value] += 1
-            time.sleep(0.02)
-
-    url = f"embedded://{tmp_path}/log"
-    app = App(
-        "slow", [Slow], broker_url=url, store_url=f"leveldb://{tmp_path}/s", commit_interval=0.1
+    records = 40
+    commits, while_running = _run_counting_worker(
+        tmp_path, slow_count, partitions=1, records=records, commit_interval=0.1
     )
-    transport = open_transport(url)
-    try:
-        transport.admin().create_topic(TopicSpec(source, 1))
-        producer = transport.producer()
-        for i in range(records):
-            producer.send(source, None, JsonCodec().encode(f"k{i % 3}"), partition=0)
-        producer.flush()
-        producer.close()
-        commits: list[dict[TopicPartition, int]] = []
-        commits_while_running: list[int] = []
-
-        def on_status(status: WorkerStatus) -> None:
-            processed = status.counters.get("processed", 0)
-            if processed < records:
-                commits_while_running.append(len(commits))
-            else:
-                worker.request_stop()
-
-        worker = Worker(
-            app, on_status=on_status, status_interval=0.05,
-            transport=_RecordingTransport(transport, commits),  # type: ignore[arg-type]
-        )  # fmt: skip
-        guard = threading.Timer(60, worker.request_stop)
-        guard.start()
-        try:
-            worker.run()
-        finally:
-            guard.cancel()
-    finally:
-        transport.close()
-    assert commits_while_running
-    assert max(commits_while_running) >= 2, commits_while_running
-    assert commits[-1] == {TopicPartition(source, 0): records}
+    assert while_running
+    assert max(while_running) >= 2, while_running
+    assert commits[-1] == {TopicPartition("events", 0): records}
