@@ -435,7 +435,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure (3)")
     parser.add_argument("--linger-ms", type=int, default=5, help="producer linger (5)")
     parser.add_argument("--batch-size", default="64k", help="producer batch size (64k)")
-    parser.add_argument("--acks", default="all", help="producer acks (all)")
     parser.add_argument("--skip-embedded", action="store_true", help="measure Kafka only")
     parser.add_argument("--json", action="store_true", help="JSON on stdout, table on stderr")
     return parser.parse_args(argv)
@@ -447,10 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         "client_id": "statestream-bench",
         "linger_ms": str(args.linger_ms),
         "batch_size": str(args.batch_size),
-        "acks": args.acks,
     }
-    if args.acks != "all":
-        query["enable_idempotence"] = "false"
     workload = make_workload(args.n, args.size, args.partitions)
     started = time.perf_counter()
     root = tempfile.mkdtemp(prefix="statestream-bench-log-")

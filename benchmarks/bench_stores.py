@@ -3,6 +3,7 @@
 Run::
 
     .venv/bin/python benchmarks/bench_stores.py [--n N] [--batch B] [--repeat R] [--json]
+        [--checks] [--cpu]
 
 What is measured, for each store (``MemoryStore``; ``LevelDBStore`` in a temporary
 directory; ``AerospikeStore`` when a server is given, see below), each figure in
@@ -38,9 +39,10 @@ same data, in the same order:
 * ``LevelDBStore`` against raw plyvel on a separate temporary database opened with
   the same options (the :class:`~statestream.config.LevelDBOptions` defaults:
   write buffer, block cache, block size, bloom filter, snappy compression,
-  ``sync``): ``db.put(k, v)``; ``db.write_batch()`` + ``put`` per key +
-  ``write()``; ``db.get(k)``; ``[db.get(k) for k in chunk]`` (plyvel has no
-  multi-get); ``db.iterator()``. The store's extra work is part of what is
+  ``sync``, ``paranoid_checks``; reads pass the store's ``verify_checksums``):
+  ``db.put(k, v)``; ``db.write_batch()`` + ``put`` per key + ``write()``;
+  ``db.get(k)``; ``[db.get(k) for k in chunk]`` (plyvel has no multi-get);
+  ``db.iterator()``. The store's extra work is part of what is
   measured: it prefixes every key with one byte and puts the offset record into
   each batch (so a store ``put`` is a two-entry WriteBatch, while the raw
   ``db.put`` is one entry).
@@ -80,6 +82,31 @@ Reading the table: ``ratio`` = store ops/s / raw ops/s. 100% means the store
 adds nothing measurable; 50% means the store layer costs as much as the engine
 itself. Ratios are far more stable across machines than the absolute figures.
 With ``--json`` the table goes to stderr and a JSON document to stdout.
+``--cpu`` times with this process's CPU time instead of the wall clock: on a
+machine shared with other work, far steadier (LevelDB's background threads
+are counted, so writes still pay for compaction).
+
+``--checks`` measures something else, instead of the rows above: the cost of
+the LevelDB store's integrity checks, ``LevelDBStore`` with them against the
+same store with both off (``paranoid_checks=false&verify_checksums=false``),
+one row group per setting (``paranoid_checks`` alone, ``verify_checksums``
+alone, both: the defaults), same workload, same pairing of runs:
+
+``open_wal``
+    opening a closed store whose write-ahead log holds the last batches (up to
+    one memtable, ``write_buffer_size``): LevelDB replays it at open, which is
+    where ``paranoid_checks`` acts. Each open is of a fresh copy (untimed), and
+    closing is untimed; opens/s.
+``open``
+    opening a compacted store (nothing to replay); opens/s. The last row
+    compares it, with the defaults, against a bare ``plyvel.DB`` open of the
+    same directory: that is the whole price of a store open, including the
+    check of ``CURRENT`` and the ``MANIFEST`` that runs whatever the options.
+``batch_write``, ``get``, ``get_many``, ``iterate``
+    as above, keys/s; reads run on compacted copies of one loaded store, larger
+    than the block cache, as state usually is. ``verify_checksums`` costs a
+    checksum of each block read from a table file, and LevelDB does not cache
+    blocks it reads from a memory-mapped file, so point reads pay it each time.
 """
 
 from __future__ import annotations
@@ -169,14 +196,26 @@ def make_workload(n: int, batch: int) -> Workload:
 # -- timing -------------------------------------------------------------------
 
 
+@dataclass
+class Clock:
+    """The clock of every measurement: the wall clock, or with ``--cpu`` this
+    process's CPU time (LevelDB's background threads included), which other
+    load on a shared machine disturbs far less."""
+
+    now: Callable[[], float] = time.perf_counter
+
+
+CLOCK = Clock()
+
+
 def timed(run: Callable[[], object]) -> float:
-    """Return the wall time of ``run()`` in seconds, with the garbage collector off."""
+    """Return the time of ``run()`` in seconds (see :class:`Clock`), with the GC off."""
     gc.collect()
     gc.disable()
     try:
-        start = time.perf_counter()
+        start = CLOCK.now()
         run()
-        return time.perf_counter() - start
+        return CLOCK.now() - start
     finally:
         gc.enable()
 
@@ -524,10 +563,14 @@ def bench_leveldb(w: Workload, repeat: int, root: str, opts: LevelDBOptions) -> 
         for key in w.lookups:
             get(key)
 
+    # Reads use the store's read options too: the checksum verification it
+    # does by default is measured on its own by --checks.
+    verify = opts.verify_checksums
+
     def raw_get(db: Any) -> None:
         get = db.get
         for key in w.lookups:
-            get(key)
+            get(key, verify_checksums=verify)
 
     def store_get_many(store: LevelDBStore) -> None:
         get_many = store.get_many
@@ -537,13 +580,13 @@ def bench_leveldb(w: Workload, repeat: int, root: str, opts: LevelDBOptions) -> 
     def raw_get_many(db: Any) -> None:
         get = db.get
         for keys in w.lookup_chunks:
-            [get(key) for key in keys]
+            [get(key, verify_checksums=verify) for key in keys]
 
     def store_iterate(store: LevelDBStore) -> None:
         drain(store.iterate())
 
     def raw_iterate(db: Any) -> None:
-        drain(db.iterator())
+        drain(db.iterator(verify_checksums=verify))
 
     name = "leveldb"
     try:
@@ -842,6 +885,163 @@ def bench_aerospike(w: Workload, repeat: int, target: AerospikeTarget) -> list[R
         loaded.close()
 
 
+# -- integrity checks: LevelDBStore with them against without -----------------------
+
+CHECKS_OFF = LevelDBOptions(paranoid_checks=False, verify_checksums=False)
+CHECK_VARIANTS = {
+    "paranoid": LevelDBOptions(paranoid_checks=True, verify_checksums=False),
+    "verify": LevelDBOptions(paranoid_checks=False, verify_checksums=True),
+    "both": LevelDBOptions(),
+}
+
+
+def bench_checks(w: Workload, repeat: int, root: str) -> list[Result]:
+    """Rows of ``--checks``: each integrity setting against both checks off."""
+    if not CHECK_VARIANTS["both"].paranoid_checks or not CHECK_VARIANTS["both"].verify_checksums:
+        raise SystemExit("--checks compares against the defaults, which have a check off")
+    sequence = iter(range(1 << 30))
+
+    def new_dir() -> str:
+        return tempfile.mkdtemp(prefix=f"chk{next(sequence)}-", dir=root)
+
+    def load(data_dir: str, compacted: bool) -> str:
+        """Write the workload into a store; return its directory (closed)."""
+        store = LevelDBStore(data_dir, TABLE, PARTITION, CHECKS_OFF)
+        write = store.write
+        for offset, changes in enumerate(w.batches):
+            write(changes, offset)
+        store.close()
+        if compacted:
+            compact(store.path, CHECKS_OFF)
+        return data_dir
+
+    # Templates, built once: a store whose WAL holds its last memtable, and a
+    # compacted one. Every measured store is a copy of one of them.
+    wal_template = load(new_dir(), compacted=False)
+    compacted_template = load(new_dir(), compacted=True)
+
+    def copy_of(template: str) -> str:
+        target = new_dir()
+        shutil.copytree(template, target, dirs_exist_ok=True)
+        return target
+
+    def open_trial(template: str, opts: LevelDBOptions, fresh: bool) -> Trial:
+        shared = None if fresh else copy_of(template)
+
+        def trial() -> float:
+            data_dir = copy_of(template) if fresh else shared
+            assert data_dir is not None
+            opened: list[LevelDBStore] = []
+            try:
+                return timed(lambda: opened.append(LevelDBStore(data_dir, TABLE, PARTITION, opts)))
+            finally:
+                for store in opened:
+                    store.close()
+                if fresh:
+                    shutil.rmtree(data_dir)
+
+        return trial
+
+    def raw_open_trial(template: str) -> Trial:
+        data_dir = copy_of(template)
+        path = os.path.join(data_dir, TABLE, str(PARTITION))
+        opts = CHECK_VARIANTS["both"]
+
+        def trial() -> float:
+            opened: list[Any] = []
+            try:
+                return timed(lambda: opened.append(open_raw(path, opts)))
+            finally:
+                for db in opened:
+                    db.close()
+
+        return trial
+
+    def write_trial(opts: LevelDBOptions) -> Trial:
+        def new_store() -> LevelDBStore:
+            return LevelDBStore(new_dir(), TABLE, PARTITION, opts)
+
+        def run(store: LevelDBStore) -> None:
+            write = store.write
+            for offset, changes in enumerate(w.batches):
+                write(changes, offset)
+
+        def close(store: LevelDBStore) -> None:
+            store.close()
+            shutil.rmtree(os.path.dirname(os.path.dirname(store.path)))
+
+        return on_fresh(new_store, run, close)
+
+    def store_get(store: LevelDBStore) -> None:
+        get = store.get
+        for key in w.lookups:
+            get(key)
+
+    def store_get_many(store: LevelDBStore) -> None:
+        get_many = store.get_many
+        for keys in w.lookup_chunks:
+            get_many(keys)
+
+    def store_iterate(store: LevelDBStore) -> None:
+        drain(store.iterate())
+
+    readers = {
+        name: LevelDBStore(copy_of(compacted_template), TABLE, PARTITION, opts)
+        for name, opts in {"off": CHECKS_OFF, **CHECK_VARIANTS}.items()
+    }
+    off = readers["off"]
+    check_loaded(w, off.get, off.count(), off.iterate())
+    baseline = "leveldb, both checks off"
+    results: list[Result] = []
+    try:
+        for name, opts in CHECK_VARIANTS.items():
+            label = f"{name}"
+            reader = readers[name]
+            check_loaded(w, reader.get, reader.count(), reader.iterate())
+            results += [
+                compare(
+                    label, "open_wal", baseline, 1,
+                    open_trial(wal_template, opts, fresh=True),
+                    open_trial(wal_template, CHECKS_OFF, fresh=True),
+                    repeat,
+                ),
+                compare(
+                    label, "open", baseline, 1,
+                    open_trial(compacted_template, opts, fresh=False),
+                    open_trial(compacted_template, CHECKS_OFF, fresh=False),
+                    repeat,
+                ),
+                compare(
+                    label, "batch_write", baseline, w.n,
+                    write_trial(opts), write_trial(CHECKS_OFF), repeat,
+                ),
+                compare(
+                    label, "get", baseline, w.n,
+                    on_shared(reader, store_get), on_shared(off, store_get), repeat,
+                ),
+                compare(
+                    label, "get_many", baseline, w.n,
+                    on_shared(reader, store_get_many), on_shared(off, store_get_many), repeat,
+                ),
+                compare(
+                    label, "iterate", baseline, w.n,
+                    on_shared(reader, store_iterate), on_shared(off, store_iterate), repeat,
+                ),
+            ]  # fmt: skip
+        results.append(
+            compare(
+                "both", "open", "plyvel.DB open, same options", 1,
+                open_trial(compacted_template, CHECK_VARIANTS["both"], fresh=False),
+                raw_open_trial(compacted_template),
+                repeat,
+            )
+        )  # fmt: skip
+    finally:
+        for reader in readers.values():
+            reader.close()
+    return results
+
+
 # -- output -------------------------------------------------------------------
 
 
@@ -865,6 +1065,8 @@ def header(
         "value_size": VALUE_SIZE,
         "leveldb_options": dataclasses.asdict(opts),
         "tmpdir": os.path.dirname(root),
+        "checks": args.checks,
+        "clock": "process CPU time" if args.cpu else "wall clock",
         "aerospike": (
             aerospike_target.info() if aerospike_target else {"skipped": AEROSPIKE_SKIPPED}
         ),
@@ -880,7 +1082,7 @@ def print_table(info: dict[str, Any], results: list[Result], total: float, out: 
     )
     print(
         f"N={info['n']:,} keys, B={info['batch']} keys/batch, values {info['value_size']} bytes, "
-        f"{info['statistic']}, R={info['repeat']}",
+        f"{info['statistic']}, R={info['repeat']}, {info['clock']}",
         file=out,
     )
     opts = ", ".join(f"{k}={v}" for k, v in info["leveldb_options"].items())
@@ -896,6 +1098,12 @@ def print_table(info: dict[str, Any], results: list[Result], total: float, out: 
         if aero["fake"]:
             print(f"*** {AEROSPIKE_FAKE_WARNING} ***", file=out)
     print("ops/s counts keys (batch_write, get_many: keys/s; iterate: pairs/s)", file=out)
+    if info.get("checks"):
+        print(
+            "--checks: LevelDBStore with the named integrity check(s) on against both off "
+            "('raw' column); open and open_wal count opens/s",
+            file=out,
+        )
     print(file=out)
     width = max(8, *(len(r.store) for r in results))
     columns = (
@@ -925,6 +1133,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--json", action="store_true", help="JSON to stdout (the table then goes to stderr)"
     )
+    parser.add_argument(
+        "--checks",
+        action="store_true",
+        help="instead of the store rows: the cost of the LevelDB integrity checks",
+    )
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="time with this process's CPU time instead of the wall clock (steadier on a "
+        "busy machine; LevelDB's background threads count)",
+    )
     # Runs the Aerospike rows on the tests' in-process fake client (checks the code
     # path without a server; the figures mean nothing).
     parser.add_argument("--aerospike-fake", action="store_true", help=argparse.SUPPRESS)
@@ -936,6 +1155,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    CLOCK.now = time.process_time if args.cpu else time.perf_counter
     started = time.perf_counter()
     opts = LevelDBOptions()
     # Connect first: an unreachable server fails the run before the long local part.
@@ -945,11 +1165,14 @@ def main(argv: list[str] | None = None) -> int:
         root = tempfile.mkdtemp(prefix="statestream-bench-")
         try:
             info = header(args, opts, root, aerospike_target)
-            results = bench_memory(workload, args.repeat)
-            results += bench_leveldb(workload, args.repeat, root, opts)
+            if args.checks:
+                results = bench_checks(workload, args.repeat, root)
+            else:
+                results = bench_memory(workload, args.repeat)
+                results += bench_leveldb(workload, args.repeat, root, opts)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        if aerospike_target is not None:
+        if aerospike_target is not None and not args.checks:
             results += bench_aerospike(workload, args.repeat, aerospike_target)
     finally:
         if aerospike_target is not None:

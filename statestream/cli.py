@@ -3,6 +3,8 @@
 Every flag has an environment-variable default, shown in ``--help``; this
 module and :mod:`statestream.config` are the only readers of the environment.
 Exit codes: 0 clean stop, 1 fatal error (message on stderr), 2 bad arguments.
+Secrets in the settings (passwords in broker and store URLs) show as ``***``
+in help, log lines and error messages.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -21,8 +23,50 @@ from statestream import __version__
 from statestream.app import App
 from statestream.config import APP_ENV, ERROR_POLICIES, GUARANTEES, env_setting
 from statestream.errors import ConfigurationError, StateStreamError
+from statestream.secrets import redact_text, redact_url, url_secrets
 
 __all__ = ["build_parser", "load_app", "main"]
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _Secrets:
+    """The secrets of the settings in use, hidden in whatever the command prints.
+
+    Learned from the flags and the environment first, then from the app's
+    resolved settings; read by the log formatter from any thread.
+    """
+
+    def __init__(self) -> None:
+        # Replaced, never mutated, so a logging thread always reads a whole set.
+        self._known: frozenset[str] = frozenset()
+
+    def add_url(self, url: str | None) -> None:
+        """Learn the secrets of ``url`` (``None``: nothing to learn)."""
+        if url:
+            self._known = self._known | url_secrets(url)
+
+    def add_app(self, app: App) -> None:
+        """Learn the secrets of every URL ``app`` uses."""
+        self.add_url(app.config.broker_url)
+        self.add_url(app.config.store_url)
+        for table in app.tables():
+            self.add_url(table.store_url)
+
+    def redact(self, text: str) -> str:
+        """Return ``text`` with every known secret, and every URL's secrets, as ``***``."""
+        return redact_text(text, self._known)
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Formats log records, tracebacks included, with secrets as ``***``."""
+
+    def __init__(self, secrets: _Secrets) -> None:
+        super().__init__(_LOG_FORMAT)
+        self._secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._secrets.redact(super().format(record))
 
 
 def load_app(spec: str) -> App:
@@ -66,7 +110,7 @@ def _add_app_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("app", help="the app to run, as module:attribute (e.g. myapp:app)")
     for name, env in APP_ENV.items():
         current = os.environ.get(env)
-        shown = f"currently {current!r}" if current else "unset"
+        shown = f"currently {redact_url(current)!r}" if current else "unset"
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
@@ -118,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument(
         "--broker-url",
         default=default_broker,
-        help=f"log to write to (env STATESTREAM_BROKER_URL; default {default_broker})",
+        help=f"log to write to (env STATESTREAM_BROKER_URL; default {redact_url(default_broker)})",
     )
     produce.add_argument(
         "--partitions", type=int, default=None, help="create the topic with this many partitions"
@@ -165,25 +209,31 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in APP_ENV}
 
 
-def _run_worker(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, secrets: _Secrets) -> App:
+    app = load_app(args.app).with_settings(**_settings(args))
+    secrets.add_app(app)
+    return app
+
+
+def _run_worker(args: argparse.Namespace, secrets: _Secrets) -> int:
     from statestream.worker.runner import Worker
 
-    app = load_app(args.app).with_settings(**_settings(args))
+    app = _load(args, secrets)
     worker = Worker(app)
     _install_stop(worker.request_stop)
     return worker.run()
 
 
-def _run_tables(args: argparse.Namespace) -> int:
+def _run_tables(args: argparse.Namespace, secrets: _Secrets) -> int:
     from statestream.inspect import describe_tables
 
-    app = load_app(args.app).with_settings(**_settings(args))
+    app = _load(args, secrets)
     for line in describe_tables(app):
         print(line)
     return 0
 
 
-def _run_produce(args: argparse.Namespace) -> int:
+def _run_produce(args: argparse.Namespace, secrets: _Secrets) -> int:
     from statestream.log import open_transport
     from statestream.log.base import TopicSpec
     from statestream.serde import JsonCodec
@@ -207,7 +257,7 @@ def _run_produce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def _run_demo(args: argparse.Namespace, secrets: _Secrets) -> int:
     from statestream.demo import run_demo
 
     if args.events < 0 or args.rate < 0:
@@ -222,18 +272,24 @@ def _run_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     args = build_parser().parse_args(argv)
+    secrets = _Secrets()
+    for name in ("broker_url", "store_url"):
+        secrets.add_url(getattr(args, name, None))
+        secrets.add_url(os.environ.get(APP_ENV[name]))
     level = getattr(args, "log_level", "WARNING")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runners = {
+    handler = logging.StreamHandler()
+    handler.setFormatter(_RedactingFormatter(secrets))
+    logging.basicConfig(level=level, handlers=[handler])
+    runners: dict[str, Callable[[argparse.Namespace, _Secrets], int]] = {
         "worker": _run_worker,
         "tables": _run_tables,
         "produce": _run_produce,
         "demo": _run_demo,
     }
     try:
-        return runners[args.command](args)
+        return runners[args.command](args, secrets)
     except StateStreamError as exc:
-        print(f"statestream: error: {exc}", file=sys.stderr)
+        print(f"statestream: error: {secrets.redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("statestream: interrupted; state is intact up to the last commit", file=sys.stderr)

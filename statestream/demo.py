@@ -140,7 +140,7 @@ def read_state(app: App) -> DemoResult:
         by_user = 0
         for p in range(PARTITIONS):
             manager.open_partition(p)
-            manager.restore_partition(p, {TOPIC: committed[p]})
+            manager.restore_partition(p, {TOPIC: committed[p]}, claim=False)
             manager.bind(p)
             for page, n in PageViews.by_page.items():
                 by_page[page] = by_page.get(page, 0) + n

@@ -317,3 +317,14 @@ class ProcessingError(StateStreamError):
 
 class WorkerError(StateStreamError):
     """The worker cannot run (bad topics, a partition thread died, a commit failed)."""
+
+
+class InvalidMetadataError(InvalidKeyError, ValueError):
+    """A store was given a metadata name or value it cannot store.
+
+    Raised by ``Store.write(..., meta=...)`` and ``Store.meta(name)`` before
+    anything is written: the whole batch, its offset and its metadata were
+    not applied. Names are short ASCII identifiers (a letter or ``_``, then
+    letters, digits or ``_``; at most 32 characters) and values are ``bytes``
+    of at most 4096 bytes. Fix the caller; the message names the bad item.
+    """

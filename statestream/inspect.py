@@ -1,7 +1,8 @@
 """Describe an app's tables from outside a worker: topics, stores, local state.
 
 Used by ``statestream tables``. Opens the log and each local store briefly;
-a store (or embedded log) held by a running worker is reported as such.
+a store (or embedded log) held by a running worker is reported as such. URLs
+are shown with their secrets as ``***``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from statestream.app import App
 from statestream.errors import LogLockedError, StateStreamError, StoreLockedError
 from statestream.log import open_transport
+from statestream.secrets import redact_text, redact_url, url_secrets
 from statestream.stores.registry import open_store
 from statestream.types import TopicPartition
 
@@ -20,7 +22,10 @@ __all__ = ["describe_tables"]
 def describe_tables(app: App) -> Iterator[str]:
     """Yield human-readable lines about every table of ``app``."""
     config = app.config
-    yield f"app {config.app_id!r}: broker {config.broker_url}, store {config.store_url}"
+    yield (
+        f"app {config.app_id!r}: broker {redact_url(config.broker_url)}, "
+        f"store {redact_url(config.store_url)}"
+    )
     try:
         transport = open_transport(config.broker_url)
     except LogLockedError:
@@ -35,12 +40,13 @@ def describe_tables(app: App) -> Iterator[str]:
             topic = f"{config.app_id}-{table.name}-changelog"
             described = admin.describe_topic(topic)
             store_url = table.store_url or config.store_url
+            shown = redact_url(store_url)
             if described is None:
-                yield f"table {table.name}: changelog {topic} (not created yet), store {store_url}"
+                yield f"table {table.name}: changelog {topic} (not created yet), store {shown}"
                 continue
             yield (
                 f"table {table.name}: changelog {topic} ({described.partitions} partitions, "
-                f"{described.cleanup_policy}), store {store_url}"
+                f"{described.cleanup_policy}), store {shown}"
             )
             for p in range(described.partitions):
                 low, high = fetcher.watermarks(TopicPartition(topic, p))
@@ -58,7 +64,8 @@ def _local(store_url: str, table: str, partition: int, high: int) -> str:
     except StoreLockedError:
         return "local store held by a running worker (active)"
     except StateStreamError as exc:
-        return f"local store unavailable: {exc}"
+        # A store's message may quote its URL, or the options decoded from it.
+        return f"local store unavailable: {redact_text(str(exc), url_secrets(store_url))}"
     try:
         offset = store.offset()
         if not store.persistent:

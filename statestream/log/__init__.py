@@ -4,7 +4,8 @@
 (:mod:`statestream.log.kafka`, the only module that imports kafka-python).
 ``embedded:///path/to/dir`` uses the embedded durable log
 (:mod:`statestream.log.embedded`), the zero-infrastructure default.
-Implementations are imported only when their scheme is used.
+Implementations are imported only when their scheme is used. Messages and
+reprs show a URL with its secrets as ``***`` (:func:`statestream.secrets.redact_url`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from statestream.log.base import (
     TopicSpec,
     Transport,
 )
+from statestream.secrets import redact_url
 
 __all__ = [
     "DEFAULT_BROKER_URL",
@@ -54,7 +56,10 @@ TRANSPORTS: Mapping[str, str] = {
 
 
 class TransportURL:
-    """A parsed broker URL: scheme, hosts, path and options (one value each)."""
+    """A parsed broker URL: scheme, hosts, path and options (one value each).
+
+    ``raw`` is the URL as given, secrets included: show :attr:`redacted` instead.
+    """
 
     __slots__ = ("hosts", "options", "path", "raw", "scheme")
 
@@ -67,35 +72,54 @@ class TransportURL:
         self.path = path
         self.options = options
 
+    @property
+    def redacted(self) -> str:
+        """The URL with its secrets as ``***``, for messages and logs."""
+        return redact_url(self.raw)
+
     def local_path(self) -> str:
         """Return the directory of a local URL (``x:///abs`` or ``x://./rel``)."""
         if self.hosts and self.hosts not in (("localhost",), (".",), ("..",)):
             raise ConfigurationError(
                 f"{self.scheme} URLs name a directory, not a host: use "
                 f"'{self.scheme}:///absolute/dir' or '{self.scheme}://./relative/dir', "
-                f"got {self.raw!r}"
+                f"got {self.redacted!r}"
             )
         base = self.hosts[0] if self.hosts and self.hosts[0] in (".", "..") else ""
         path = base + self.path
         if not path or path == "/":
-            raise ConfigurationError(f"{self.scheme} URL needs a directory, got {self.raw!r}")
+            raise ConfigurationError(f"{self.scheme} URL needs a directory, got {self.redacted!r}")
         return path
 
     def __repr__(self) -> str:
-        return f"TransportURL({self.raw!r})"
+        return f"TransportURL({self.redacted!r})"
 
 
 def parse_transport_url(url: str) -> TransportURL:
-    """Split a broker URL; a repeated option is an error."""
+    """Split a broker URL; a repeated option, or credentials before the host, are errors."""
     if not isinstance(url, str) or "://" not in url:
+        shown = repr(redact_url(url)) if isinstance(url, str) else f"a {type(url).__name__}"
         raise ConfigurationError(
-            f"broker URL must look like 'kafka://host:9092' or 'embedded:///path', got {url!r}"
+            f"broker URL must look like 'kafka://host:9092' or 'embedded:///path', got {shown}"
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed '[' of an IPv6 address
+        raise ConfigurationError(f"broker URL {redact_url(url)!r} is malformed: {exc}") from None
+    if "@" in parts.netloc:
+        # No transport reads user information: it would be taken for a host
+        # name (and shown, password and all, in connection errors).
+        raise ConfigurationError(
+            "broker URL takes no credentials before the host; give them as options, e.g. "
+            "'kafka://host:9092?security_protocol=SASL_SSL&sasl_mechanism=PLAIN"
+            f"&sasl_plain_username=...&sasl_plain_password=...', got {redact_url(url)!r}"
+        )
     options: dict[str, str] = {}
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name in options:
-            raise ConfigurationError(f"option {name!r} is given twice in broker URL {url!r}")
+            raise ConfigurationError(
+                f"option {name!r} is given twice in broker URL {redact_url(url)!r}"
+            )
         options[name] = value
     hosts = tuple(h for h in parts.netloc.split(",") if h)
     return TransportURL(url, parts.scheme.lower(), hosts, parts.path, options)
@@ -107,7 +131,7 @@ def open_transport(url: str | None = None) -> Transport:
     target = TRANSPORTS.get(parsed.scheme)
     if target is None:
         raise UnknownTransportSchemeError(
-            f"unknown broker URL scheme {parsed.scheme!r} in {parsed.raw!r}; known: "
+            f"unknown broker URL scheme {parsed.scheme!r} in {parsed.redacted!r}; known: "
             f"{', '.join(sorted(TRANSPORTS))} (e.g. 'kafka://host:9092' or "
             "'embedded:///var/lib/myapp/log')"
         )

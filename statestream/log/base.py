@@ -332,6 +332,15 @@ class RebalanceListener(Protocol):
         """Partitions were assigned to this member."""
         ...
 
+    def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
+        """Partitions were taken away while this member was out of the group.
+
+        Unlike :meth:`on_revoked`, other members may own them already: drop
+        them without flushing or committing anything (commits would fail, and
+        records written now would race the new owner's).
+        """
+        ...
+
 
 class GroupMember(ABC):
     """A consumer in a group: subscription, rebalance callbacks, committed offsets.
@@ -372,6 +381,17 @@ class GroupMember(ABC):
     @abstractmethod
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         """Fetch ``partitions`` again."""
+
+    def interrupt(self) -> None:  # noqa: B027 - optional hook: most polls return quickly anyway
+        """Make a blocked :meth:`poll` return soon (any thread; used on stop requests)."""
+
+    @abstractmethod
+    def generation(self) -> int:
+        """Return the group generation of the current assignment (-1 if none).
+
+        Generations grow with every rebalance of the group; inside the
+        ``on_assigned`` callback it is the generation of that assignment.
+        """
 
     @abstractmethod
     def group_metadata(self) -> Any:

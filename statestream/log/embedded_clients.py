@@ -246,6 +246,7 @@ class EmbeddedGroupMember(GroupMember):
         self._assigned: dict[TopicPartition, int] = {}
         self._rebalance = False
         self._seen_metadata = -1
+        self._generation = -1
         self._closed = False
 
     def _check_open(self) -> None:
@@ -279,6 +280,7 @@ class EmbeddedGroupMember(GroupMember):
         if self._assigned and listener is not None:
             listener.on_revoked(sorted(self._assigned))
         self._assigned = target
+        self._generation += 1
         self._reader.assign(target, keep_positions=False)
         if listener is not None:
             listener.on_assigned(sorted(target))
@@ -314,6 +316,11 @@ class EmbeddedGroupMember(GroupMember):
 
     def resume(self, partitions: Iterable[TopicPartition]) -> None:
         self._reader.paused.difference_update(TopicPartition(*tp) for tp in partitions)
+
+    def generation(self) -> int:
+        """The number of assignments so far minus one (one member: nobody to fence;
+        changelog epochs grow per claim regardless, see ``statestream.tables.headers``)."""
+        return self._generation
 
     def group_metadata(self) -> str:
         """Return the group id, which :meth:`EmbeddedProducer.send_offsets_to_transaction` takes."""

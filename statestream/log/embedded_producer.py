@@ -91,6 +91,14 @@ def _group_id(group: Any) -> str:
     )
 
 
+def _failed_partition(pending: _Buffer) -> TopicPartition:
+    """A partition whose records a failed append did not write (the first one)."""
+    for part, items in pending.items():
+        if items and items[0][1]._offset < 0:
+            return part.tp
+    return next(iter(pending)).tp
+
+
 def check_offsets(log: EmbeddedLog, offsets: Mapping[TopicPartition, int]) -> None:
     """Raise unless every partition exists and every offset is an int >= 0."""
     for tp, offset in offsets.items():
@@ -102,11 +110,21 @@ def check_offsets(log: EmbeddedLog, offsets: Mapping[TopicPartition, int]) -> No
 class EmbeddedProducer(Producer):
     """Buffers sends in memory; :meth:`flush` writes them in one LevelDB WriteBatch.
 
-    Thread-safe: shared by every partition thread. ``send`` only encodes the
+    Thread-safe: shared by every partition thread; the transport's flusher
+    thread calls :meth:`background_flush`. ``send`` only encodes the
     record and appends it to a buffer; offsets are assigned when the buffer
     is written (by :meth:`flush`, by the transport's background flush after
     ``auto_flush_ms``, or inside ``send`` once ``buffer_bytes`` are buffered).
     A flushed record is durable (it survives kill -9) and visible to fetchers.
+
+    Errors are sticky: the first write that fails (a flush by any thread,
+    or a background flush) is kept, and from then on every :meth:`send`,
+    :meth:`send_batch` and :meth:`flush`, on every thread, raises
+    :class:`~statestream.errors.ProduceError` for it (naming a partition it
+    was writing to, with the log's error as ``__cause__``) until the
+    producer is closed; records still buffered are dropped and their
+    deliveries fail. :meth:`close` releases the producer and raises it too.
+    So no thread commits past a lost record, whoever sent it.
 
     Keyed records without a partition go where Kafka's default partitioner
     sends them (murmur2). Keyless ones go round-robin over the topic's
@@ -146,7 +164,9 @@ class EmbeddedProducer(Producer):
         self._pending: _Buffer = defaultdict(list)
         self._pending_bytes = 0
         self._routes: dict[str, _Route] = {}
-        self._background_error: LogError | None = None
+        #: The first failed write: (message, the log's error). Set under
+        #: _lock, read without it (one attribute read per send).
+        self._failure: tuple[str, LogError] | None = None
         self._in_transaction = False
         self._txn_offsets: dict[tuple[str, TopicPartition], int] = {}
         self._fenced = False
@@ -190,7 +210,7 @@ class EmbeddedProducer(Producer):
         delivery = EmbeddedDelivery(partition)
         part = route.topic.partitions[partition]
         with self._lock:
-            if self._closed or self._transactional_id is not None:
+            if self._closed or self._failure is not None or self._transactional_id is not None:
                 self._check_sendable()
             self._pending[part].append((raw, delivery))
             was_empty = self._pending_bytes == 0
@@ -205,7 +225,9 @@ class EmbeddedProducer(Producer):
     def _check_sendable(self) -> None:
         if self._closed:
             raise ProduceError("the producer is closed")
-        self._check_transaction("send")
+        self._raise_failure()
+        if self._transactional_id is not None:
+            self._check_transaction("send")
 
     def _keyless(self, route: _Route, partition: int | None) -> int:
         topic = route.topic
@@ -230,41 +252,55 @@ class EmbeddedProducer(Producer):
     def flush(self, timeout: float | None = None) -> None:
         """Write every record sent so far in one batch; raise ``ProduceError`` on failure.
 
-        Also raises the error of a background flush that failed since the
-        last call. ``timeout`` bounds the wait for a flush running in another thread.
+        Also raises for a write that failed before, here or in a background
+        flush (see the class docstring). ``timeout`` bounds the wait for a
+        flush running in another thread.
         """
         if not self._flush_lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
             raise ProduceError(f"flush did not finish within {timeout}s")
         try:
-            with self._lock:
-                pending = {} if self._in_transaction else self._take_pending()
-                error, self._background_error = self._background_error, None
-            if pending:
-                try:
-                    self._log.append(pending)
-                except ProduceError:
-                    raise
-                except LogError as exc:
-                    raise ProduceError(str(exc)) from exc
-            if error is not None:
-                raise ProduceError(f"a background flush failed: {error}") from error
+            if self._failure is None:
+                with self._lock:
+                    pending = None if self._in_transaction else self._take_pending()
+                if pending:
+                    self._write(pending)
+            if self._failure is not None:
+                with self._lock:
+                    if not self._in_transaction:
+                        self._discard("not written: an earlier write of the producer failed")
+                self._raise_failure()
         finally:
             self._flush_lock.release()
 
     def background_flush(self) -> None:
-        """Flush from the transport's thread; a failure is raised by the next :meth:`flush`."""
+        """Flush from the transport's thread; a failure is raised by every later call."""
         with self._flush_lock:
             with self._lock:
-                if self._in_transaction:
+                if self._in_transaction or self._failure is not None:
                     return
                 pending = self._take_pending()
-            if not pending:
-                return
-            try:
-                self._log.append(pending)
-            except LogError as exc:
-                with self._lock:
-                    self._background_error = exc
+            if pending:
+                self._write(pending)
+
+    def _write(self, pending: _Buffer) -> None:
+        """Append ``pending`` to the log (flush lock held); keep the first failure."""
+        try:
+            self._log.append(pending)
+        except LogError as exc:
+            where = _failed_partition(pending)
+            with self._lock:
+                if self._failure is None:
+                    self._failure = (
+                        f"a record to {where.topic}[{where.partition}] was not written ({exc}); "
+                        "this producer fails every send and flush from then on: close it, and "
+                        "resume from the last committed offsets with a new one",
+                        exc,
+                    )
+
+    def _raise_failure(self) -> None:
+        failure = self._failure
+        if failure is not None:
+            raise ProduceError(failure[0]) from failure[1]
 
     def partitions_for(self, topic: str) -> int:
         return len(self._log.topic(topic).partitions)
@@ -323,9 +359,11 @@ class EmbeddedProducer(Producer):
                 ) from exc
 
     def abort_transaction(self) -> None:
+        """Discard the transaction's records; a failed write is forgotten with them."""
         with self._lock:
             self._check_transaction("abort_transaction")
             self._discard("the transaction was aborted")
+            self._failure = None
 
     def _discard(self, reason: str) -> None:
         for items in self._take_pending().values():
@@ -343,7 +381,8 @@ class EmbeddedProducer(Producer):
     # -- closing ---------------------------------------------------------------
 
     def close(self) -> None:
-        """Flush (or abort an open transaction) and release. Idempotent."""
+        """Flush (or abort an open transaction) and release; raise ``ProduceError`` if a
+        write failed (the producer is released either way). Idempotent."""
         if self._closed:
             return
         try:

@@ -16,10 +16,11 @@ favour low latency with reasonable batching: a producer waits at most
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from statestream.errors import ConfigurationError
+from statestream.secrets import MaskedStr, redact_url, url_secrets
 
 __all__ = ["KafkaOptions"]
 
@@ -90,8 +91,9 @@ class KafkaOptions:
 
     # -- producer --------------------------------------------------------------
 
-    #: Acknowledgements a write waits for: ``all`` (every in-sync replica), ``1`` or ``0``.
-    #: Idempotent and transactional producers need ``all``.
+    #: Acknowledgements a write waits for: ``all`` (every in-sync replica), the only
+    #: value accepted (``1`` and ``0`` raise ConfigurationError): a changelog record
+    #: must not be lost once its source offset is committed.
     acks: str = "all"
     #: Milliseconds a batch may wait for more records before it is sent. 5 ms
     #: costs little latency and lets busy partitions fill batches.
@@ -163,11 +165,15 @@ class KafkaOptions:
                 "sasl_plain_username and sasl_plain_password"
             )
         if self.acks.lower() not in _ACKS:
-            raise ConfigurationError(f"kafka option acks must be all, 1 or 0; got {self.acks!r}")
-        if self.enable_idempotence and _ACKS[self.acks.lower()] != -1:
+            raise ConfigurationError(f"kafka option acks must be all; got {self.acks!r}")
+        if _ACKS[self.acks.lower()] != -1:
             raise ConfigurationError(
-                f"kafka option acks={self.acks} needs enable_idempotence=false "
-                "(idempotent producers wait for all replicas)"
+                f"kafka option acks={self.acks} is refused: statestream's producers write "
+                "changelogs, and a changelog record acknowledged by one replica (acks=1), or "
+                "by none (acks=0), can be lost after its source offset was committed, leaving "
+                "the restored state wrong; with acks=0 kafka-python also reports offset -1 or "
+                "0 for every batch, which would become store offsets. Use acks=all (the "
+                "default); enable_idempotence=false does not lift this"
             )
         compression = self.compression_type.lower()
         if compression not in _COMPRESSION:
@@ -236,6 +242,16 @@ class KafkaOptions:
                 "kafka option max_in_flight_requests_per_connection must be at most 5 with "
                 "enable_idempotence=true"
             )
+        if not self.enable_idempotence and self.max_in_flight_requests_per_connection != 1:
+            # Without idempotence, a retried or split batch may land after a
+            # later one: in a compacted changelog an older value would then win.
+            raise ConfigurationError(
+                "kafka option enable_idempotence=false needs "
+                "max_in_flight_requests_per_connection=1 (got "
+                f"{self.max_in_flight_requests_per_connection}): with more requests in "
+                "flight, retried or split batches land out of order and a changelog could "
+                "keep an older value; keep enable_idempotence=true (the default) instead"
+            )
 
     def _api_version_tuple(self) -> tuple[int, ...] | None:
         if self.api_version is None:
@@ -250,25 +266,42 @@ class KafkaOptions:
             )
         return parts
 
+    def __repr__(self) -> str:
+        # Passwords are left out (repr=False); proxy_url may carry the proxy's
+        # user and password (``socks5://user:pw@proxy:1080``).
+        shown = (
+            f"{f.name}={(redact_url(v) if isinstance(v, str) else v)!r}"
+            for f in fields(self)
+            if f.repr
+            for v in (getattr(self, f.name),)
+        )
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     # -- kafka-python keyword arguments ----------------------------------------
 
     def client_config(self) -> dict[str, Any]:
-        """Keyword arguments every kafka-python client (admin, producer, consumer) takes."""
+        """Keyword arguments every kafka-python client (admin, producer, consumer) takes.
+
+        Passwords (and a proxy URL holding one) are
+        :class:`~statestream.secrets.MaskedStr`: kafka-python logs the admin
+        client's keyword arguments at DEBUG level, and they show as ``'***'``.
+        """
+        proxy = self.proxy_url
         config: dict[str, Any] = {
             "client_id": self.client_id,
             "security_protocol": self.security_protocol,
             "sasl_mechanism": self.sasl_mechanism,
             "sasl_plain_username": self.sasl_plain_username,
-            "sasl_plain_password": self.sasl_plain_password,
+            "sasl_plain_password": _masked(self.sasl_plain_password),
             "sasl_kerberos_service_name": self.sasl_kerberos_service_name,
             "sasl_kerberos_domain_name": self.sasl_kerberos_domain_name,
             "ssl_cafile": self.ssl_cafile,
             "ssl_certfile": self.ssl_certfile,
             "ssl_keyfile": self.ssl_keyfile,
-            "ssl_password": self.ssl_password,
+            "ssl_password": _masked(self.ssl_password),
             "ssl_crlfile": self.ssl_crlfile,
             "ssl_check_hostname": self.ssl_check_hostname,
-            "proxy_url": self.proxy_url,
+            "proxy_url": _masked(proxy) if proxy and url_secrets(proxy) else proxy,
             "bootstrap_timeout_ms": self.bootstrap_timeout_ms,
             "request_timeout_ms": self.request_timeout_ms,
             "retry_backoff_ms": self.retry_backoff_ms,
@@ -324,3 +357,7 @@ class KafkaOptions:
             allow_auto_create_topics=False,
         )
         return config
+
+
+def _masked(secret: str | None) -> str | None:
+    return None if secret is None else MaskedStr(secret)

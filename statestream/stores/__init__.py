@@ -6,7 +6,16 @@ scheme is used, so the ``aerospike`` client need not be installed to use
 LevelDB.
 """
 
-from statestream.stores.base import Changes, Store, StoreURL
-from statestream.stores.registry import StoreRegistry, open_store, parse_store_url
+from statestream.stores.base import Changes, Meta, Store, StoreURL
+from statestream.stores.registry import StoreRegistry, destroy_store, open_store, parse_store_url
 
-__all__ = ["Changes", "Store", "StoreRegistry", "StoreURL", "open_store", "parse_store_url"]
+__all__ = [
+    "Changes",
+    "Meta",
+    "Store",
+    "StoreRegistry",
+    "StoreURL",
+    "destroy_store",
+    "open_store",
+    "parse_store_url",
+]

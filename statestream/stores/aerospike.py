@@ -11,8 +11,9 @@ table share its set, and a record's user key is
 different partitions, and the offset records, can never collide. Data records
 (kind ``d``) keep the value in bin ``v`` and the partition number in bin
 ``p``, which the partition's queries filter on; the offset record of a
-partition (kind ``o``) keeps the changelog offset in bin ``o`` and has no
-``p`` bin, so no query sees it. User keys are sent to the server
+partition (kind ``o``) keeps the changelog offset in bin ``o`` and the
+store's metadata in map bin ``m`` (name -> bytes), and has no ``p`` bin, so
+no query sees it. User keys are sent to the server
 (``POLICY_KEY_SEND``): without them the server keeps only a digest and a query
 could not give keys back.
 
@@ -42,6 +43,7 @@ from aerospike_helpers.operations import operations as ops
 from statestream.config import AerospikeOptions, options_from_strings
 from statestream.errors import (
     ConfigurationError,
+    InvalidMetadataError,
     NamespaceNotFoundError,
     RecordTooLargeError,
     StoreConnectionError,
@@ -50,13 +52,19 @@ from statestream.errors import (
     StoreTimeoutError,
     StoreWriteRejectedError,
 )
+from statestream.secrets import redact_url
 from statestream.stores.base import (
     Changes,
+    Meta,
     Store,
     StoreURL,
     check_changes,
     check_key,
+    check_meta,
+    check_meta_name,
     check_offset,
+    check_partition,
+    check_table_name,
     key_bounds,
 )
 
@@ -72,6 +80,7 @@ _OFFSET = b"o"
 _VALUE_BIN = "v"
 _PARTITION_BIN = "p"
 _OFFSET_BIN = "o"
+_META_BIN = "m"
 # Keys per batch call, below the servers' batch size limits.
 _BATCH_LIMIT = 5000
 _DEFAULT_PORT = 3000
@@ -100,9 +109,10 @@ def parse_hosts(hosts: Sequence[str]) -> tuple[tuple[str, int], ...]:
     parsed = []
     for text in hosts:
         if "@" in text:
+            # Only the host: what comes before the '@' holds the password.
             raise ConfigurationError(
-                f"aerospike host {text!r}: pass credentials as ?user=...&password=..., "
-                "not in the host list"
+                f"aerospike host {text.rpartition('@')[2]!r}: pass credentials as "
+                "?user=...&password=..., not in the host list"
             )
         address, port = text, str(_DEFAULT_PORT)
         if text.startswith("["):
@@ -265,13 +275,16 @@ class AerospikeStore(Store):
     offset therefore never runs ahead of the data, and replaying the changelog
     from it (puts of whole values and deletes, idempotent) is always safe. A
     failed write may leave part of its batch applied; the offset stays put.
+    Metadata lives in the offset record and is written in the same ``put`` as
+    the offset, so offset and metadata always move together.
 
     Cost: Aerospike cannot read a set in key order. :meth:`iterate`,
     :meth:`count` and :meth:`clear` scan the table's set with a query filtered
     to this partition on the server, and :meth:`iterate` sorts in memory:
     O(records of the partition) each, not for hot paths.
 
-    TTL (option ``ttl``): data records expire; the offset record never does.
+    TTL (option ``ttl``): data records expire; the offset record (with the
+    metadata) never does.
     The namespace must have ``nsup-period`` (or ``allow-ttl-without-nsup``)
     set, or every write is rejected with
     :class:`~statestream.errors.StoreWriteRejectedError`.
@@ -293,6 +306,25 @@ class AerospikeStore(Store):
         *,
         pool: ClientPool | None = None,
     ) -> None:
+        self._connect(hosts, namespace, table, partition, options, pool)
+        try:
+            offset, meta = self._read_offset_record()
+        except BaseException:
+            self._lease.release()
+            raise
+        self._offset: int | None = offset
+        self._meta: dict[str, bytes] = meta
+
+    def _connect(
+        self,
+        hosts: Sequence[tuple[str, int]],
+        namespace: str,
+        table: str,
+        partition: int,
+        options: AerospikeOptions | None,
+        pool: ClientPool | None,
+    ) -> None:
+        """Check the settings and lease a client: all of opening but reading the state."""
         super().__init__(table, partition)
         if partition > 0xFFFFFFFF:
             raise ConfigurationError(f"partition must be < 2**32, got {partition}")
@@ -319,22 +351,45 @@ class AerospikeStore(Store):
         except as_exc.AerospikeError as exc:
             raise self._errors.wrap(exc, "connect") from exc
         self._client: Any = self._lease.client
-        try:
-            self._offset = self._read_offset()
-        except BaseException:
-            self._lease.release()
-            raise
 
     @classmethod
     def from_url(cls, url: StoreURL, table: str, partition: int) -> AerospikeStore:
-        namespace = url.path.strip("/")
-        if not namespace or "/" in namespace:
-            raise ConfigurationError(
-                f"aerospike store URL needs one namespace as its path, e.g. "
-                f"'aerospike://db1:3000/namespace', got {url.raw!r}"
-            )
-        options = options_from_strings(AerospikeOptions, url.options, f"store URL {url.raw!r}")
-        return cls(parse_hosts(url.hosts), namespace, table, partition, options)
+        hosts, namespace, options = _parse_url(url)
+        return cls(hosts, namespace, table, partition, options)
+
+    @classmethod
+    def destroy(cls, url: StoreURL, table: str, partition: int) -> None:
+        """Remove the partition's records and its offset record (see :meth:`destroy_partition`)."""
+        check_table_name(table)
+        check_partition(partition)
+        hosts, namespace, options = _parse_url(url)
+        cls.destroy_partition(hosts, namespace, table, partition, options)
+
+    @classmethod
+    def destroy_partition(
+        cls,
+        hosts: Sequence[tuple[str, int]],
+        namespace: str,
+        table: str,
+        partition: int,
+        options: AerospikeOptions | None = None,
+        *,
+        pool: ClientPool | None = None,
+    ) -> None:
+        """Remove every record of ``table``/``partition``: its data, then its offset record.
+
+        Unlike opening the store and calling :meth:`clear`, this never reads
+        the offset record, so it also works when that record is malformed.
+        Other partitions of the table (the rest of its set) are left alone:
+        truncating the set would remove them too. Costs a scan of the set,
+        filtered to the partition on the server.
+        """
+        store = cls.__new__(cls)
+        store._connect(hosts, namespace, table, partition, options, pool)
+        try:
+            store._remove_all()
+        finally:
+            store.close()
 
     # -- mapping -------------------------------------------------------------
 
@@ -353,21 +408,38 @@ class AerospikeStore(Store):
             )
         return value if isinstance(value, bytes) else bytes(value)
 
-    def _read_offset(self) -> int | None:
+    def _read_offset_record(self) -> tuple[int | None, dict[str, bytes]]:
+        """Return the offset and the metadata of the partition's offset record."""
         try:
             _, _, bins = self._client.get(self._offset_key, policy=self._policies.read)
         except as_exc.RecordNotFound:
-            return None
+            return None, {}
         except as_exc.AerospikeError as exc:
             raise self._errors.wrap(exc, "read the offset record") from exc
-        offset = (bins or {}).get(_OFFSET_BIN)
-        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        bins = bins or {}
+        offset = bins.get(_OFFSET_BIN)
+        raw_meta = bins.get(_META_BIN, {})
+        # A record written with metadata before any offset has no offset bin.
+        valid = offset is None or (
+            isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0
+        )
+        meta: dict[str, bytes] = {}
+        if isinstance(raw_meta, Mapping):
+            for name, value in raw_meta.items():
+                if not _is_meta_name(name) or not isinstance(value, bytes | bytearray):
+                    valid = False
+                    break
+                meta[name] = bytes(value)
+        else:
+            valid = False
+        if not valid:
             raise StoreCorruptedError(
                 f"the offset record of table {self.table!r} partition {self.partition} in "
-                f"set {self.set_name!r} is malformed ({bins!r:.80}); clear the store and it "
-                "is rebuilt from the changelog"
+                f"set {self.set_name!r} is malformed ({bins!r:.80}); destroy the store "
+                "(statestream.stores.registry.destroy_store) and it is rebuilt from the "
+                "changelog"
             )
-        return offset
+        return offset, meta
 
     # -- the Store contract --------------------------------------------------
 
@@ -405,23 +477,41 @@ class AerospikeStore(Store):
                 values.append(self._value(record.record[2], key) if found else None)
         return values
 
-    def write(self, changes: Changes, offset: int | None) -> None:
+    def write(self, changes: Changes, offset: int | None, meta: Meta | None = None) -> None:
         if self._closed:
             self._raise_closed()
         check_offset(offset, self._offset)
+        if meta is not None:
+            check_meta(meta)
         check_changes(changes)
         items = list(changes.items())
         for start in range(0, len(items), _BATCH_LIMIT):
             self._write_batch(items[start : start + _BATCH_LIMIT])
+        if offset is None and not meta:
+            return
+        # Only after all the data succeeded: the offset never runs ahead of it.
+        # One put holds offset and metadata, so they move together; a bin left
+        # out of the put keeps its value on the server.
+        bins: dict[str, Any] = {}
         if offset is not None:
-            # Only after all the data succeeded: the offset never runs ahead of it.
-            try:
-                self._client.put(
-                    self._offset_key, {_OFFSET_BIN: offset}, policy=self._policies.offset_write
-                )
-            except as_exc.AerospikeError as exc:
-                raise self._errors.wrap(exc, "write the offset record") from exc
+            bins[_OFFSET_BIN] = offset
+        merged = self._meta
+        if meta:
+            merged = {**self._meta, **meta}
+            bins[_META_BIN] = dict(merged)
+        try:
+            self._client.put(self._offset_key, bins, policy=self._policies.offset_write)
+        except as_exc.AerospikeError as exc:
+            raise self._errors.wrap(exc, "write the offset record") from exc
+        if offset is not None:
             self._offset = offset
+        self._meta = merged
+
+    def meta(self, name: str) -> bytes | None:
+        if self._closed:
+            self._raise_closed()
+        check_meta_name(name)
+        return self._meta.get(name)
 
     def _write_batch(self, items: Sequence[tuple[bytes, bytes | None]]) -> None:
         policies = self._policies
@@ -522,13 +612,16 @@ class AerospikeStore(Store):
         return len(self._scan(with_values=False))
 
     def clear(self) -> None:
-        """Remove the partition's keys, then its offset record; costs a scan.
+        """Remove the partition's keys, then its offset record (and metadata); costs a scan.
 
         The offset record goes last: if ``clear`` is interrupted, the old
         offset is still there and recovery decides again to clear.
         """
         if self._closed:
             self._raise_closed()
+        self._remove_all()
+
+    def _remove_all(self) -> None:
         keys = [key for key, _ in self._scan(with_values=False)]
         for start in range(0, len(keys), _BATCH_LIMIT):
             chunk = keys[start : start + _BATCH_LIMIT]
@@ -548,9 +641,32 @@ class AerospikeStore(Store):
         except as_exc.AerospikeError as exc:
             raise self._errors.wrap(exc, "remove the offset record") from exc
         self._offset = None
+        self._meta = {}
 
     def _close(self) -> None:
         self._lease.release()
+
+
+def _parse_url(url: StoreURL) -> tuple[tuple[tuple[str, int], ...], str, AerospikeOptions]:
+    """Return the hosts, the namespace and the options of an ``aerospike://`` URL."""
+    namespace = url.path.strip("/")
+    if not namespace or "/" in namespace:
+        raise ConfigurationError(
+            f"aerospike store URL needs one namespace as its path, e.g. "
+            f"'aerospike://db1:3000/namespace', got {redact_url(url.raw)!r}"
+        )
+    options = options_from_strings(
+        AerospikeOptions, url.options, f"store URL {redact_url(url.raw)!r}"
+    )
+    return parse_hosts(url.hosts), namespace, options
+
+
+def _is_meta_name(name: object) -> bool:
+    try:
+        check_meta_name(name)
+    except InvalidMetadataError:
+        return False
+    return True
 
 
 class _Errors:

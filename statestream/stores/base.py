@@ -4,7 +4,9 @@ One store instance holds the state of one table for one partition. It knows
 nothing of Kafka, tables or codecs: keys and values are ``bytes``, and the only
 Kafka-shaped notion is the *changelog offset*, an integer recorded atomically
 with each batch so that recovery knows exactly which changelog records the
-stored data already contains.
+stored data already contains. Next to the offset a store keeps *metadata*: a
+few small named values (for example the highest writer epoch applied),
+recorded atomically with the batch and the offset as well.
 
 Thread ownership: a store is owned by one thread at a time (the partition
 thread of its partition, or the standby thread). Stores are not thread-safe;
@@ -23,6 +25,7 @@ from typing import ClassVar
 from statestream.errors import (
     ConfigurationError,
     InvalidKeyError,
+    InvalidMetadataError,
     InvalidOffsetError,
     InvalidTableNameError,
     OffsetRegressionError,
@@ -30,14 +33,20 @@ from statestream.errors import (
 )
 
 __all__ = [
+    "MAX_META_NAME",
+    "MAX_META_VALUE",
     "MAX_OFFSET",
     "Changes",
+    "Meta",
     "Store",
     "StoreURL",
     "check_changes",
     "check_key",
     "check_mapping",
+    "check_meta",
+    "check_meta_name",
     "check_offset",
+    "check_partition",
     "check_table_name",
     "invalid_value",
     "key_bounds",
@@ -49,6 +58,15 @@ MAX_OFFSET = (1 << 63) - 1
 
 #: A batch for :meth:`Store.write`: key -> new value, or ``None`` to delete.
 Changes = Mapping[bytes, "bytes | None"]
+
+#: Metadata for :meth:`Store.write`: name -> value, stored with the batch and offset.
+Meta = Mapping[str, bytes]
+
+#: Longest metadata name, in characters.
+MAX_META_NAME = 32
+#: Largest metadata value, in bytes: metadata is small (an epoch, a timestamp)
+#: and rides with every offset write, so it must not grow unnoticed.
+MAX_META_VALUE = 4096
 
 
 @dataclass(frozen=True)
@@ -115,6 +133,43 @@ def check_table_name(name: object) -> None:
         )
 
 
+def check_partition(partition: object) -> None:
+    """Raise :class:`ConfigurationError` unless ``partition`` is an int >= 0."""
+    if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
+        raise ConfigurationError(f"partition must be an int >= 0, got {partition!r}")
+
+
+_META_NAME = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_META_NAME - 1}}}")
+
+
+def check_meta_name(name: object) -> None:
+    """Raise :class:`InvalidMetadataError` unless ``name`` is a short ASCII identifier."""
+    if not isinstance(name, str) or not _META_NAME.fullmatch(name):
+        raise InvalidMetadataError(
+            f"invalid metadata name {name!r:.60}: use 1-{MAX_META_NAME} ASCII letters, digits "
+            "or '_', starting with a letter or '_'"
+        )
+
+
+def check_meta(meta: object) -> None:
+    """Raise :class:`InvalidMetadataError` unless ``meta`` maps valid names to small bytes."""
+    if not isinstance(meta, Mapping):
+        raise InvalidMetadataError(
+            f"write(meta=...) needs a mapping of names to bytes, or None, got {type(meta).__name__}"
+        )
+    for name, value in meta.items():
+        check_meta_name(name)
+        if not isinstance(value, bytes):
+            raise InvalidMetadataError(
+                f"metadata value of {name!r} must be bytes, got {type(value).__name__}"
+            )
+        if len(value) > MAX_META_VALUE:
+            raise InvalidMetadataError(
+                f"metadata value of {name!r} is {len(value)} bytes, more than the "
+                f"{MAX_META_VALUE} a store keeps next to its offset"
+            )
+
+
 def check_key(key: object) -> None:
     """Raise :class:`InvalidKeyError` unless ``key`` is ``bytes``."""
     if not isinstance(key, bytes):
@@ -174,19 +229,36 @@ class Store(ABC):
 
     * ``get``/``get_many`` return the value or ``None``; keys must be ``bytes``
       (:class:`~statestream.errors.InvalidKeyError` otherwise).
-    * ``write(changes, offset)`` applies every put and delete of ``changes``
-      *and* records ``offset`` as one atomic unit where the engine allows it
-      (LevelDB: one WriteBatch; memory: trivially). After a crash either all of
-      a batch and its offset are visible, or none. ``offset=None`` leaves the
-      recorded offset unchanged. An offset lower than the recorded one raises
-      :class:`~statestream.errors.OffsetRegressionError` and applies nothing.
+    * ``write(changes, offset, meta=None)`` applies every put and delete of
+      ``changes`` *and* records ``offset`` and the metadata ``meta`` as one
+      atomic unit where the engine allows it (LevelDB: one WriteBatch; memory:
+      trivially; Aerospike: the data, then one offset record holding offset
+      and metadata). After a crash either all of a batch, its offset and its
+      metadata are visible, or none. ``offset=None`` leaves the recorded
+      offset unchanged; ``meta=None`` (or ``{}``) leaves the metadata
+      unchanged, and a name not in ``meta`` keeps its value. An offset lower
+      than the recorded one raises
+      :class:`~statestream.errors.OffsetRegressionError` and applies nothing;
+      so does a bad key, value or metadata item (an
+      :class:`~statestream.errors.InvalidKeyError`).
+    * ``meta(name)`` is the last value written under ``name``, or ``None``.
+      Names are ASCII identifiers of at most :data:`MAX_META_NAME` characters,
+      values ``bytes`` of at most :data:`MAX_META_VALUE` bytes
+      (:class:`~statestream.errors.InvalidMetadataError` otherwise). Metadata
+      persists with the store and is never seen by ``get``, ``iterate`` or
+      ``count``.
     * ``iterate(start, end, prefix, reverse)`` yields ``(key, value)`` pairs in
       key-byte order (descending with ``reverse``), ``start`` inclusive,
       ``end`` exclusive, restricted to keys starting with ``prefix``.
     * ``offset()`` is the last recorded changelog offset, or ``None``.
-    * ``count()`` is the number of keys. ``clear()`` removes every key and the
-      offset. ``close()`` is idempotent; any other call after it raises
-      :class:`~statestream.errors.StoreClosedError`.
+    * ``count()`` is the number of keys. ``clear()`` removes every key, the
+      offset and the metadata. ``close()`` is idempotent; any other call after
+      it raises :class:`~statestream.errors.StoreClosedError`.
+    * :meth:`destroy` (a class method, reached through
+      :func:`~statestream.stores.registry.destroy_store`) deletes everything a
+      closed store of one (table, partition) keeps, without reading it, so a
+      damaged store (:class:`~statestream.errors.StoreCorruptedError`) can be
+      thrown away and rebuilt from the changelog.
 
     Thread ownership: one owning thread at a time (see module docstring).
     """
@@ -198,8 +270,7 @@ class Store(ABC):
 
     def __init__(self, table: str, partition: int) -> None:
         check_table_name(table)
-        if not isinstance(partition, int) or isinstance(partition, bool) or partition < 0:
-            raise ConfigurationError(f"partition must be an int >= 0, got {partition!r}")
+        check_partition(partition)
         self.table = table
         self.partition = partition
         self._closed = False
@@ -208,6 +279,20 @@ class Store(ABC):
     @abstractmethod
     def from_url(cls, url: StoreURL, table: str, partition: int) -> Store:
         """Open the store of ``table``/``partition`` described by ``url``."""
+
+    @classmethod
+    def destroy(cls, url: StoreURL, table: str, partition: int) -> None:
+        """Delete everything the store of ``table``/``partition`` at ``url`` keeps.
+
+        The store must be closed (a store that can tell refuses otherwise).
+        This default opens the store, clears it and closes it; a store whose
+        damage can make opening fail overrides it to delete without reading.
+        Destroying a store that does not exist does nothing.
+        """
+        check_table_name(table)
+        check_partition(partition)
+        with cls.from_url(url, table, partition) as store:
+            store.clear()
 
     @abstractmethod
     def get(self, key: bytes) -> bytes | None:
@@ -218,8 +303,12 @@ class Store(ABC):
         """Return the values of ``keys`` in the same order (``None`` when missing)."""
 
     @abstractmethod
-    def write(self, changes: Changes, offset: int | None) -> None:
-        """Apply ``changes`` (``None`` deletes) and record ``offset``, atomically."""
+    def write(self, changes: Changes, offset: int | None, meta: Meta | None = None) -> None:
+        """Apply ``changes`` (``None`` deletes), record ``offset`` and ``meta``, atomically."""
+
+    @abstractmethod
+    def meta(self, name: str) -> bytes | None:
+        """Return the last metadata value written under ``name``, or ``None``."""
 
     @abstractmethod
     def iterate(
@@ -241,7 +330,7 @@ class Store(ABC):
 
     @abstractmethod
     def clear(self) -> None:
-        """Remove every key and forget the offset."""
+        """Remove every key and forget the offset and the metadata."""
 
     @abstractmethod
     def _close(self) -> None:

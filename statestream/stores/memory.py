@@ -1,9 +1,9 @@
 """``MemoryStore``: the reference store, kept in a ``SortedDict``.
 
-URL ``memory://``. Nothing survives ``close()`` or the process: a memory-backed
-table is rebuilt from its changelog on every start. It is the semantic
-reference the other stores are tested against, and a fine choice for small
-state or tests.
+URL ``memory://``. Nothing survives ``close()`` or the process (data, offset
+and metadata alike): a memory-backed table is rebuilt from its changelog on
+every start. It is the semantic reference the other stores are tested
+against, and a fine choice for small state or tests.
 """
 
 from __future__ import annotations
@@ -16,11 +16,16 @@ from sortedcontainers import SortedDict
 from statestream.errors import ConfigurationError
 from statestream.stores.base import (
     Changes,
+    Meta,
     Store,
     StoreURL,
     check_changes,
     check_key,
+    check_meta,
+    check_meta_name,
     check_offset,
+    check_partition,
+    check_table_name,
     key_bounds,
 )
 
@@ -42,14 +47,19 @@ class MemoryStore(Store):
         super().__init__(table, partition)
         self._data: SortedDict = SortedDict()
         self._offset: int | None = None
+        self._meta: dict[str, bytes] = {}
 
     @classmethod
     def from_url(cls, url: StoreURL, table: str, partition: int) -> MemoryStore:
-        if url.hosts or url.path not in ("", "/") or url.options:
-            raise ConfigurationError(
-                f"memory store URLs take no host, path or options: use 'memory://', got {url.raw!r}"
-            )
+        _check_url(url)
         return cls(table, partition)
+
+    @classmethod
+    def destroy(cls, url: StoreURL, table: str, partition: int) -> None:
+        """Nothing to delete: a memory store's state ends with the store."""
+        check_table_name(table)
+        check_partition(partition)
+        _check_url(url)
 
     def get(self, key: bytes) -> bytes | None:
         if self._closed:
@@ -68,10 +78,12 @@ class MemoryStore(Store):
         data = self._data
         return [data.get(key) for key in keys]
 
-    def write(self, changes: Changes, offset: int | None) -> None:
+    def write(self, changes: Changes, offset: int | None, meta: Meta | None = None) -> None:
         if self._closed:
             self._raise_closed()
         check_offset(offset, self._offset)
+        if meta is not None:
+            check_meta(meta)
         check_changes(changes)
         data = self._data
         for key, value in changes.items():
@@ -81,6 +93,14 @@ class MemoryStore(Store):
                 data[key] = value
         if offset is not None:
             self._offset = offset
+        if meta:
+            self._meta.update(meta)
+
+    def meta(self, name: str) -> bytes | None:
+        if self._closed:
+            self._raise_closed()
+        check_meta_name(name)
+        return self._meta.get(name)
 
     def iterate(
         self,
@@ -121,6 +141,15 @@ class MemoryStore(Store):
             self._raise_closed()
         self._data.clear()
         self._offset = None
+        self._meta.clear()
 
     def _close(self) -> None:
         self._data.clear()
+        self._meta.clear()
+
+
+def _check_url(url: StoreURL) -> None:
+    if url.hosts or url.path not in ("", "/") or url.options:
+        raise ConfigurationError(
+            f"memory store URLs take no host, path or options: use 'memory://', got {url.raw!r}"
+        )

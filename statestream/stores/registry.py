@@ -9,6 +9,9 @@ subclass under the ``statestream.stores`` entry-point group, keyed by scheme::
         redis = mypackage.redis_store:RedisStore
 
 They too are imported only when a URL uses their scheme.
+
+:func:`destroy_store` deletes what a (closed) store keeps, through its class's
+``destroy`` hook, so that a damaged store can be rebuilt from its changelog.
 """
 
 from __future__ import annotations
@@ -19,9 +22,17 @@ from importlib.metadata import entry_points
 from urllib.parse import parse_qsl, urlsplit
 
 from statestream.errors import ConfigurationError, UnknownStoreSchemeError
+from statestream.secrets import redact_url
 from statestream.stores.base import Store, StoreURL
 
-__all__ = ["BUILTIN_STORES", "ENTRY_POINT_GROUP", "StoreRegistry", "open_store", "parse_store_url"]
+__all__ = [
+    "BUILTIN_STORES",
+    "ENTRY_POINT_GROUP",
+    "StoreRegistry",
+    "destroy_store",
+    "open_store",
+    "parse_store_url",
+]
 
 ENTRY_POINT_GROUP = "statestream.stores"
 
@@ -37,18 +48,25 @@ def parse_store_url(url: str) -> StoreURL:
     """Split a store URL into scheme, hosts, path and options.
 
     Repeated query options are an error (which one would win is not obvious).
+    Messages show the URL with its secrets as ``***``; ``raw`` keeps it as given.
     """
     if not isinstance(url, str) or "://" not in url:
+        shown = repr(redact_url(url)) if isinstance(url, str) else f"a {type(url).__name__}"
         raise ConfigurationError(
             f"store URL must look like 'scheme://...', e.g. 'memory://' or "
-            f"'leveldb:///var/lib/app', got {url!r}"
+            f"'leveldb:///var/lib/app', got {shown}"
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed '[' of an IPv6 address
+        raise ConfigurationError(f"store URL {redact_url(url)!r} is malformed: {exc}") from None
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     options: dict[str, str] = {}
     for name, value in pairs:
         if name in options:
-            raise ConfigurationError(f"option {name!r} is given twice in store URL {url!r}")
+            raise ConfigurationError(
+                f"option {name!r} is given twice in store URL {redact_url(url)!r}"
+            )
         options[name] = value
     hosts = tuple(h for h in parts.netloc.split(",") if h) if parts.netloc else ()
     return StoreURL(
@@ -110,7 +128,28 @@ class StoreRegistry:
         parsed = parse_store_url(url)
         return self.store_class(parsed.scheme).from_url(parsed, table, partition)
 
+    def destroy(self, url: str, table: str, partition: int) -> None:
+        """Delete everything the store of ``table``/``partition`` at ``url`` keeps.
+
+        See :meth:`Store.destroy <statestream.stores.base.Store.destroy>`.
+        """
+        parsed = parse_store_url(url)
+        self.store_class(parsed.scheme).destroy(parsed, table, partition)
+
 
 def open_store(url: str, table: str, partition: int) -> Store:
     """Open the store of ``table``/``partition`` at ``url`` with the default registry."""
     return StoreRegistry().open(url, table, partition)
+
+
+def destroy_store(url: str, table: str, partition: int) -> None:
+    """Delete the (closed) store of ``table``/``partition`` at ``url``, even a damaged one.
+
+    The next :func:`open_store` of it opens an empty store with no offset and
+    no metadata, to be rebuilt from the changelog. LevelDB deletes the store's
+    directory (and raises :class:`~statestream.errors.StoreLockedError` while
+    the store is open); Aerospike removes the partition's records and its
+    offset record; memory has nothing to delete. Destroying a store that does
+    not exist does nothing.
+    """
+    StoreRegistry().destroy(url, table, partition)

@@ -1,18 +1,19 @@
-"""The changelog writer: step 2 of the commit protocol.
+"""The changelog writer: the records of step 2 of the commit protocol.
 
 For one partition, produce one changelog record per dirty key (its last value
-or a tombstone), each with headers naming the source record that produced it,
-then flush the producer synchronously and return the offsets the log assigned.
-Only after this returns may source offsets be committed.
+or a tombstone), each with headers naming the source record that produced it
+and the writer's epoch (:mod:`statestream.tables.headers`).
 
-The step comes in two halves so a worker can commit all its partitions with
-one flush: :meth:`ChangelogWriter.send` queues the records and returns a
-:class:`SentChangelogs`; after a flush of the producer (by anyone),
-:meth:`SentChangelogs.offsets` returns the offsets or raises.
-:meth:`ChangelogWriter.write` does both with its own flush.
+:meth:`ChangelogWriter.send` queues the records and returns a
+:class:`SentChangelogs`; after a flush of the producer (by the commit
+coordinator, :mod:`statestream.tables.commit`), :meth:`SentChangelogs.offsets`
+returns the acknowledged offsets or raises. :meth:`ChangelogWriter.write`
+does both with its own flush, for records outside the commit protocol
+(restore repairs and fence markers).
 
-Thread ownership: ``send``/``write`` are called on the partition thread; the
-producer they use is the worker's shared, thread-safe producer.
+Thread ownership: called by whichever thread owns the partition at the time
+(the partition thread, or the commit coordinator while the partition thread
+is parked); the producer is the worker's shared, thread-safe producer.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from collections.abc import Sequence
 
 from statestream.errors import CommitError, LogError
 from statestream.log.base import Delivery, Producer
-from statestream.tables.headers import SOURCE_OFFSET, SOURCE_TOPIC
+from statestream.tables.headers import (
+    EPOCH,
+    FENCE,
+    SOURCE_OFFSET,
+    SOURCE_TOPIC,
+    fence_key,
+    pack_epoch,
+)
 from statestream.tables.shard import Change
 from statestream.types import Headers, TopicPartition
 
@@ -34,15 +42,20 @@ _pack_offset = struct.Struct(">q").pack
 class SentChangelogs:
     """Changelog records queued on the producer, waiting for a flush."""
 
-    def __init__(self, deliveries: dict[TopicPartition, Delivery], records: int) -> None:
+    def __init__(
+        self, deliveries: dict[TopicPartition, Delivery], counts: dict[TopicPartition, int]
+    ) -> None:
         self._deliveries = deliveries
+        #: How many records were queued per changelog partition.
+        self.counts = counts
         #: How many records were queued.
-        self.records = records
+        self.records = sum(counts.values())
 
     def offsets(self) -> dict[TopicPartition, int]:
         """Return the last offset written per changelog (after a successful flush).
 
-        Raises :class:`~statestream.errors.CommitError` if a record was not written.
+        Raises :class:`~statestream.errors.CommitError` if a record was not
+        acknowledged: a flush that returned is not proof of delivery.
         """
         try:
             return {tp: delivery.offset for tp, delivery in self._deliveries.items()}
@@ -59,19 +72,23 @@ class ChangelogWriter:
     def __init__(self, producer: Producer) -> None:
         self.producer = producer
 
-    def send(self, batches: Sequence[tuple[TopicPartition, Sequence[Change]]]) -> SentChangelogs:
-        """Queue one record per change; the caller flushes the producer before
-        reading :meth:`SentChangelogs.offsets`.
+    def send(
+        self, batches: Sequence[tuple[TopicPartition, Sequence[Change]]], epoch: int
+    ) -> SentChangelogs:
+        """Queue one record per change, marked with ``epoch``; the caller flushes
+        the producer before reading :meth:`SentChangelogs.offsets`.
 
         Raises :class:`~statestream.errors.CommitError` if the producer refuses them.
         """
         deliveries: dict[TopicPartition, Delivery] = {}
+        counts: dict[TopicPartition, int] = {}
         count = 0
+        epoch_header = (EPOCH, pack_epoch(epoch))
         send_batch = self.producer.send_batch
         # Keys changed by the same source record share their headers (the
         # headers of statestream.tables.headers.source_headers, built here:
         # this loop runs for every dirty key of every commit).
-        headers: dict[tuple[str, int] | None, Headers] = {None: ()}
+        headers: dict[tuple[str, int] | None, Headers] = {None: (epoch_header,)}
         topics: dict[str, tuple[str, bytes]] = {}
         try:
             for tp, changes in batches:
@@ -89,10 +106,12 @@ class ChangelogWriter:
                         found = headers[source] = (
                             (SOURCE_OFFSET, _pack_offset(offset)),
                             topic_header,
+                            epoch_header,
                         )
                     append((change.key, change.value, found))
                 delivery = send_batch(tp.topic, tp.partition, records)
                 count += len(records)
+                counts[tp] = counts.get(tp, 0) + len(records)
                 if delivery is not None:
                     deliveries[tp] = delivery
         except LogError as exc:
@@ -100,17 +119,17 @@ class ChangelogWriter:
                 f"queueing {count} changelog records failed ({exc}); source offsets were "
                 "not committed, so the records will be reprocessed"
             ) from exc
-        return SentChangelogs(deliveries, count)
+        return SentChangelogs(deliveries, counts)
 
     def write(
-        self, batches: Sequence[tuple[TopicPartition, Sequence[Change]]]
+        self, batches: Sequence[tuple[TopicPartition, Sequence[Change]]], epoch: int
     ) -> dict[TopicPartition, int]:
         """Produce and flush every change; return the last offset written per changelog.
 
         Changelogs without changes are absent from the result. Raises
         :class:`~statestream.errors.CommitError` if anything was not written.
         """
-        sent = self.send(batches)
+        sent = self.send(batches, epoch)
         try:
             self.producer.flush()
         except LogError as exc:
@@ -119,3 +138,19 @@ class ChangelogWriter:
                 "not committed, so the records will be reprocessed"
             ) from exc
         return sent.offsets()
+
+    def write_fence(self, changelog: TopicPartition, epoch: int) -> int:
+        """Write and flush the fence marker of ``epoch``; return its offset."""
+        headers: Headers = ((EPOCH, pack_epoch(epoch)), (FENCE, b""))
+        delivery = self.producer.send_batch(
+            changelog.topic, changelog.partition, [(fence_key(epoch), b"", headers)]
+        )
+        try:
+            self.producer.flush()
+            assert delivery is not None
+            return delivery.offset
+        except LogError as exc:
+            raise CommitError(
+                f"writing the fence marker of epoch {epoch} to {changelog} failed ({exc}); "
+                "the partition cannot be claimed until the log accepts writes"
+            ) from exc

@@ -1,47 +1,45 @@
-"""``TableManager``: changelog topics, shards per partition, commits and recovery.
+"""``TableManager``: changelog topics, shards per partition, restores and claims.
 
 This is the Application Table Manager of the design. It owns, per assigned
-partition, one :class:`TableShard` (and store) per table, drives the commit
-protocol in its four steps, restores partitions from their changelogs, and
-reports the state of every table partition.
+partition, one :class:`TableShard` (and store) per table and the partition's
+writer epoch; it restores partitions from their changelogs, claims them for
+this member (a fence marker per changelog partition, see
+:mod:`statestream.tables.headers`), and provides the per-partition halves of
+the commit protocol (:meth:`prepare`, :meth:`send_changelogs`,
+:meth:`changelogs_flushed`, :meth:`apply`). The protocol itself, the order
+of its steps and the owners of source and store offsets are in one place:
+:mod:`statestream.tables.commit`.
 
-The commit protocol, per partition (DESIGN.md):
-
-1. :meth:`prepare` collects one change per dirty key from every shard;
-2. :meth:`write_changelogs` produces them with their source offsets and
-   flushes synchronously, keeping the changelog offsets (or, to share one
-   flush between partitions, :meth:`send_changelogs`, a flush of the
-   producer by the caller, then :meth:`changelogs_flushed`);
-3. the caller commits the source offsets (the poll thread owns the consumer);
-4. :meth:`apply` writes each shard's changes to its store together with its
-   changelog offset.
-
-:meth:`commit` runs all four in order. A crash between any two steps leaves
-state equal to processing each committed source record exactly once, because
-recovery skips changelog records whose source offset was not committed.
-
-Thread ownership: partition-scoped methods run on that partition's thread;
-:meth:`states` may be called from any thread (it reads a snapshot under a lock).
+Thread ownership: partition-scoped methods run on the thread that owns the
+partition (its partition thread, or the commit coordinator's thread while
+the partition thread is parked); :meth:`states` and :meth:`partitions` may
+be called from any thread (they read under a lock).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from statestream.errors import CommitError, ConfigurationError, LogError, TableError
+from statestream.errors import ConfigurationError, StoreCorruptedError, TableError
 from statestream.log.base import Producer, TopicSpec, Transport
-from statestream.stores.registry import open_store
+from statestream.stores.base import Store
+from statestream.stores.registry import destroy_store, open_store
 from statestream.tables.changelog import ChangelogWriter, SentChangelogs
-from statestream.tables.recovery import ProgressCallback, RestoreOutcome, restore
+from statestream.tables.headers import epoch_of, next_epoch, pack_epoch
+from statestream.tables.recovery import EPOCH_META, ProgressCallback, RestoreOutcome, restore
 from statestream.tables.shard import Change, TableShard
 from statestream.tables.table import Table
 from statestream.types import TopicPartition
 
 __all__ = ["PartitionState", "PendingCommit", "TableManager"]
+
+log = logging.getLogger("statestream.tables")
 
 
 class PartitionState(enum.Enum):
@@ -63,16 +61,24 @@ class PendingCommit:
     #: The queued changelog records between :meth:`TableManager.send_changelogs`
     #: and :meth:`TableManager.changelogs_flushed`.
     sent: SentChangelogs | None = None
+    #: Changelog ranges ``[first, last]`` that hold records of another writer
+    #: between this member's own (found by :meth:`TableManager.changelogs_flushed`).
+    foreign: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class _Partition:
-    __slots__ = ("last_source", "number", "shards", "state")
+    __slots__ = ("epoch", "last_source", "next_offsets", "number", "shards", "state")
 
     def __init__(self, number: int, shards: dict[str, TableShard]) -> None:
         self.number = number
         self.shards = shards
         self.state = PartitionState.RESTORING
         self.last_source: tuple[str, int] | None = None
+        #: This member's writer epoch for the partition (set by its claim).
+        self.epoch = 0
+        #: Per table, the offset this member's next changelog record should
+        #: get if nobody else writes to the changelog partition.
+        self.next_offsets: dict[str, int] = {}
 
 
 class TableManager:
@@ -151,7 +157,7 @@ class TableManager:
         shards: dict[str, TableShard] = {}
         try:
             for table in self.tables:
-                store = open_store(table.store_url or self.store_url, table.name, partition)
+                store = self._open_store(table.store_url or self.store_url, table.name, partition)
                 changelog = TopicPartition(self.changelog_topic(table), partition)
                 shards[table.name] = TableShard(
                     table.name,
@@ -170,43 +176,122 @@ class TableManager:
             self._partitions[partition] = _Partition(partition, shards)
             self._closed.discard(partition)
 
+    def _open_store(self, url: str, table: str, partition: int) -> Store:
+        """Open a store; a damaged one is thrown away and rebuilt from the changelog."""
+        try:
+            return open_store(url, table, partition)
+        except StoreCorruptedError as exc:
+            log.warning(
+                "the store of table %r partition %d is damaged (%s); deleting it and "
+                "rebuilding it from the changelog",
+                table,
+                partition,
+                exc,
+            )
+            destroy_store(url, table, partition)
+            return open_store(url, table, partition)
+
+    def discard_damaged(self, partition: int) -> None:
+        """Delete the stores of ``partition`` after a read found one damaged.
+
+        The partition must be closed first. The next open rebuilds the stores
+        from the changelog instead of failing on the same damage again.
+        """
+        for table in self.tables:
+            destroy_store(table.store_url or self.store_url, table.name, partition)
+
     def restore_partition(
         self,
         partition: int,
         committed: Mapping[str, int | None],
         cancel: threading.Event | None = None,
+        *,
+        generation: int = 0,
+        claim: bool = True,
     ) -> list[RestoreOutcome]:
-        """Restore every table of ``partition`` from its changelog; mark it ready.
+        """Restore every table of ``partition``, claim it for this member; mark it ready.
 
         ``committed`` maps each source topic to its committed offset for this
-        partition. If ``cancel`` is set part way, restoring stops cleanly (the
-        partition stays ``restoring``; what was applied is kept).
+        partition; ``generation`` is the group generation of the assignment.
+        The steps:
+
+        1. restore each table to its changelog's high watermark;
+        2. claim a writer epoch above every epoch seen (:func:`next_epoch`)
+           and write its fence marker to each changelog partition: from then
+           on, records of a member that lost the partition are ignored;
+        3. restore again up to the marker (records written meanwhile);
+        4. repair the keys of skipped records (uncommitted or fenced) by
+           writing their restored values again, flushed, and only then
+           move the store's offset past them (see :mod:`statestream.tables.recovery`).
+
+        If ``cancel`` is set part way, restoring stops cleanly (the partition
+        stays ``restoring``; what was applied is kept, and so is every
+        repair still owed).
+
+        With ``claim=False`` only step 1 runs: a read-only restore for tools
+        that read state while no worker runs (or must not disturb one).
+        Nothing is written to the changelog, repairs stay owed (the store's
+        offset stays below skipped records) and the partition cannot commit.
         """
         part = self._partition(partition)
-        outcomes = []
+        outcomes: list[RestoreOutcome] = []
         fetcher = self.transport.fetcher(isolation_level="read_committed", reset="earliest")
         try:
             for shard in part.shards.values():
                 shard.discard()
-                outcome = restore(
-                    shard.store,
-                    fetcher,
-                    shard.changelog,
-                    committed,
-                    batch_size=self.restore_batch_size,
-                    cancel=cancel,
-                    progress=self.progress,
-                    stall_timeout=self.stall_timeout,
-                )
-                outcomes.append(outcome)
+                outcome = self._restore(shard, fetcher, committed, cancel)
                 if not outcome.completed:
-                    return outcomes
-                if outcome.skipped_keys:
-                    self._repair(shard, outcome.skipped_keys)
+                    return [outcome]
+                outcomes.append(outcome)
+            if not claim:
+                self._set_state(part, PartitionState.READY)
+                return outcomes
+            seen = [o.epoch for o in outcomes if o.epoch is not None]
+            epoch = next_epoch(max(seen) if seen else None, generation)
+            for shard in part.shards.values():
+                self.writer.write_fence(shard.changelog, epoch)
+            for index, shard in enumerate(part.shards.values()):
+                outcome = self._restore(shard, fetcher, committed, cancel)
+                if not outcome.completed:
+                    return [outcome]
+                self._repair(shard, outcome, epoch)
+                first = outcomes[index]
+                outcomes[index] = dataclasses.replace(
+                    outcome,
+                    applied=first.applied + outcome.applied,
+                    skipped=first.skipped + outcome.skipped,
+                    fenced=first.fenced + outcome.fenced,
+                    cleared=first.cleared or outcome.cleared,
+                )
+                offset = shard.store.offset()
+                part.next_offsets[shard.table] = 0 if offset is None else offset + 1
+            part.epoch = epoch
         finally:
             fetcher.close()
         self._set_state(part, PartitionState.READY)
         return outcomes
+
+    def _restore(
+        self,
+        shard: TableShard,
+        fetcher: Any,
+        committed: Mapping[str, int | None],
+        cancel: threading.Event | None,
+    ) -> RestoreOutcome:
+        return restore(
+            shard.store,
+            fetcher,
+            shard.changelog,
+            committed,
+            batch_size=self.restore_batch_size,
+            cancel=cancel,
+            progress=self.progress,
+            stall_timeout=self.stall_timeout,
+        )
+
+    def epoch(self, partition: int) -> int:
+        """This member's writer epoch for ``partition`` (0 before it is claimed)."""
+        return self._partition(partition).epoch
 
     def close_partition(self, partition: int) -> None:
         """Discard uncommitted changes and close the stores of ``partition``.
@@ -260,7 +345,7 @@ class TableManager:
         """Return the shard of ``table`` for ``partition``."""
         return self._partition(partition).shards[table]
 
-    # -- the commit protocol -----------------------------------------------------
+    # -- the halves of the commit protocol (run by statestream.tables.commit) ----
 
     def prepare(self, partition: int) -> PendingCommit:
         """Step 1: collect one change per dirty key of every table of ``partition``."""
@@ -268,45 +353,41 @@ class TableManager:
         changes = {name: shard.changes(part.last_source) for name, shard in part.shards.items()}
         return PendingCommit(partition, {n: c for n, c in changes.items() if c})
 
-    def write_changelogs(self, pending: PendingCommit) -> None:
-        """Step 2: produce the changes and flush synchronously; keep their offsets."""
-        self.send_changelogs(pending)
-        if pending.sent is None:
-            return
-        try:
-            self.producer.flush()
-        except LogError as exc:
-            raise CommitError(
-                f"writing {pending.sent.records} changelog records of partition "
-                f"{pending.partition} failed ({exc}); source offsets were not committed, so "
-                "the records will be reprocessed"
-            ) from exc
-        self.changelogs_flushed(pending)
-
     def send_changelogs(self, pending: PendingCommit) -> None:
-        """Step 2, first half: queue the changes on the producer (no flush).
-
-        The caller flushes the producer (one flush may serve many partitions)
-        and then calls :meth:`changelogs_flushed`.
-        """
+        """Step 2, first half: queue the changes on the producer with the
+        partition's epoch (the coordinator flushes)."""
         part = self._partition(pending.partition)
         batches = [
             (part.shards[name].changelog, changes) for name, changes in pending.changes.items()
         ]
         if batches:
-            pending.sent = self.writer.send(batches)
+            if not part.epoch:
+                raise TableError(
+                    f"partition {pending.partition} was restored without a claim "
+                    "(restore_partition(claim=False)) and is read-only"
+                )
+            pending.sent = self.writer.send(batches, part.epoch)
 
     def changelogs_flushed(self, pending: PendingCommit) -> None:
-        """Step 2, second half (after a successful flush): keep the changelog offsets.
+        """Step 2, second half (after a flush): keep the acknowledged changelog offsets.
 
-        Raises :class:`~statestream.errors.CommitError` if a record was not written.
+        Raises :class:`~statestream.errors.CommitError` if a record was not
+        acknowledged. Notes changelog ranges where another writer's records
+        sit between this member's (see :meth:`check_foreign_writes`).
         """
         if pending.sent is None:
             return
         part = self._partition(pending.partition)
         offsets = pending.sent.offsets()
+        counts = pending.sent.counts
         for name in pending.changes:
-            pending.changelog_offsets[name] = offsets[part.shards[name].changelog]
+            changelog = part.shards[name].changelog
+            last = offsets[changelog]
+            pending.changelog_offsets[name] = last
+            expected = part.next_offsets.get(name)
+            if expected is not None and last - counts[changelog] + 1 > expected:
+                pending.foreign[name] = (expected, last)
+            part.next_offsets[name] = last + 1
 
     def apply(self, pending: PendingCommit) -> None:
         """Step 4: write each table's changes with its changelog offset; clear buffers."""
@@ -318,24 +399,49 @@ class TableManager:
             else:
                 shard.committed([], None)  # nothing changed: keep the cache
 
-    def commit(self, partition: int, commit_source: Callable[[], None]) -> PendingCommit:
-        """Run the whole commit protocol for ``partition``.
+    def check_foreign_writes(self, pending: PendingCommit) -> None:
+        """After step 4: rewrite keys another writer wrote between this member's records.
 
-        ``commit_source`` commits the source offsets (step 3); it runs only
-        after the changelog flush succeeded, and the stores are written only
-        after it returns.
+        Another writer of a partition this member owns is a member that lost
+        it (a zombie). Restores ignore its records (their epoch is older),
+        but under compaction a zombie record may be the one kept for its key.
+        The keys it wrote are marked dirty with their current value, so the
+        next commit writes them again with this member's epoch.
         """
-        pending = self.prepare(partition)
-        self.write_changelogs(pending)
+        if not pending.foreign:
+            return
+        part = self._partition(pending.partition)
+        fetcher = self.transport.fetcher(isolation_level="read_committed", reset="earliest")
         try:
-            commit_source()
-        except Exception as exc:
-            raise CommitError(
-                f"committing source offsets of partition {partition} failed ({exc}); the "
-                "stores were not updated, so a restart restores exact state"
-            ) from exc
-        self.apply(pending)
-        return pending
+            for name, (first, last) in pending.foreign.items():
+                shard = part.shards[name]
+                keys = _foreign_keys(fetcher, shard.changelog, first, last, part.epoch)
+                if keys:
+                    log.warning(
+                        "%s: %d records of another writer (a member that lost this partition) "
+                        "between offsets %d and %d; rewriting their %d keys",
+                        shard.changelog,
+                        last - first + 1,
+                        first,
+                        last,
+                        len(keys),
+                    )
+                    shard.rewrite(keys)
+        finally:
+            fetcher.close()
+
+    def commit(self, partition: int, commit_source: Callable[[], None]) -> None:
+        """Commit ``partition`` alone: a round of one of the commit coordinator.
+
+        ``commit_source`` commits the source offsets (step 3); the positions
+        are the caller's business. For tools and tests; workers use
+        :class:`~statestream.tables.commit.CommitCoordinator` directly.
+        """
+        from statestream.tables.commit import CommitCoordinator, CommitRequest
+
+        CommitCoordinator(self, self.producer).commit(
+            [CommitRequest(partition, {})], lambda _offsets: commit_source()
+        )
 
     # -- reporting and shutdown --------------------------------------------------
 
@@ -370,20 +476,27 @@ class TableManager:
 
     # -- internals ---------------------------------------------------------------
 
-    def _repair(self, shard: TableShard, keys: frozenset[bytes]) -> None:
-        """Rewrite the restored values of ``keys`` after skipped uncommitted records.
+    def _repair(self, shard: TableShard, outcome: RestoreOutcome, epoch: int) -> None:
+        """Rewrite the restored values of skipped keys, then move the store's offset.
 
-        A skipped record (a change whose source offset was never committed)
-        still sits in the changelog after the committed record of its key,
-        and compaction would keep only the skipped one. Writing the restored
-        (committed) value again, without source headers so every restore
-        applies it, makes the committed value the latest record again. The
-        topic's min.compaction.lag.ms keeps the committed record alive until
-        this runs.
+        A skipped record (uncommitted, or of a fenced writer) still sits in
+        the changelog after the committed record of its key, and compaction
+        would keep only the skipped one. Writing the restored (committed)
+        value again, without source headers so every restore applies it,
+        makes the committed value the latest record again. The topic's
+        min.compaction.lag.ms keeps the committed record alive until this
+        runs. Only once the repair is flushed does the store's offset move
+        past the skipped records (with this member's epoch), so a crash
+        before that reads them again and repairs again.
         """
-        changes = [Change(key, shard.store.get(key), None) for key in sorted(keys)]
-        offsets = self.writer.write([(shard.changelog, changes)])
-        shard.store.write({}, offsets[shard.changelog])
+        end = outcome.end
+        keys = outcome.skipped_keys
+        if keys:
+            changes = [Change(key, shard.store.get(key), None) for key in sorted(keys)]
+            offsets = self.writer.write([(shard.changelog, changes)], epoch)
+            end = offsets[shard.changelog]
+        if end is not None:
+            shard.store.write({}, end, {EPOCH_META: pack_epoch(epoch)})
 
     def _partition(self, partition: int) -> _Partition:
         part = self._partitions.get(partition)
@@ -394,3 +507,23 @@ class TableManager:
     def _set_state(self, part: _Partition, state: PartitionState) -> None:
         with self._lock:
             part.state = state
+
+
+def _foreign_keys(
+    fetcher: Any, changelog: TopicPartition, first: int, last: int, epoch: int
+) -> set[bytes]:
+    """Keys of records in ``changelog[first..last]`` not written with ``epoch``."""
+    fetcher.assign([changelog])
+    fetcher.seek(changelog, first)
+    keys: set[bytes] = set()
+    while fetcher.position(changelog) <= last:
+        records = fetcher.poll(timeout=0.5, max_records=10_000)
+        if not records:
+            break  # gone under us (retention): nothing left to shadow anything
+        for record in records:
+            if record.offset > last:
+                break
+            written, fence = epoch_of(record)
+            if written != epoch and not fence and record.key is not None:
+                keys.add(record.key)
+    return keys

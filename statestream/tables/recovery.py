@@ -19,7 +19,18 @@ Edge cases handled (each has a test):
 * a revoke while restoring: ``cancel`` is checked between polls; the batches
   applied so far stay, with their offset;
 * no progress at all for ``stall_timeout`` seconds: :class:`RestoreError`
-  naming the partition and offsets, instead of hanging.
+  naming the partition and offsets, instead of hanging;
+* records of a fenced writer (an epoch lower than one already seen in the
+  changelog partition, see :mod:`statestream.tables.headers`) are skipped;
+  the highest epoch seen is kept in the store's metadata with its offset, so
+  a restore that starts in the middle of the changelog knows it.
+
+Skipped records (uncommitted or fenced) may shadow a committed record of
+their key under compaction, so their keys are repaired by the owner (see
+``TableManager``). Until that repair is written, the store's offset is held
+just below the first skipped record (the data after it is still applied):
+a crash or a cancelled restore before the repair reads those records again
+and the repair is not forgotten.
 
 Thread ownership: runs on the thread that owns the store (the partition
 thread, or a restorer thread handing the store over when done); it owns the
@@ -37,10 +48,13 @@ from dataclasses import dataclass
 from statestream.errors import RestoreError
 from statestream.log.base import Fetcher
 from statestream.stores.base import Store
-from statestream.tables.headers import source_of
+from statestream.tables.headers import epoch_of, pack_epoch, source_of, unpack_epoch
 from statestream.types import Record, TopicPartition
 
-__all__ = ["RestoreOutcome", "RestoreProgress", "restore"]
+__all__ = ["EPOCH_META", "RestoreOutcome", "RestoreProgress", "restore", "stored_epoch"]
+
+#: Store metadata name of the highest writer epoch applied (8 bytes).
+EPOCH_META = "epoch"
 
 log = logging.getLogger("statestream.recovery")
 
@@ -66,10 +80,16 @@ class RestoreOutcome:
     cleared: str | None  # why the store was cleared first, if it was
     completed: bool  # False when cancelled
     offset: int | None  # the store's offset afterwards
-    #: Keys of records skipped as uncommitted. Such a record may supersede a
-    #: committed one under compaction, so the owner rewrites these keys'
-    #: restored values to the changelog (see TableManager.restore_partition).
+    #: Keys of records skipped as uncommitted or fenced. Such a record may
+    #: supersede a committed one under compaction, so the owner rewrites these
+    #: keys' restored values to the changelog (see TableManager).
     skipped_keys: frozenset[bytes] = frozenset()
+    #: Records skipped because their writer was fenced (a lower epoch).
+    fenced: int = 0
+    #: The highest writer epoch seen, up to the end of what was read.
+    epoch: int | None = None
+    #: The last changelog offset read (the store's offset once repaired).
+    end: int | None = None
 
 
 ProgressCallback = Callable[[RestoreProgress], None]
@@ -83,6 +103,11 @@ def _should_skip(source: tuple[str, int] | None, committed: Mapping[str, int | N
     # No committed offset: no source record of that topic was committed, so
     # every change it produced belongs to work that will be redone.
     return floor is None or offset >= floor
+
+
+def stored_epoch(store: Store) -> int | None:
+    """Return the highest writer epoch ``store`` applied (its metadata), if any."""
+    return unpack_epoch(store.meta(EPOCH_META))
 
 
 def _clear_reason(offset: int | None, low: int, high: int, has_data: bool) -> str | None:
@@ -123,17 +148,41 @@ class _Restorer:
         self.progress_interval = progress_interval
         self.applied = 0
         self.skipped = 0
+        self.fenced = 0
         self.skipped_keys: set[bytes] = set()
         self.batch: dict[bytes, bytes | None] = {}
         self.last_offset: int | None = None
+        self.epoch = stored_epoch(store)
+        self.written_epoch = self.epoch
+        # Set at the first skipped record: (offset just below it, epoch then).
+        self.hold: tuple[int | None, int | None] | None = None
         self.began = self.last_report = time.monotonic()
 
     def flush(self) -> None:
-        """Write the batch with the offset of the last record read (if anything moved)."""
-        last = self.last_offset
-        if last is not None and (self.batch or last != self.store.offset()):
-            self.store.write(self.batch, last)
+        """Write the batch with the offset of the last record read (if anything moved).
+
+        While a skipped record awaits its repair, the offset (and epoch)
+        written stay those just below it.
+        """
+        last, epoch = (self.last_offset, self.epoch) if self.hold is None else self.hold
+        if last is None:
+            if self.batch:
+                self.store.write(self.batch, None)
+            self.batch = {}
+            return
+        if self.batch or last != self.store.offset() or epoch != self.written_epoch:
+            meta = None if epoch is None else {EPOCH_META: pack_epoch(epoch)}
+            self.store.write(self.batch, last, meta)
+            self.written_epoch = epoch
         self.batch = {}
+
+    def _skip(self, record: Record) -> None:
+        if self.hold is None:
+            below = record.offset - 1
+            # Restores start past the store's offset, so this never moves it back.
+            self.hold = (below if below >= 0 else None, self.epoch)
+        if record.key is not None:
+            self.skipped_keys.add(record.key)
 
     def take(self, records: list[Record], high: int) -> None:
         """Apply or skip ``records`` below ``high`` into the batch."""
@@ -141,14 +190,25 @@ class _Restorer:
         for record in records:
             if record.offset >= high:
                 continue  # written after the restore began: the owner processes it
-            if _should_skip(source_of(record), committed):
-                self.skipped += 1
-                if record.key is not None:
-                    self.skipped_keys.add(record.key)
+            epoch, fence = epoch_of(record)
+            highest = self.epoch
+            if epoch is not None and highest is not None and epoch < highest:
+                # Written by a member that had lost the partition.
+                self.fenced += 1
+                if not fence:
+                    self._skip(record)
+            elif fence:
+                self.epoch = epoch
             else:
-                if record.key is not None:
-                    batch[record.key] = record.value
-                self.applied += 1
+                if epoch is not None:
+                    self.epoch = epoch
+                if _should_skip(source_of(record), committed):
+                    self.skipped += 1
+                    self._skip(record)
+                else:
+                    if record.key is not None:
+                        batch[record.key] = record.value
+                    self.applied += 1
             self.last_offset = record.offset
         if len(batch) >= self.batch_size:
             self.flush()
@@ -174,6 +234,9 @@ class _Restorer:
             completed,
             self.store.offset(),
             frozenset(self.skipped_keys),
+            self.fenced,
+            self.epoch,
+            self.last_offset if self.last_offset is not None else self.store.offset(),
         )
 
 
@@ -233,10 +296,11 @@ def restore(
     run.flush()
     run.report(0, force=True)
     log.info(
-        "%s: restored %d records (%d skipped as uncommitted) of %d offsets",
+        "%s: restored %d records (%d skipped as uncommitted, %d fenced) of %d offsets",
         changelog,
         run.applied,
         run.skipped,
+        run.fenced,
         high - start,
     )
     return run.outcome(cleared, True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from statestream.serde import Codec, JsonCodec, encode_prefix
@@ -402,6 +402,26 @@ class TableShard:
                 del entries[kb]
         if len(entries) != size:
             self._str_index.clear()  # it may name entries that left
+
+    def rewrite(self, keys: Iterable[bytes]) -> None:
+        """Mark ``keys`` dirty with their stored value (or a tombstone if they have none).
+
+        The next commit writes them to the changelog again, without a source
+        record (every restore applies them). Used after another writer's
+        records were found among this shard's changelog records.
+        """
+        decode = self.value_codec.decode
+        for kb in keys:
+            if kb in self._touched:
+                continue  # dirty already: the next commit writes it anyway
+            raw = self.store.get(kb)
+            if raw is None:
+                entry = _Entry(kb, None, None, _DELETED, None)
+            else:
+                entry = _Entry(kb, decode(raw), raw, _SET, None)
+            self._entries[kb] = entry
+            self._touched.add(kb)
+        self._str_index.clear()  # it may name entries replaced here
 
     def discard(self) -> None:
         """Forget everything buffered (after a commit, or when abandoning work)."""

@@ -2,9 +2,18 @@
 
 Thread ownership: :class:`PartitionTask` *is* the partition thread. It owns
 the partition's table shards, stores, processor instances and its queue's
-consumer side. It never touches the group consumer: source offsets are
-committed by the poll thread, which the task asks through ``commit_source``
-(and waits for) between step 2 and step 4 of the commit protocol.
+consumer side, except while it is parked in a commit round, when the poll
+thread holds them (:mod:`statestream.worker.rounds`). It never touches the
+group consumer: when it commits alone it runs the commit coordinator
+(:mod:`statestream.tables.commit`) with a ``commit_source`` that hands the
+source offsets to the poll thread and waits.
+
+Errors are routed by kind. Only decode errors and exceptions raised by user
+code go through the record error policy (``stop``, ``skip``,
+``dead_letter``). Store, produce, commit and group errors (and restore
+errors) stop the worker whatever the policy, without committing anything:
+they say nothing about the record being processed, and skipping it would
+lose it.
 """
 
 from __future__ import annotations
@@ -18,9 +27,20 @@ from typing import Any, NamedTuple
 
 from statestream.app import App
 from statestream.context import Context, Message
-from statestream.errors import ProcessingError, StateStreamError
-from statestream.log.base import Producer
+from statestream.errors import (
+    CommitError,
+    DecodeError,
+    LogError,
+    ProcessingError,
+    RestoreError,
+    StateStreamError,
+    StoreCorruptedError,
+    StoreError,
+    WorkerError,
+)
+from statestream.log.base import Delivery, Producer
 from statestream.processor import Processor
+from statestream.tables.commit import CommitCoordinator, CommitRequest
 from statestream.tables.manager import TableManager
 from statestream.types import Headers, Record, TopicPartition
 from statestream.worker.rounds import CommitTicket
@@ -33,6 +53,9 @@ log = logging.getLogger("statestream.worker")
 CommitSource = Callable[[Mapping[TopicPartition, int]], None]
 
 _new_tuple = tuple.__new__
+
+#: Errors that stop the worker whatever the record error policy says.
+FATAL_ERRORS = (StoreError, LogError, CommitError, RestoreError, WorkerError)
 
 #: Headers added to dead-lettered records.
 ERROR_HEADER = "statestream-error"
@@ -61,6 +84,9 @@ class PartitionTask(threading.Thread):
         commit_source: CommitSource,
         counters: Callable[[str, int], None],
         on_drained: Callable[[], None] | None = None,
+        *,
+        coordinator: CommitCoordinator | None = None,
+        generation: int = 0,
     ) -> None:
         super().__init__(name=f"statestream-partition-{partition}", daemon=True)
         self.app = app
@@ -69,6 +95,8 @@ class PartitionTask(threading.Thread):
         self.producer = producer
         self.committed = dict(committed)
         self.commit_source = commit_source
+        self.coordinator = coordinator or CommitCoordinator(manager, producer)
+        self.generation = generation
         self.count = counters
         # Called when the queue falls to half of max_queued, where the poll
         # thread resumes a paused partition: it need not wait for its poll
@@ -81,14 +109,18 @@ class PartitionTask(threading.Thread):
         self._queued = 0
         self._queued_lock = threading.Lock()
         self.stopping = threading.Event()
+        # Set with stopping when the partition is dropped without a commit
+        # (lost to another member, or the worker stops on a fatal error).
+        self._abandon = False
         self.ready = threading.Event()
         self.failure: BaseException | None = None
         # Next offset to process per source topic partition (what we commit).
         self._positions: dict[TopicPartition, int] = {}
         self._uncommitted = False
-        # Whether output records (ctx.send, dead letters) were sent since the
-        # last commit: they must be flushed before source offsets move.
-        self._sent = False
+        # The last output record (ctx.send, dead letters) sent per destination
+        # partition since the last commit: each must be acknowledged before
+        # source offsets move.
+        self._outputs: dict[tuple[str, int], Delivery] = {}
         self._processors: dict[str, list[Processor]] = {}
         # Per source topic, what every record of it needs (built once).
         self._routes: dict[str, _Route] = {}
@@ -98,8 +130,15 @@ class PartitionTask(threading.Thread):
 
     # -- called from the poll thread ---------------------------------------------
 
-    def stop(self) -> None:
-        """Ask the task to finish its current record, commit, close and exit."""
+    def stop(self, *, commit: bool = True) -> None:
+        """Ask the task to finish its current record, commit, close and exit.
+
+        With ``commit=False`` (a lost partition, a fatal error elsewhere) it
+        commits nothing: its uncommitted work is dropped and redone by the
+        next owner.
+        """
+        if not commit:
+            self._abandon = True
         self.stopping.set()
 
     def request_commit(self) -> CommitTicket | None:
@@ -124,7 +163,9 @@ class PartitionTask(threading.Thread):
 
     def _run(self) -> None:
         self.manager.open_partition(self.partition)
-        outcomes = self.manager.restore_partition(self.partition, self.committed, self.stopping)
+        outcomes = self.manager.restore_partition(
+            self.partition, self.committed, self.stopping, generation=self.generation
+        )
         if not all(o.completed for o in outcomes):
             return  # revoked while restoring: what was applied is kept
         self.manager.bind(self.partition)
@@ -154,6 +195,9 @@ class PartitionTask(threading.Thread):
                 self._took(len(batch), done)
             if self.ticket is not None:
                 self._join_round()
+        if self._abandon:
+            self._decline_ticket()
+            return
         self.commit()
         for proc in instances:
             proc.on_revoked(self.partition)
@@ -194,6 +238,20 @@ class PartitionTask(threading.Thread):
             log.error("closing partition %d failed: %s", self.partition, exc)
             if self.failure is None:
                 self.failure = exc
+        if isinstance(self.failure, StoreCorruptedError):
+            # Rebuilt from the changelog by the next owner (or restart)
+            # instead of failing on the same damage again.
+            log.warning(
+                "partition %d: deleting its damaged stores; they are rebuilt from the "
+                "changelog when the partition is next assigned",
+                self.partition,
+            )
+            try:
+                self.manager.discard_damaged(self.partition)
+            except StateStreamError as exc:
+                log.error(
+                    "deleting the damaged stores of partition %d failed: %s", self.partition, exc
+                )
 
     # -- processing --------------------------------------------------------------
 
@@ -218,8 +276,12 @@ class PartitionTask(threading.Thread):
             ctx.message = message
             for proc in route.processors:
                 proc.process(message, ctx)
+        except FATAL_ERRORS:
+            raise  # not the record's fault: the worker stops, nothing is committed
         except Exception as exc:  # the error policy decides; nothing is dropped silently
             self.manager.rollback_record(self.partition)
+            if ctx.message is None:
+                exc = _decode_error(route, record, exc)
             self._on_error(record, exc)
         finally:
             ctx.message = None
@@ -241,8 +303,7 @@ class PartitionTask(threading.Thread):
                 (ERROR_HEADER, f"{type(exc).__name__}: {exc}".encode()),
                 (ERROR_ORIGIN, f"{record.topic}:{record.partition}:{record.offset}".encode()),
             )
-            self._sent = True
-            self.producer.send(
+            delivery = self.producer.send(
                 self.app.config.dead_letter_topic,
                 record.key,
                 record.value,
@@ -250,6 +311,7 @@ class PartitionTask(threading.Thread):
                 headers=headers,
                 timestamp=record.timestamp,
             )
+            self._outputs[(self.app.config.dead_letter_topic, delivery.partition)] = delivery
             log.warning(
                 "sent the record at %s to %s: %s", where, self.app.config.dead_letter_topic, exc
             )
@@ -268,57 +330,46 @@ class PartitionTask(threading.Thread):
         partition: int | None,
         headers: Headers,
     ) -> None:
-        self._sent = True
-        self.producer.send(topic, key, value, partition=partition, headers=headers)
+        delivery = self.producer.send(topic, key, value, partition=partition, headers=headers)
+        self._outputs[(topic, delivery.partition)] = delivery
 
-    # -- the commit protocol -----------------------------------------------------
+    # -- commits (the protocol itself: statestream.tables.commit) ---------------
+
+    def _request(self) -> CommitRequest:
+        return CommitRequest(self.partition, dict(self._positions), tuple(self._outputs.values()))
+
+    def _committed(self) -> None:
+        self._uncommitted = False
+        self._outputs = {}
+        self.count("commits", 1)
+
+    def _decline_ticket(self) -> None:
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None:
+            ticket.decline()
 
     def _join_round(self) -> None:
-        """Take part in the poll thread's commit round (see :mod:`statestream.worker.rounds`)."""
+        """Park in the poll thread's commit round (see :mod:`statestream.worker.rounds`)."""
         ticket, self.ticket = self.ticket, None
         if ticket is None:
             return
-        if not ticket.take():
+        if not ticket.park(self._request()):
             # The round went on without this partition (a record outlasted
             # the wait). Commit alone now, or a partition whose records
             # always take that long would never commit until it stops.
             self.commit()
             return
-        try:
-            pending = self.manager.prepare(self.partition)
-            self.manager.send_changelogs(pending)
-        except BaseException:
-            ticket.failed()
-            raise
-        ticket.prepared(self._positions)
-        ticket.wait_done()  # the poll thread flushes and commits the source offsets
-        self.manager.changelogs_flushed(pending)
-        self.manager.apply(pending)
-        self._uncommitted = False
-        self._sent = False
-        self.count("commits", 1)
+        ticket.wait_done()  # the poll thread runs the coordinator meanwhile
+        self._committed()
 
     def commit(self) -> None:
-        """Commit this partition on its own (stopping, before a fatal error, or
-        after missing a round): changelogs, output flush, source offsets, stores."""
-        ticket, self.ticket = self.ticket, None
-        if ticket is not None:
-            ticket.decline()
+        """Commit this partition alone: a round of one of the commit coordinator
+        (stopping, before a fatal error of a bad record, or after missing a round)."""
+        self._decline_ticket()
         if not self._uncommitted:
             return
-        pending = self.manager.prepare(self.partition)
-        self.manager.write_changelogs(pending)
-        # Output records (ctx.send, dead letters) must be durable before the
-        # source offsets that produced them are committed. Writing changelogs
-        # flushed the shared producer already (covering every earlier send);
-        # flush here only when there were no changelog records.
-        if self._sent and not pending.changes:
-            self.producer.flush()
-        self._sent = False
-        self.commit_source(dict(self._positions))
-        self.manager.apply(pending)
-        self._uncommitted = False
-        self.count("commits", 1)
+        self.coordinator.commit([self._request()], self.commit_source)
+        self._committed()
 
     def enqueue(self, records: list[Record]) -> None:
         """Hand the records of one poll to this task (poll thread)."""
@@ -347,3 +398,16 @@ class PartitionTask(threading.Thread):
             "queued": self.queued(),
             "alive": self.is_alive(),
         }
+
+
+def _decode_error(route: _Route, record: Record, exc: Exception) -> Exception:
+    """Say whether the key or the value of ``record`` failed to decode (off the hot path)."""
+    what = "value"
+    if record.key is not None:
+        try:
+            route.decode_key(record.key)
+        except Exception:
+            what = "key"
+    error = DecodeError(f"the record's {what} could not be decoded: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error

@@ -1,21 +1,23 @@
-"""Commit rounds: every partition of a worker commits with one flush and one offset commit.
+"""Commit rounds: the hand-over that lets one commit cover every partition of a worker.
 
 Every commit interval the poll thread starts a round. It hands a
 :class:`CommitTicket` to each partition task with uncommitted work; each task,
-between two records, runs its half of step 2 of the commit protocol (queue
-its changelog records on the shared producer) and reports its source
-positions. The poll thread then flushes the producer **once**, commits the
-source offsets of every partition in the round **once**, and releases the
-tasks, which write their stores (step 4). Per partition the order of the
-protocol is unchanged (changelog flushed, then source offsets, then store);
-what is shared is the flush and the offset commit, which otherwise cost a
-broker round trip per partition per interval.
+between two records, **parks**: it hands its commit request (source
+positions, output deliveries) and, with it, its shards to the poll thread,
+and waits. The poll thread then runs the commit coordinator
+(:mod:`statestream.tables.commit`, the only code that runs the steps of the
+commit protocol) once for every parked partition, one flush and one offset
+commit for all of them, and releases the tasks, which take their shards back.
 
 A task that does not take its ticket in time (a slow record) is left out of
-the round and commits on its own once that record is done.
+the round and commits alone (a round of one, through the same coordinator)
+once that record is done.
 
 Thread ownership: a ticket is created and finished by the poll thread and
-taken and reported by one partition thread; its state changes under a lock.
+taken and parked by one partition thread; its state changes under a lock.
+Between :meth:`CommitTicket.park` and :meth:`CommitTicket.finish` the
+partition's shards belong to the poll thread (the events give the
+happens-before edges).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
-from statestream.types import TopicPartition
+from statestream.tables.commit import CommitRequest
 
 __all__ = ["CommitTicket", "TicketState", "run_round"]
 
@@ -34,11 +36,9 @@ class TicketState(enum.Enum):
     """Where a partition is in a commit round."""
 
     REQUESTED = "requested"  # handed out, not taken yet
-    PREPARING = "preparing"  # taken by the partition thread
-    PREPARED = "prepared"  # changelog records queued, positions reported
-    FAILED = "failed"  # preparing raised; the partition thread stops
+    PARKED = "parked"  # the task waits; its shards belong to the round
     CANCELLED = "cancelled"  # not taken in time: left out of this round
-    DONE = "done"  # flushed and committed (or the round failed: see error)
+    DONE = "done"  # committed (or the round failed: see error)
 
 
 class CommitTicket:
@@ -48,11 +48,11 @@ class CommitTicket:
         self.partition = partition
         self._lock = threading.Lock()
         self._state = TicketState.REQUESTED
-        self._prepared = threading.Event()
+        self._parked = threading.Event()
         self._done = threading.Event()
-        #: Next offset to process per source partition, reported by the task.
-        self.positions: dict[TopicPartition, int] = {}
-        #: Why the round failed (the flush or the offset commit), if it did.
+        #: What the task asks to commit (set when it parks).
+        self.request: CommitRequest | None = None
+        #: Why the round failed, if it did.
         self.error: BaseException | None = None
 
     @property
@@ -61,60 +61,48 @@ class CommitTicket:
 
     # -- the partition thread ------------------------------------------------------
 
-    def take(self) -> bool:
-        """Start preparing; ``False`` if the round went on without this partition."""
+    def park(self, request: CommitRequest) -> bool:
+        """Hand ``request`` (and the partition's shards) to the round.
+
+        ``False`` if the round went on without this partition; then nothing
+        was handed over. Otherwise call :meth:`wait_done` next.
+        """
         with self._lock:
             if self._state is not TicketState.REQUESTED:
                 return False
-            self._state = TicketState.PREPARING
-            return True
-
-    def prepared(self, positions: Mapping[TopicPartition, int]) -> None:
-        """Report the changelog records queued and the positions to commit."""
-        with self._lock:
-            self.positions = dict(positions)
-            self._state = TicketState.PREPARED
-        self._prepared.set()
+            self.request = request
+            self._state = TicketState.PARKED
+        self._parked.set()
+        return True
 
     def decline(self) -> None:
-        """Leave this round (the task commits on its own, e.g. while stopping)."""
+        """Leave this round (the task commits on its own, or not at all)."""
         with self._lock:
             if self._state is TicketState.REQUESTED:
                 self._state = TicketState.CANCELLED
-        self._prepared.set()
-
-    def failed(self) -> None:
-        """Report that preparing raised (the partition thread is stopping)."""
-        with self._lock:
-            self._state = TicketState.FAILED
-        self._prepared.set()
+        self._parked.set()
 
     def wait_done(self) -> None:
-        """Block until the poll thread finished the round; raise its error, if any."""
+        """Block until the round is over; raise its error, if any."""
         self._done.wait()
         if self.error is not None:
             raise self.error
 
     # -- the poll thread -------------------------------------------------------------
 
-    def wait_prepared(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` for the task to report; ``True`` once it has."""
-        return self._prepared.wait(timeout)
+    def wait_parked(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the task to park or decline."""
+        return self._parked.wait(timeout)
 
-    def cancel(self) -> bool:
-        """Leave the partition out of the round unless it is already preparing.
-
-        Returns ``True`` if cancelled (or already finished preparing badly);
-        ``False`` while the task is preparing: the caller must wait for it.
-        """
+    def cancel(self) -> None:
+        """Leave the partition out of the round unless it has parked already."""
         with self._lock:
             if self._state is TicketState.REQUESTED:
                 self._state = TicketState.CANCELLED
-                self._prepared.set()
-            return self._state is not TicketState.PREPARING
+                self._parked.set()
 
     def finish(self, error: BaseException | None) -> None:
-        """Release the task: the round is committed (``error`` is ``None``) or failed."""
+        """Release the task: the round committed (``error`` is ``None``) or failed."""
         with self._lock:
             self.error = error
             self._state = TicketState.DONE
@@ -125,43 +113,36 @@ def run_round(
     tickets: Sequence[CommitTicket],
     *,
     alive: Callable[[int], bool],
-    flush: Callable[[], None],
-    commit: Callable[[Mapping[TopicPartition, int]], None],
+    commit: Callable[[Sequence[CommitRequest]], None],
     idle: Callable[[], None],
     take_timeout: float,
 ) -> list[CommitTicket]:
     """Drive one commit round on the poll thread; return the tickets it committed.
 
-    Waits for every task to report (calling ``idle`` between waits, so the
+    Waits for every task to park (calling ``idle`` between waits, so the
     poll thread keeps serving other requests), leaving out tasks that are
-    not alive or have not taken their ticket within ``take_timeout``; then
-    ``flush`` once, ``commit`` the positions of every reporting partition
-    once, and finish every reported ticket, with the error if either step
-    raised. Every ticket handed out is finished or cancelled on return, so
-    no task waits for ever.
+    not alive or have not parked within ``take_timeout``; then ``commit``
+    the requests of every parked partition at once (the coordinator) and
+    finish every parked ticket, with the error if the commit raised; the
+    error is then raised here too. Every ticket handed out is finished or
+    cancelled on return, so no task waits for ever.
     """
     deadline = time.monotonic() + take_timeout
     for ticket in tickets:
-        while not ticket.wait_prepared(0.005):
+        while not ticket.wait_parked(0.005):
             idle()
-            late = not alive(ticket.partition) or time.monotonic() >= deadline
-            if late and ticket.cancel():
-                break
-    ready = [t for t in tickets if t.state is TicketState.PREPARED]
+            if not alive(ticket.partition) or time.monotonic() >= deadline:
+                ticket.cancel()
+    parked = [t for t in tickets if t.state is TicketState.PARKED]
     error: BaseException | None = None
     try:
-        if ready:
-            flush()
-            offsets: dict[TopicPartition, int] = {}
-            for ticket in ready:
-                offsets.update(ticket.positions)
-            if offsets:
-                commit(offsets)
+        requests = [t.request for t in parked if t.request is not None]
+        if requests:
+            commit(requests)
     except BaseException as exc:  # handed to every task of the round, which raise it
         error = exc
-        if not isinstance(exc, Exception):
-            raise
+        raise
     finally:
-        for ticket in ready:
+        for ticket in parked:
             ticket.finish(error)
-    return ready
+    return parked

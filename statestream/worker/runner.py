@@ -11,10 +11,21 @@ commits source offsets when a task asks, and runs the rebalance callbacks:
   processing meanwhile);
 * on revocation, it asks the tasks to finish their current record, commit and
   close their stores, serving their commit requests until they have exited,
-  so revoked stores are closed before the callback returns.
+  so revoked stores are closed before the callback returns;
+* on a **lost** assignment (the group went on without this member, e.g. it
+  was frozen past its session timeout), it drops the tasks without flushing
+  or committing anything: another member owns those partitions now, and has
+  fenced this member's changelog records (:mod:`statestream.tables.headers`).
+
+Every commit goes through the commit coordinator
+(:mod:`statestream.tables.commit`): every interval one round of all ready
+partitions (:mod:`statestream.worker.rounds`), run on this thread.
 
 ``request_stop()`` (SIGTERM/SIGINT in the CLI) ends the loop the same way:
-finish the current record, commit, close stores, leave the group.
+finish the current record, commit, close stores, leave the group. A fatal
+error on any thread (a failed commit, a store, produce or group error) stops
+the worker at once without committing anything more; :meth:`Worker.run`
+raises it.
 """
 
 from __future__ import annotations
@@ -33,7 +44,7 @@ from statestream.app import App
 from statestream.errors import (
     CommitError,
     ConfigurationError,
-    LogError,
+    ProcessingError,
     StateStreamError,
     TopicMismatchError,
     TopicNotFoundError,
@@ -41,6 +52,9 @@ from statestream.errors import (
 )
 from statestream.log import Transport, open_transport
 from statestream.log.base import Admin, GroupMember, Producer, TopicSpec
+from statestream.secrets import redact_url
+from statestream.stores.registry import StoreRegistry, parse_store_url
+from statestream.tables.commit import CommitCoordinator
 from statestream.tables.manager import TableManager
 from statestream.tables.recovery import RestoreProgress
 from statestream.types import Record, TopicPartition
@@ -102,13 +116,18 @@ class Worker:
         self._transport: Transport | None = None
         self._producer: Producer | None = None
         self._manager: TableManager | None = None
+        self._coordinator: CommitCoordinator | None = None
         self._member: GroupMember | None = None
+        self._started = False
 
     # -- control -----------------------------------------------------------------
 
     def request_stop(self) -> None:
         """Stop gracefully (safe from signal handlers and other threads)."""
         self._stop.set()
+        member = self._member
+        if member is not None:
+            member.interrupt()  # a poll waiting for a group join returns at once
 
     def count(self, name: str, amount: int) -> None:
         """Add to a counter (any thread)."""
@@ -139,6 +158,7 @@ class Worker:
 
     def _start(self) -> None:
         config = self.app.config
+        self._check_store_urls()
         self._transport = self._given_transport or open_transport(config.broker_url)
         admin = self._transport.admin()
         try:
@@ -154,16 +174,24 @@ class Worker:
             producer=self._producer,
             progress=self._on_progress,
         )
+        self._coordinator = CommitCoordinator(self._manager, self._producer)
         self._manager.ensure_changelogs(partitions)
         self._member = self._transport.group_member(config.app_id, reset="earliest")
         self._member.subscribe(self.app.source_topics(), self)
+        self._started = True
         log.info(
             "worker for %r started: %d partitions, broker %s, store %s",
             config.app_id,
             partitions,
-            config.broker_url,
-            config.store_url,
+            redact_url(config.broker_url),
+            redact_url(config.store_url),
         )
+
+    def _check_store_urls(self) -> None:
+        """Refuse bad store URLs before any topic is created or the group joined."""
+        registry = StoreRegistry()
+        for url in sorted({t.store_url or self.app.config.store_url for t in self.app.tables()}):
+            registry.store_class(parse_store_url(url).scheme)
 
     def _ensure_topics(self, admin: Admin) -> int:
         config = self.app.config
@@ -269,34 +297,35 @@ class Worker:
         """Commit every partition with one flush and one offset commit (see
         :mod:`statestream.worker.rounds`)."""
         assert self._member is not None
+        assert self._coordinator is not None
         tickets = [t for t in (task.request_commit() for task in self._tasks.values()) if t]
         if not tickets:
             return
         tasks = self._tasks
         member = self._member
+        coordinator = self._coordinator
 
         def alive(partition: int) -> bool:
             task = tasks.get(partition)
             return task is not None and task.is_alive()
 
-        run_round(
-            tickets,
-            alive=alive,
-            flush=self._flush_for_round,
-            commit=member.commit,
-            idle=self._serve_commits,
-            take_timeout=max(self.app.config.commit_interval, 0.1),
-        )
-
-    def _flush_for_round(self) -> None:
-        assert self._producer is not None
         try:
-            self._producer.flush()
-        except LogError as exc:
-            raise CommitError(
-                f"flushing changelog and output records failed ({exc}); source offsets were "
-                "not committed, so the records will be reprocessed"
-            ) from exc
+            run_round(
+                tickets,
+                alive=alive,
+                commit=lambda requests: coordinator.commit(requests, member.commit),
+                idle=self._serve_commits,
+                take_timeout=max(self.app.config.commit_interval, 0.1),
+            )
+        except CommitError as exc:
+            # Every task of the round raises it too; stop now, commit nothing more.
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop the worker on a fatal error (the first one is kept)."""
+        if self._fatal is None:
+            self._fatal = exc
+        self.request_stop()
 
     def _commit_source(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Called on a partition thread: have the poll thread commit, and wait."""
@@ -324,8 +353,7 @@ class Worker:
     def _check_tasks(self) -> None:
         for partition, task in list(self._tasks.items()):
             if not task.is_alive() and task.failure is not None:
-                self._fatal = task.failure
-                self._stop.set()
+                self._fail(task.failure)
                 return
             if not task.is_alive() and not self._stop.is_set():
                 # Ended without being asked (revoked while restoring ends it too,
@@ -344,7 +372,9 @@ class Worker:
         assert self._member is not None
         assert self._manager is not None
         assert self._producer is not None
+        assert self._coordinator is not None
         numbers = sorted({tp.partition for tp in partitions} - set(self._tasks))
+        generation = self._member.generation() if numbers else 0
         for number in numbers:
             committed = {
                 topic: self._member.committed(TopicPartition(topic, number))
@@ -359,6 +389,8 @@ class Worker:
                 self._commit_source,
                 self.count,
                 self._drained.set,
+                coordinator=self._coordinator,
+                generation=generation,
             )
             tps = self._tps(number)
             for tp in tps:
@@ -372,7 +404,7 @@ class Worker:
             self._tasks[number] = task
             task.start()
         if numbers:
-            log.info("assigned partitions %s", numbers)
+            log.info("assigned partitions %s (generation %d)", numbers, generation)
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         """Finish, commit and close revoked partitions before returning."""
@@ -381,24 +413,40 @@ class Worker:
         if numbers:
             log.info("revoked partitions %s", numbers)
 
-    def _stop_tasks(self, numbers: Sequence[int]) -> None:
+    def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
+        """Drop lost partitions: no flush, no commit (another member owns them now)."""
+        numbers = sorted({tp.partition for tp in partitions} & set(self._tasks))
+        if numbers:
+            log.warning(
+                "lost partitions %s (this member was out of the group); dropping their "
+                "uncommitted work, which their new owner redoes",
+                numbers,
+            )
+        self._stop_tasks(numbers, commit=False)
+
+    def _stop_tasks(self, numbers: Sequence[int], *, commit: bool = True) -> None:
         tasks = [self._tasks[n] for n in numbers if n in self._tasks]
         for task in tasks:
-            task.stop()
+            task.stop(commit=commit)
         while any(task.is_alive() for task in tasks):
             self._serve_commits(wait=0.05)
         self._serve_commits()
         for task in tasks:
             self._tasks.pop(task.partition, None)
             self._paused.difference_update(self._tps(task.partition))
-            if task.failure is not None and self._fatal is None:
-                self._fatal = task.failure
+            if task.failure is not None:
+                self._fail(task.failure)
 
     # -- shutdown --------------------------------------------------------------------
 
     def _shutdown(self) -> None:
         errors: list[BaseException] = []
-        steps: list[Callable[[], None]] = [lambda: self._stop_tasks(sorted(self._tasks))]
+        # After a fatal error nothing more is committed (a bad record under
+        # the stop policy is the exception: work before it is committed).
+        commit = self._fatal is None or isinstance(self._fatal, ProcessingError)
+        steps: list[Callable[[], None]] = [
+            lambda: self._stop_tasks(sorted(self._tasks), commit=commit)
+        ]
         if self._member is not None:
             steps.append(self._member.close)
         if self._manager is not None:
@@ -415,4 +463,5 @@ class Worker:
                 log.error("shutdown step failed: %s", exc)
         if errors and self._fatal is None:
             self._fatal = errors[0]
-        log.info("worker for %r stopped", self.app.app_id)
+        if self._started:
+            log.info("worker for %r stopped", self.app.app_id)

@@ -26,6 +26,8 @@ What it reproduces of the real client and server:
 * ``query(ns, set)`` returns the set's records in a shuffled order (never key
   order), filtered by a policy's ``expressions`` (``Eq``, ``Ne``, ``And``,
   ``Or``, ``Not``, bins and values), ``select``-ed bins, ``nobins``.
+* Map and list bins are copied in and out, so a caller mutating its dict after
+  a ``put`` (or the dict a ``get`` returned) changes nothing on the server.
 * TTL: a write with a TTL > 0 raises ``ForbiddenError`` (22) unless the
   namespace allows TTLs (as with ``nsup-period`` set); records expire when the
   fake clock (``advance``) passes their TTL; ``TTL_NEVER_EXPIRE`` and
@@ -40,6 +42,7 @@ Faults can be injected with :meth:`FakeServer.fail`.
 
 from __future__ import annotations
 
+import copy
 import random
 import threading
 import time
@@ -462,7 +465,7 @@ class FakeClient:
             if value is None:
                 bins.pop(name, None)
             else:
-                bins[name] = bytes(value) if isinstance(value, bytearray) else value
+                bins[name] = _stored(value)
         stored_key = current.user_key if current is not None else None
         if policy.get("key") == aerospike.POLICY_KEY_SEND:
             stored_key = user_key
@@ -731,10 +734,20 @@ def _evaluate_node(nodes: Iterator[tuple[Any, ...]], bins: Mapping[str, Any]) ->
 # -- helpers -------------------------------------------------------------------
 
 
+def _stored(value: Any) -> Any:
+    """A value as the server keeps it: a copy, never the caller's object (maps and lists too)."""
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, dict | list):
+        return copy.deepcopy(value)
+    return value
+
+
 def _pick(bins: Mapping[str, Any], names: Sequence[str] | None) -> dict[str, Any]:
+    # Deep copies: a client gets its own maps and lists, as from a real server.
     if names is None:
-        return dict(bins)
-    return {name: bins[name] for name in names if name in bins}
+        return copy.deepcopy(dict(bins))
+    return {name: copy.deepcopy(bins[name]) for name in names if name in bins}
 
 
 def _check_bin(name: Any, value: Any) -> None:

@@ -2,7 +2,7 @@
 
 ``Backend`` opens Aerospike stores on a fresh fake cluster, or on the real
 server named by ``STATESTREAM_TEST_AEROSPIKE=host:port`` (namespace
-``STATESTREAM_TEST_AEROSPIKE_NAMESPACE``, default ``test``). The openers are
+``STATESTREAM_TEST_AEROSPIKE_NAMESPACE``, default ``test``). The backings are
 how the Aerospike store joins the contract suite (see ``conftest.py``).
 
 Runs against a real server use set names unique to the run, empty each set
@@ -15,15 +15,29 @@ import atexit
 import os
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from statestream.config import AerospikeOptions
 from statestream.stores.aerospike import AerospikeStore, ClientPool, client_config, parse_hosts
+from statestream.stores.base import Store
 from tests.fakes.aerospike import FakeServer
 
-if TYPE_CHECKING:
-    from tests.stores.conftest import Opener
+#: Opens the store of ``(table, partition)``.
+Opener = Callable[[str, int], Store]
+#: Destroys the store of ``(table, partition)``, as ``registry.destroy_store`` does.
+Destroyer = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class Backing:
+    """How one test reaches a store type's backing state (shared by its opens and destroys)."""
+
+    open: Opener
+    destroy: Destroyer
+
 
 REAL_ADDRESS = os.environ.get("STATESTREAM_TEST_AEROSPIKE", "")
 REAL_NAMESPACE = os.environ.get("STATESTREAM_TEST_AEROSPIKE_NAMESPACE", "") or "test"
@@ -114,6 +128,18 @@ class Backend:
         self.stores.append(store)
         return store
 
+    def destroy(self, table: str = "t", partition: int = 0, **options: Any) -> None:
+        """``AerospikeStore.destroy_partition`` with this backend's client and set prefix."""
+        options.setdefault("set_prefix", self.prefix)
+        AerospikeStore.destroy_partition(
+            self.hosts,
+            self.namespace,
+            table,
+            partition,
+            AerospikeOptions(**options),
+            pool=self.pool,
+        )
+
     def records(self, set_name: str) -> list[tuple[Any, dict[str, Any]]]:
         if self.kind == "fake":
             return self.server.set_records(self.namespace, set_name)
@@ -124,11 +150,13 @@ class Backend:
             store.close()
 
 
-def fake_aerospike_opener(workdir: Path) -> Opener:
-    """Contract-suite opener: a fresh fake cluster per test."""
-    return Backend("fake").open
+def fake_aerospike_backing(workdir: Path) -> Backing:
+    """Contract-suite backing: a fresh fake cluster per test."""
+    backend = Backend("fake")
+    return Backing(backend.open, backend.destroy)
 
 
-def real_aerospike_opener(workdir: Path) -> Opener:
-    """Contract-suite opener: the real server, sets emptied before first use."""
-    return Backend("real").open
+def real_aerospike_backing(workdir: Path) -> Backing:
+    """Contract-suite backing: the real server, sets emptied before first use."""
+    backend = Backend("real")
+    return Backing(backend.open, backend.destroy)

@@ -2,10 +2,11 @@
 
 Every store runs the same contract suite through the ``store_factory`` fixture.
 A new store joins the suite by adding one :class:`StoreFactory` to
-``STORE_FACTORIES``; its ``make_opener`` receives a fresh per-test working
-directory and returns the function that opens ``(table, partition)``. Anything
-the opens must share (a data directory, a fake server) lives in that closure,
-so a store closed and opened again within one test sees the same backing state.
+``STORE_FACTORIES``; its ``make_backing`` receives a fresh per-test working
+directory and returns the functions that open and destroy ``(table, partition)``.
+Anything they must share (a data directory, a fake server) lives in those
+closures, so a store closed and opened again within one test sees the same
+backing state.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ import pytest
 from statestream.stores.base import Store
 from statestream.stores.leveldb import LevelDBStore
 from statestream.stores.memory import MemoryStore
+from statestream.stores.registry import destroy_store
 from tests.stores.aerospike_openers import (
     REAL_ADDRESS,
-    fake_aerospike_opener,
-    real_aerospike_opener,
+    Backing,
+    Opener,
+    fake_aerospike_backing,
+    real_aerospike_backing,
 )
 
 #: Aerospike's default record limit is 1 MiB including overhead; set names
@@ -31,8 +35,7 @@ from tests.stores.aerospike_openers import (
 AEROSPIKE_MAX_VALUE = 1_000_000
 AEROSPIKE_MAX_TABLE = 40
 
-#: Opens the store of ``(table, partition)``.
-Opener = Callable[[str, int], Store]
+__all__ = ["Backing", "Opener", "StoreFactory"]
 
 
 @dataclass
@@ -47,23 +50,30 @@ class StoreFactory:
 
     name: str
     persistent: bool
-    make_opener: Callable[[Path], Opener]
+    make_backing: Callable[[Path], Backing]
     max_value_size: int | None = None
     max_table_name: int = 200
-    _opener: Opener | None = None
+    _backing: Backing | None = None
     _opened: list[Store] = field(default_factory=list)
 
     def start(self, workdir: Path) -> StoreFactory:
         """Return a copy of this factory whose stores live under ``workdir``."""
-        return dataclasses.replace(self, _opener=self.make_opener(workdir), _opened=[])
+        return dataclasses.replace(self, _backing=self.make_backing(workdir), _opened=[])
+
+    def _started(self) -> Backing:
+        if self._backing is None:
+            raise RuntimeError(f"store factory {self.name!r} used before start()")
+        return self._backing
 
     def open(self, table: str = "t", partition: int = 0) -> Store:
         """Open (or reopen) the store of ``table``/``partition``."""
-        if self._opener is None:
-            raise RuntimeError(f"store factory {self.name!r} used before start()")
-        store = self._opener(table, partition)
+        store = self._started().open(table, partition)
         self._opened.append(store)
         return store
+
+    def destroy(self, table: str = "t", partition: int = 0) -> None:
+        """Destroy the (closed) store of ``table``/``partition``, as ``destroy_store`` does."""
+        self._started().destroy(table, partition)
 
     def cleanup(self) -> None:
         """Close every store this factory opened (so files and locks are released)."""
@@ -78,24 +88,30 @@ class StoreFactory:
             raise errors[0]
 
 
-def _memory_opener(workdir: Path) -> Opener:
-    return MemoryStore
+def _memory_backing(workdir: Path) -> Backing:
+    def destroy_memory(table: str, partition: int) -> None:
+        destroy_store("memory://", table, partition)
+
+    return Backing(MemoryStore, destroy_memory)
 
 
-def _leveldb_opener(workdir: Path) -> Opener:
+def _leveldb_backing(workdir: Path) -> Backing:
     def open_leveldb(table: str, partition: int) -> Store:
         return LevelDBStore(str(workdir), table, partition)
 
-    return open_leveldb
+    def destroy_leveldb(table: str, partition: int) -> None:
+        destroy_store(f"leveldb://{workdir}", table, partition)
+
+    return Backing(open_leveldb, destroy_leveldb)
 
 
 STORE_FACTORIES: list[StoreFactory] = [
-    StoreFactory("memory", persistent=False, make_opener=_memory_opener),
-    StoreFactory("leveldb", persistent=True, make_opener=_leveldb_opener),
+    StoreFactory("memory", persistent=False, make_backing=_memory_backing),
+    StoreFactory("leveldb", persistent=True, make_backing=_leveldb_backing),
     StoreFactory(
         "aerospike-fake",
         persistent=True,
-        make_opener=fake_aerospike_opener,
+        make_backing=fake_aerospike_backing,
         max_value_size=AEROSPIKE_MAX_VALUE,
         max_table_name=AEROSPIKE_MAX_TABLE,
     ),
@@ -105,7 +121,7 @@ if REAL_ADDRESS:
         StoreFactory(
             "aerospike-real",
             persistent=True,
-            make_opener=real_aerospike_opener,
+            make_backing=real_aerospike_backing,
             max_value_size=AEROSPIKE_MAX_VALUE,
             max_table_name=AEROSPIKE_MAX_TABLE,
         )

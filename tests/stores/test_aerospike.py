@@ -38,7 +38,7 @@ from statestream.errors import (
 )
 from statestream.stores import aerospike as aerospike_store
 from statestream.stores.aerospike import AerospikeStore, ClientPool, parse_hosts
-from statestream.stores.registry import StoreRegistry, open_store
+from statestream.stores.registry import StoreRegistry, destroy_store, open_store
 from tests.fakes.aerospike import FakeNamespace, FakeServer
 from tests.stores.aerospike_openers import FAKE_HOSTS, REAL_ADDRESS, Backend
 
@@ -195,6 +195,121 @@ def test_malformed_offset_record_is_a_corrupted_store(fake: Backend, server: Fak
     client.put(("test", "t", bytearray(b"\x00\x00\x00\x00o")), {"o": "one"})
     with pytest.raises(StoreCorruptedError, match="offset record"):
         fake.open()
+
+
+# -- metadata ---------------------------------------------------------------------
+
+EPOCH = (3).to_bytes(8, "big")
+
+
+def _offset_record(backend: Backend, store: AerospikeStore) -> dict[str, Any]:
+    key = store.partition.to_bytes(4, "big") + b"o"
+    records = {bytes(k): bins for k, bins in backend.records(store.set_name)}
+    bins = records[key]
+    if "m" in bins:
+        bins["m"] = {name: bytes(value) for name, value in bins["m"].items()}
+    return bins
+
+
+def test_metadata_lives_in_the_offset_record(backend: Backend) -> None:
+    store = backend.open("t", 2)
+    store.write({b"k": b"v"}, 5, {"epoch": EPOCH, "stream_time": b""})
+    assert _offset_record(backend, store) == {"o": 5, "m": {"epoch": EPOCH, "stream_time": b""}}
+    store.write({b"k": b"w"}, 6)
+    store.write({}, None, {"epoch": b"4"})
+    assert _offset_record(backend, store) == {"o": 6, "m": {"epoch": b"4", "stream_time": b""}}
+    # No data record carries metadata, and no query of the partition sees it.
+    assert len(backend.records(store.set_name)) == 2
+    assert list(store.iterate()) == [(b"k", b"w")]
+
+
+def test_metadata_is_written_with_the_offset_after_the_data(
+    fake: Backend, server: FakeServer
+) -> None:
+    store = fake.open()
+    server.calls.clear()
+    store.write({b"a": b"1"}, 3, {"epoch": EPOCH})
+    assert [method for method, _ in server.calls] == ["batch_write", "put"]
+    server.calls.clear()
+    store.write({b"a": b"2"}, None, {"epoch": EPOCH})
+    assert [method for method, _ in server.calls] == ["batch_write", "put"]
+    server.calls.clear()
+    store.write({b"a": b"3"}, None)
+    assert [method for method, _ in server.calls] == ["batch_write"]
+
+
+def test_metadata_before_any_offset(fake: Backend) -> None:
+    store = fake.open()
+    store.write({}, None, {"epoch": EPOCH})
+    assert _offset_record(fake, store) == {"m": {"epoch": EPOCH}}
+    reopened = fake.open()
+    assert (reopened.offset(), reopened.meta("epoch")) == (None, EPOCH)
+
+
+def test_failed_offset_write_keeps_the_old_metadata(fake: Backend, server: FakeServer) -> None:
+    store = fake.open()
+    store.write({b"a": b"1"}, 4, {"epoch": b"old"})
+    server.fail("put", ex.TimeoutError)
+    with pytest.raises(StoreTimeoutError):
+        store.write({b"a": b"2"}, 5, {"epoch": b"new"})
+    assert (store.offset(), store.meta("epoch")) == (4, b"old")
+    reopened = fake.open()
+    assert (reopened.offset(), reopened.meta("epoch")) == (4, b"old")
+
+
+@pytest.mark.parametrize(
+    "bins",
+    [{"o": 1, "m": "epoch"}, {"o": 1, "m": {"epoch": 5}}, {"o": 1, "m": {"bad name": b"x"}}],
+    ids=["not-a-map", "not-bytes", "bad-name"],
+)
+def test_malformed_metadata_is_a_corrupted_store(
+    fake: Backend, server: FakeServer, bins: dict[str, Any]
+) -> None:
+    fake.open().write({}, 1)
+    client = server.client({"hosts": FAKE_HOSTS})
+    client.put(("test", "t", bytearray(b"\x00\x00\x00\x00o")), bins)
+    with pytest.raises(StoreCorruptedError, match="offset record"):
+        fake.open()
+
+
+# -- destroy --------------------------------------------------------------------------
+
+
+def test_destroy_removes_the_partition_and_nothing_else(backend: Backend) -> None:
+    doomed, neighbour = backend.open("t", 0), backend.open("t", 1)
+    doomed.write({b"a": b"1", b"b": b"2"}, 7, {"epoch": EPOCH})
+    neighbour.write({b"a": b"other"}, 9, {"epoch": b"n"})
+    doomed.close()
+    backend.destroy("t", 0)
+    left = sorted(bytes(key) for key, _ in backend.records(neighbour.set_name))
+    assert left == [b"\x00\x00\x00\x01da", b"\x00\x00\x00\x01o"]
+    rebuilt = backend.open("t", 0)
+    assert (rebuilt.count(), rebuilt.offset(), rebuilt.meta("epoch")) == (0, None, None)
+
+
+def test_destroy_works_on_a_malformed_offset_record(fake: Backend, server: FakeServer) -> None:
+    fake.open().write({b"a": b"1"}, 1)
+    client = server.client({"hosts": FAKE_HOSTS})
+    client.put(("test", "t", bytearray(b"\x00\x00\x00\x00o")), {"o": "one"})
+    with pytest.raises(StoreCorruptedError):
+        fake.open()
+    fake.destroy("t", 0)
+    assert server.set_records("test", "t") == []
+    assert fake.open().offset() is None
+
+
+def test_destroy_store_by_url(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ClientPool, "_shared", ClientPool(server.client))
+    url = "aerospike://127.0.0.1:3000/test?set_prefix=app."
+    with open_store(url, "t", 0) as store:
+        store.write({b"a": b"1"}, 3, {"epoch": EPOCH})
+    with open_store(url, "t", 1) as store:
+        store.write({b"a": b"1"}, 3)
+    destroy_store(url, "t", 0)
+    with open_store(url, "t", 0) as store:
+        assert (store.count(), store.offset(), store.meta("epoch")) == (0, None, None)
+    assert len(server.set_records("test", "app.t")) == 2
+    assert ClientPool.shared().open_clients() == 0
 
 
 def test_records_written_without_their_key_are_reported(fake: Backend, server: FakeServer) -> None:

@@ -10,6 +10,7 @@ import pytest
 from statestream.errors import (
     ConfigurationError,
     InvalidKeyError,
+    InvalidMetadataError,
     InvalidOffsetError,
     InvalidTableNameError,
     OffsetRegressionError,
@@ -17,7 +18,7 @@ from statestream.errors import (
     StoreClosedError,
     StoreError,
 )
-from statestream.stores.base import Store
+from statestream.stores.base import MAX_META_NAME, MAX_META_VALUE, Store
 
 if TYPE_CHECKING:
     from tests.stores.conftest import StoreFactory
@@ -493,6 +494,8 @@ AFTER_CLOSE: dict[str, Callable[[Store], object]] = {
     "offset": lambda s: s.offset(),
     "count": lambda s: s.count(),
     "clear": lambda s: s.clear(),
+    "meta": lambda s: s.meta("epoch"),
+    "write_meta": lambda s: s.write({}, None, {"epoch": b"1"}),
 }
 
 
@@ -712,3 +715,222 @@ def test_large_partition_number_opens(store_factory: StoreFactory) -> None:
     store.write({b"a": b"1"}, 0)
     assert store.partition == 4095
     assert store.get(b"a") == b"1"
+
+
+# -- metadata -----------------------------------------------------------------
+
+EPOCH = (7).to_bytes(8, "big")
+
+
+def test_new_store_has_no_metadata(store: Store) -> None:
+    assert store.meta("epoch") is None
+    assert store.meta("stream_time") is None
+
+
+def test_metadata_is_written_with_the_batch_and_offset(store: Store) -> None:
+    store.write({b"a": b"1"}, 4, {"epoch": EPOCH, "stream_time": b"t1"})
+    assert store.meta("epoch") == EPOCH
+    assert store.meta("stream_time") == b"t1"
+    assert store.offset() == 4
+    assert contents(store) == {b"a": b"1"}
+
+
+def test_metadata_is_not_data(store: Store) -> None:
+    # Names that look like keys must not leak into get, iterate or count.
+    store.write({b"k": b"v"}, 1, {"epoch": EPOCH, "d": b"x", "m": b"y", "offset": b"z"})
+    assert store.count() == 1
+    assert list(store.iterate()) == [(b"k", b"v")]
+    assert list(store.iterate(reverse=True)) == [(b"k", b"v")]
+    for key in (b"epoch", b"d", b"m", b"offset", b"mepoch", b"m:epoch", b"o"):
+        assert store.get(key) is None
+    assert store.get_many([b"epoch", b"k"]) == [None, b"v"]
+    assert store.offset() == 1
+
+
+def test_meta_none_or_empty_leaves_metadata_untouched(store: Store) -> None:
+    store.write({}, 1, {"epoch": EPOCH})
+    store.write({b"a": b"1"}, 2)
+    store.write({b"b": b"2"}, 3, None)
+    store.write({b"c": b"3"}, 4, {})
+    assert store.meta("epoch") == EPOCH
+    assert store.offset() == 4
+
+
+def test_each_name_keeps_its_last_value(store: Store) -> None:
+    store.write({}, 1, {"epoch": b"1", "stream_time": b"s1"})
+    store.write({}, 2, {"epoch": b"2"})
+    store.write({}, 3, {"epoch": b"3"})
+    assert store.meta("epoch") == b"3"
+    assert store.meta("stream_time") == b"s1"
+
+
+def test_metadata_without_an_offset(store: Store) -> None:
+    store.write({b"a": b"1"}, None, {"epoch": EPOCH})
+    assert store.meta("epoch") == EPOCH
+    assert store.offset() is None
+    store.write({}, 5)
+    store.write({}, None, {"epoch": b"later"})
+    assert store.offset() == 5
+    assert store.meta("epoch") == b"later"
+
+
+def test_empty_and_largest_metadata_values(store: Store) -> None:
+    largest = bytes(range(256)) * (MAX_META_VALUE // 256) + b"\xff" * (MAX_META_VALUE % 256)
+    assert len(largest) == MAX_META_VALUE
+    store.write({}, 0, {"empty": b"", "big": largest})
+    assert store.meta("empty") == b""
+    assert store.meta("big") == largest
+
+
+def test_metadata_survives_close_and_reopen(store_factory: StoreFactory) -> None:
+    store = store_factory.open("t", 0)
+    store.write({b"a": b"1"}, 9, {"epoch": EPOCH, "stream_time": b"\x00\xff"})
+    store.write({b"b": b"2"}, 10)
+    store.close()
+    reopened = store_factory.open("t", 0)
+    if store_factory.persistent:
+        assert reopened.meta("epoch") == EPOCH
+        assert reopened.meta("stream_time") == b"\x00\xff"
+        assert reopened.offset() == 10
+        assert reopened.count() == 2
+    else:
+        assert reopened.meta("epoch") is None
+        assert reopened.meta("stream_time") is None
+
+
+def test_clear_removes_metadata(store_factory: StoreFactory) -> None:
+    store = store_factory.open("t", 0)
+    store.write({b"a": b"1"}, 3, {"epoch": EPOCH})
+    store.clear()
+    assert store.meta("epoch") is None
+    store.write({}, 0, {"other": b"1"})
+    store.close()
+    reopened = store_factory.open("t", 0)
+    assert reopened.meta("epoch") is None
+    assert reopened.meta("other") == (b"1" if store_factory.persistent else None)
+
+
+def test_rejected_write_applies_no_metadata(store: Store) -> None:
+    store.write({b"a": b"1"}, 10, {"epoch": b"old"})
+    with pytest.raises(OffsetRegressionError):
+        store.write({b"a": b"2"}, 9, {"epoch": b"new"})
+    with pytest.raises(InvalidKeyError):
+        store.write({b"a": b"2", "bad": b"x"}, 11, {"epoch": b"new"})  # type: ignore[dict-item]
+    with pytest.raises(InvalidKeyError):
+        store.write({b"a": b"2", b"b": 1}, 11, {"epoch": b"new"})  # type: ignore[dict-item]
+    assert store.meta("epoch") == b"old"
+    assert store.offset() == 10
+    assert contents(store) == {b"a": b"1"}
+
+
+def test_metadata_of_stores_is_isolated(store_factory: StoreFactory) -> None:
+    ids = [("t", 0), ("t", 1), ("t0", 0)]
+    stores = [store_factory.open(table, partition) for table, partition in ids]
+    for n, store in enumerate(stores):
+        store.write({}, n, {"epoch": b"%d" % n})
+    stores[0].clear()
+    assert [store.meta("epoch") for store in stores] == [None, b"1", b"2"]
+    if store_factory.persistent:
+        for store in stores:
+            store.close()
+        stores = [store_factory.open(table, partition) for table, partition in ids]
+        assert [store.meta("epoch") for store in stores] == [None, b"1", b"2"]
+
+
+BAD_META_NAMES: list[object] = [
+    "",
+    "a b",
+    "a-b",
+    "a.b",
+    "a:b",
+    "1st",
+    "é",
+    "a\n",
+    "a\x00",
+    "x" * (MAX_META_NAME + 1),
+    b"epoch",
+    None,
+    5,
+]
+
+
+@pytest.mark.parametrize("name", BAD_META_NAMES, ids=repr)
+def test_bad_metadata_name_is_rejected_and_nothing_is_applied(store: Store, name: object) -> None:
+    store.write({b"a": b"1"}, 1, {"epoch": b"old"})
+    with pytest.raises(InvalidMetadataError) as info:
+        store.write({b"a": b"2"}, 2, {"epoch": b"new", name: b"x"})  # type: ignore[dict-item]
+    assert isinstance(info.value, StateStreamError)
+    assert "metadata name" in str(info.value)
+    assert repr(name)[:20] in str(info.value)
+    with pytest.raises(InvalidMetadataError):
+        store.meta(name)  # type: ignore[arg-type]
+    assert (store.meta("epoch"), store.offset(), contents(store)) == (b"old", 1, {b"a": b"1"})
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["s", 1, None, bytearray(b"x"), memoryview(b"x"), b"x" * (MAX_META_VALUE + 1)],
+    ids=lambda v: f"{type(v).__name__}{len(v) if isinstance(v, bytes) else ''}",
+)
+def test_bad_metadata_value_is_rejected_and_nothing_is_applied(store: Store, value: object) -> None:
+    store.write({b"a": b"1"}, 1, {"epoch": b"old"})
+    with pytest.raises(InvalidMetadataError) as info:
+        store.write({b"a": b"2"}, 2, {"epoch": b"new", "other": value})  # type: ignore[dict-item]
+    assert "metadata value" in str(info.value)
+    assert "'other'" in str(info.value)
+    assert (store.meta("epoch"), store.meta("other")) == (b"old", None)
+    assert (store.offset(), contents(store)) == (1, {b"a": b"1"})
+
+
+@pytest.mark.parametrize("meta", [[("epoch", b"1")], b"epoch", "epoch", 5], ids=repr)
+def test_metadata_that_is_not_a_mapping_is_rejected(store: Store, meta: object) -> None:
+    with pytest.raises(InvalidMetadataError, match="mapping"):
+        store.write({b"a": b"1"}, 1, meta)  # type: ignore[arg-type]
+    assert (store.offset(), store.count()) == (None, 0)
+
+
+@pytest.mark.parametrize("name", ["epoch", "stream_time", "_", "A9_z", "x" * MAX_META_NAME])
+def test_valid_metadata_names(store: Store, name: str) -> None:
+    store.write({}, None, {name: name.encode()})
+    assert store.meta(name) == name.encode()
+
+
+# -- destroy ------------------------------------------------------------------
+
+
+def test_destroy_removes_data_offset_and_metadata(store_factory: StoreFactory) -> None:
+    store = store_factory.open("t", 0)
+    fill(store, offset=12)
+    store.write({}, 13, {"epoch": EPOCH})
+    neighbours = [store_factory.open("t", 1), store_factory.open("t0", 0)]
+    for n, neighbour in enumerate(neighbours):
+        neighbour.write({b"k": b"%d" % n}, 20 + n, {"epoch": b"%d" % n})
+    store.close()
+    store_factory.destroy("t", 0)
+    rebuilt = store_factory.open("t", 0)
+    assert (rebuilt.count(), rebuilt.offset(), rebuilt.meta("epoch")) == (0, None, None)
+    assert list(rebuilt.iterate()) == []
+    rebuilt.write({b"new": b"1"}, 0)
+    assert contents(rebuilt) == {b"new": b"1"}
+    for n, neighbour in enumerate(neighbours):
+        assert contents(neighbour) == {b"k": b"%d" % n}
+        assert (neighbour.offset(), neighbour.meta("epoch")) == (20 + n, b"%d" % n)
+
+
+def test_destroy_of_a_store_that_never_existed_is_harmless(store_factory: StoreFactory) -> None:
+    store_factory.destroy("never", 3)
+    store_factory.destroy("never", 3)
+    store = store_factory.open("never", 3)
+    assert (store.count(), store.offset()) == (0, None)
+
+
+@pytest.mark.parametrize("name", ["../x", "", ".hidden", "a/b", None], ids=repr)
+def test_destroy_checks_the_table_name(store_factory: StoreFactory, name: object) -> None:
+    with pytest.raises(InvalidTableNameError):
+        store_factory.destroy(name, 0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("partition", [-1, True, "0", None], ids=repr)
+def test_destroy_checks_the_partition(store_factory: StoreFactory, partition: object) -> None:
+    with pytest.raises(ConfigurationError, match="partition"):
+        store_factory.destroy("t", partition)  # type: ignore[arg-type]

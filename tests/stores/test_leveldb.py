@@ -131,6 +131,8 @@ def test_kill_9_leaves_exactly_the_batches_up_to_the_offset(tmp_path: Path) -> N
             applied = offset
             assert dict(store.iterate()) == model, context
             assert store.count() == len(model), context
+            # Metadata rides in the same WriteBatch: it matches the offset exactly.
+            assert store.meta(crash_writer.EPOCH) == crash_writer.expected_epoch(offset), context
         finally:
             store.close()
     assert applied >= 900
@@ -411,7 +413,7 @@ def test_url_options_land_in_store_options(tmp_path: Path) -> None:
 def test_every_url_option_is_parsed(tmp_path: Path) -> None:
     query = (
         "sync=on&write_buffer_size=1m&lru_cache_size=64k&block_size=8192&bloom_filter_bits=0"
-        "&compression=false&max_open_files=64&paranoid_checks=yes"
+        "&compression=false&max_open_files=64&paranoid_checks=no&verify_checksums=off"
     )
     with open_store(f"leveldb://{tmp_path}?{query}", "t", 0) as store:
         assert isinstance(store, LevelDBStore)
@@ -423,7 +425,8 @@ def test_every_url_option_is_parsed(tmp_path: Path) -> None:
             bloom_filter_bits=0,
             compression=False,
             max_open_files=64,
-            paranoid_checks=True,
+            paranoid_checks=False,
+            verify_checksums=False,
         )
 
 

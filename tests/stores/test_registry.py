@@ -11,8 +11,9 @@ import pytest
 
 from statestream.errors import ConfigurationError, StateStreamError, UnknownStoreSchemeError
 from statestream.stores import registry
+from statestream.stores.base import Store
 from statestream.stores.memory import MemoryStore
-from statestream.stores.registry import StoreRegistry, open_store, parse_store_url
+from statestream.stores.registry import StoreRegistry, destroy_store, open_store, parse_store_url
 
 FAKE_MODULE = "tests.stores.fake_store"
 
@@ -188,3 +189,35 @@ def test_listing_schemes_imports_no_backend() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+# -- destroy_store --------------------------------------------------------------
+
+
+def test_destroy_store_of_an_unknown_scheme_lists_known_schemes() -> None:
+    with pytest.raises(UnknownStoreSchemeError, match="leveldb"):
+        destroy_store("rocksdb:///var/lib/app", "t", 0)
+
+
+@pytest.mark.parametrize("url", ["memory://host", "memory:///some/path", "memory://?a=1"])
+def test_destroy_store_checks_the_url(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="memory://"):
+        destroy_store(url, "t", 0)
+
+
+def test_destroy_default_opens_clears_and_closes_the_store() -> None:
+    # A store class that brings no destroy hook of its own gets the default.
+    calls: list[str] = []
+
+    class Plain(MemoryStore):
+        scheme = "plain"
+        destroy = classmethod(Store.destroy.__func__)  # type: ignore[attr-defined]
+
+        def clear(self) -> None:
+            calls.append(f"clear {self.table} {self.partition}")
+
+        def _close(self) -> None:
+            calls.append("close")
+
+    StoreRegistry(extra={"plain": Plain}).destroy("plain://", "t", 2)
+    assert calls == ["clear t 2", "close"]

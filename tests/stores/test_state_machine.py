@@ -1,8 +1,8 @@
-"""Every store, driven by random operations, behaves like a dict plus an offset.
+"""Every store, driven by random operations, behaves like a dict plus an offset and metadata.
 
-The model is deliberately naive: a dict, an optional int, and range filtering
-written out in plain Python (it does not reuse the library's bound helpers, so
-a mistake there cannot hide here).
+The model is deliberately naive: a dict, an optional int, a dict of metadata,
+and range filtering written out in plain Python (it does not reuse the
+library's bound helpers, so a mistake there cannot hide here).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from statestream.errors import InvalidKeyError, OffsetRegressionError
+from statestream.errors import InvalidKeyError, InvalidMetadataError, OffsetRegressionError
 
 if TYPE_CHECKING:
     from statestream.stores.base import Store
@@ -42,6 +42,12 @@ batches = st.dictionaries(keys, st.one_of(st.none(), values), max_size=6)
 bounds = st.one_of(st.none(), keys)
 bad_keys = st.sampled_from(["s", 1, None, 2.5, True])
 bad_values = st.sampled_from(["s", 1, bytearray(b"x"), memoryview(b"x")])
+# Few names, so writes overwrite each other's metadata; one looks like a key.
+META_NAMES = ["epoch", "stream_time", "d"]
+metas = st.one_of(
+    st.none(), st.dictionaries(st.sampled_from(META_NAMES), st.binary(max_size=8), max_size=3)
+)
+bad_metas = st.sampled_from([{"bad name": b"x"}, {"": b"x"}, {"epoch": "s"}, {"epoch": None}])
 
 MACHINE_SETTINGS = settings(
     max_examples=100,
@@ -87,6 +93,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.store: Store = self.factory.open(self.table, self.partition)
         self.model: dict[bytes, bytes] = {}
         self.model_offset: int | None = None
+        self.model_meta: dict[str, bytes] = {}
 
     def teardown(self) -> None:
         try:
@@ -101,7 +108,9 @@ class StoreMachine(RuleBasedStateMachine):
         if (table, partition) == (self.table, self.partition):
             return
         neighbour = self.factory.open(table, partition)
-        neighbour.write(dict.fromkeys(INTERESTING, b"neighbour"), 1000)
+        neighbour.write(
+            dict.fromkeys(INTERESTING, b"neighbour"), 1000, dict.fromkeys(META_NAMES, b"n")
+        )
 
     # -- rules -----------------------------------------------------------
 
@@ -109,13 +118,20 @@ class StoreMachine(RuleBasedStateMachine):
         batch=batches,
         kind=st.sampled_from(["forward", "forward", "same", "none", "back"]),
         step=st.integers(1, 5),
+        meta=metas,
     )
-    def write(self, batch: dict[bytes, bytes | None], kind: str, step: int) -> None:
+    def write(
+        self,
+        batch: dict[bytes, bytes | None],
+        kind: str,
+        step: int,
+        meta: dict[str, bytes] | None = None,
+    ) -> None:
         current = self.model_offset
         if kind == "back" and current is not None and current > 0:
             lower = max(0, current - step)
             with pytest.raises(OffsetRegressionError):
-                self.store.write(batch, lower)
+                self.store.write(batch, lower, meta)
             return  # the invariants check that nothing changed
         if kind == "none":
             offset = None
@@ -123,7 +139,10 @@ class StoreMachine(RuleBasedStateMachine):
             offset = current
         else:
             offset = step - 1 if current is None else current + step
-        self.store.write(batch, offset)
+        if meta is None and offset is not None and step == 1:
+            self.store.write(batch, offset)  # the two-argument form of existing callers
+        else:
+            self.store.write(batch, offset, meta)
         for key, value in batch.items():
             if value is None:
                 self.model.pop(key, None)
@@ -131,6 +150,7 @@ class StoreMachine(RuleBasedStateMachine):
                 self.model[key] = value
         if offset is not None:
             self.model_offset = offset
+        self.model_meta.update(meta or {})
 
     @rule(
         batch=batches,
@@ -152,7 +172,15 @@ class StoreMachine(RuleBasedStateMachine):
         items.insert(position, bad_item)
         offset = None if self.model_offset is None else self.model_offset + 1
         with pytest.raises(InvalidKeyError):
-            self.store.write(dict(items), offset)  # type: ignore[arg-type]
+            self.store.write(dict(items), offset, {"epoch": b"never"})  # type: ignore[arg-type]
+
+    @rule(batch=batches, meta=bad_metas)
+    def write_with_bad_metadata(
+        self, batch: dict[bytes, bytes | None], meta: dict[str, bytes]
+    ) -> None:
+        offset = None if self.model_offset is None else self.model_offset + 1
+        with pytest.raises(InvalidMetadataError):
+            self.store.write(batch, offset, meta)
 
     @rule(key=keys)
     def get(self, key: bytes) -> None:
@@ -189,6 +217,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.store.clear()
         self.model.clear()
         self.model_offset = None
+        self.model_meta.clear()
 
     @rule()
     def close_and_reopen(self) -> None:
@@ -197,12 +226,25 @@ class StoreMachine(RuleBasedStateMachine):
         if not self.persistent:
             self.model.clear()
             self.model_offset = None
+            self.model_meta.clear()
+
+    @rule()
+    def destroy_and_reopen(self) -> None:
+        # What the table layer does with a damaged store: destroy, rebuild.
+        self.store.close()
+        self.factory.destroy(self.table, self.partition)
+        self.store = self.factory.open(self.table, self.partition)
+        self.model.clear()
+        self.model_offset = None
+        self.model_meta.clear()
 
     @precondition(lambda self: self.persistent)
-    @rule(batch=batches, step=st.integers(1, 5))
-    def write_close_reopen(self, batch: dict[bytes, bytes | None], step: int) -> None:
+    @rule(batch=batches, step=st.integers(1, 5), meta=metas)
+    def write_close_reopen(
+        self, batch: dict[bytes, bytes | None], step: int, meta: dict[str, bytes] | None
+    ) -> None:
         # The batch written right before a close is the one most likely to be lost.
-        self.write(batch, "forward", step)
+        self.write(batch, "forward", step, meta)
         self.close_and_reopen()
 
     # -- invariants --------------------------------------------------------
@@ -210,6 +252,11 @@ class StoreMachine(RuleBasedStateMachine):
     @invariant()
     def offset_matches(self) -> None:
         assert self.store.offset() == self.model_offset
+
+    @invariant()
+    def meta_matches(self) -> None:
+        for name in META_NAMES:
+            assert self.store.meta(name) == self.model_meta.get(name), name
 
     @invariant()
     def contents_match(self) -> None:

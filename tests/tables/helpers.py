@@ -82,3 +82,46 @@ def read_all(transport: Transport, tp: TopicPartition, timeout: float = 30.0) ->
         return records
     finally:
         fetcher.close()
+
+
+class Crash(Exception):
+    """Raised by fault injection to stop a commit between two steps."""
+
+
+def crash_commit(
+    manager: TableManager,
+    partition: int,
+    after_step: int,
+    commit_source: Callable[[], None] = lambda: None,
+) -> None:
+    """Run the commit coordinator for ``partition`` and crash right after ``after_step``.
+
+    1: changes collected, nothing produced; 2: changelog flushed, source
+    offsets not committed; 3: source offsets committed (``commit_source``
+    runs), stores not written. The crash is an exception injected into the
+    coordinator's next step; the caller then abandons the manager.
+    """
+    from statestream.tables.commit import CommitCoordinator, CommitRequest
+
+    def crash(*_args: Any) -> None:
+        raise Crash(f"crash after step {after_step}")
+
+    def source(_offsets: Mapping[TopicPartition, int]) -> None:
+        if after_step == 2:
+            crash()
+        commit_source()
+
+    saved = {name: getattr(manager, name) for name in ("send_changelogs", "apply")}
+    if after_step == 1:
+        manager.send_changelogs = crash  # type: ignore[method-assign]
+    elif after_step == 3:
+        manager.apply = crash  # type: ignore[method-assign]
+    try:
+        CommitCoordinator(manager, manager.producer).commit([CommitRequest(partition, {})], source)
+    except Crash:
+        pass
+    else:
+        raise AssertionError(f"the commit did not reach the crash after step {after_step}")
+    finally:
+        for name, method in saved.items():
+            setattr(manager, name, method)

@@ -22,7 +22,7 @@ from statestream.stores.registry import open_store
 from statestream.tables import RestoreProgress, Table, restore
 from statestream.tables.headers import source_headers
 from statestream.types import Record, TopicPartition
-from tests.tables.helpers import SOURCE, Node
+from tests.tables.helpers import SOURCE, Node, crash_commit
 
 CHANGELOG = TopicPartition("cl", 0)
 ALL_COMMITTED = {SOURCE: 1_000_000}
@@ -169,7 +169,7 @@ def test_compaction_must_not_lose_a_committed_value_superseded_by_an_uncommitted
     manager.commit(0, lambda: committed.update({SOURCE: 1}))
     manager.begin_record(0, SOURCE, 1)
     table["a"] = "uncommitted"
-    manager.write_changelogs(manager.prepare(0))  # step 2, then crash
+    crash_commit(manager, 0, after_step=2)
     node.crash(wipe=True)
     embedded.compact()  # type: ignore[attr-defined]  # the lag protects the committed record
     node.start(committed)

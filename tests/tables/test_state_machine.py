@@ -21,7 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from statestream.log import Transport, open_transport
 from statestream.tables import Table
-from tests.tables.helpers import SOURCE, Node
+from tests.tables.helpers import SOURCE, Node, crash_commit
 
 KEYS = [f"k{i}" for i in range(4)]
 Op = tuple[str, str, int]
@@ -129,25 +129,10 @@ class CommitProtocolMachine(RuleBasedStateMachine):
         assert self.node.manager is not None
         self.node.manager.commit(0, self.commit_source)
 
-    @rule(wipe=st.booleans())
-    def crash_after_prepare(self, wipe: bool) -> None:
+    @rule(step=st.sampled_from([1, 2, 3]), wipe=st.booleans())
+    def crash_during_commit(self, step: int, wipe: bool) -> None:
         assert self.node.manager is not None
-        self.node.manager.prepare(0)
-        self.restart(wipe)
-
-    @rule(wipe=st.booleans())
-    def crash_after_changelog(self, wipe: bool) -> None:
-        manager = self.node.manager
-        assert manager is not None
-        manager.write_changelogs(manager.prepare(0))
-        self.restart(wipe)
-
-    @rule(wipe=st.booleans())
-    def crash_after_source_commit(self, wipe: bool) -> None:
-        manager = self.node.manager
-        assert manager is not None
-        manager.write_changelogs(manager.prepare(0))
-        self.commit_source()
+        crash_commit(self.node.manager, 0, step, self.commit_source)
         self.restart(wipe)
 
     @rule()

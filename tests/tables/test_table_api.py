@@ -13,7 +13,7 @@ from statestream.errors import EncodeError, TableContextError, TopicMismatchErro
 from statestream.log import Transport
 from statestream.log.base import TopicSpec
 from statestream.tables import PartitionState, Table, TableManager
-from statestream.tables.headers import source_of
+from statestream.tables.headers import epoch_of, source_of
 from statestream.types import TopicPartition
 from tests.tables.helpers import SOURCE, Node, read_all
 
@@ -57,7 +57,9 @@ class Harness:
         self.offset = self.committed or 0
 
     def changelog(self) -> list[Any]:
-        return read_all(self.node.transport, TopicPartition("app-t-changelog", 0))
+        """The changelog's data records (fence markers left out)."""
+        records = read_all(self.node.transport, TopicPartition("app-t-changelog", 0))
+        return [r for r in records if not epoch_of(r)[1]]
 
 
 @pytest.fixture

@@ -181,7 +181,7 @@ def read_tables(
         for p, offset in committed.items():
             manager.open_partition(p)
             try:
-                manager.restore_partition(p, {source: offset})
+                manager.restore_partition(p, {source: offset}, claim=False)
                 manager.bind(p)
                 result[p] = {t.name: dict(t.items()) for t in tables}
             finally:

@@ -154,6 +154,7 @@ def test_dead_letter_sends_the_record_with_the_error_in_headers(tmp_path: Path, 
     assert committed == RECORDS
     assert totals == {"a": total_a, "b": total_b}
     assert seen == {"records": RECORDS - 1}
+    assert seen == {"records": RECORDS - 1}
     transport = open_embedded(tmp_path)
     try:
         source = read_topic(transport, poison_app.SOURCE, 1)[0]
@@ -169,5 +170,41 @@ def test_dead_letter_sends_the_record_with_the_error_in_headers(tmp_path: Path, 
     if kind == "raises":
         assert error.startswith("PoisonError: poison record for b"), error
     else:
-        assert error.startswith("DecodeError: json codec cannot decode"), error
+        assert error.startswith("DecodeError: the record's value could not be decoded"), error
+        assert "json codec cannot decode" in error
     assert TopicPartition(poison_app.DEAD_LETTERS, 0) == record.tp
+
+
+def test_a_store_read_error_stops_the_worker_under_skip_without_skipping_or_committing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A damaged store is not a bad record: no policy may skip records because of it."""
+    from statestream.errors import StoreCorruptedError
+    from statestream.stores.leveldb import LevelDBStore
+
+    total_a, total_b = write_input(tmp_path, "raises")
+    real_get = LevelDBStore.get
+    calls = {"n": 0}
+
+    def damaged_get(self: LevelDBStore, key: bytes) -> bytes | None:
+        calls["n"] += 1
+        if calls["n"] == 3:  # totals["b"], read by record 1
+            raise StoreCorruptedError(f"{self.path}: corrupted block (injected)")
+        return real_get(self, key)
+
+    monkeypatch.setattr(LevelDBStore, "get", damaged_get)
+    app = poison_app.app.with_settings(**settings(tmp_path, "skip"))
+    worker = Worker(app, status_interval=0.05)
+    with pytest.raises(StoreCorruptedError):
+        worker.run()
+    assert worker.counters().get("skipped", 0) == 0
+    committed, _, _ = read_state(tmp_path)
+    assert committed is None or committed <= 1  # nothing past the failing record
+    monkeypatch.setattr(LevelDBStore, "get", real_get)
+    # The damaged stores were deleted: a restart rebuilds them and processes on.
+    counters = run_in_process(app)
+    assert counters.get("skipped") == 1
+    committed, totals, seen = read_state(tmp_path)
+    assert committed == RECORDS
+    assert totals == {"a": total_a, "b": total_b}
+    assert seen == {"records": RECORDS - 1}

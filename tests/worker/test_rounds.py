@@ -1,10 +1,10 @@
-"""Commit rounds: one flush and one offset commit for every partition that reports."""
+"""Commit rounds: every parked partition is committed by one coordinator call."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from statestream.errors import CommitError
 from statestream.log import open_transport
 from statestream.log.base import TopicSpec
 from statestream.serde import JsonCodec
+from statestream.tables.commit import CommitRequest
 from statestream.types import TopicPartition
 from statestream.worker import Worker, WorkerStatus
 from statestream.worker.rounds import CommitTicket, TicketState, run_round
@@ -33,31 +34,22 @@ class Log:
             self.events.append(event)
 
 
-def task(
-    ticket: CommitTicket, log: Log, delay: float = 0.0, prepare: Callable[[], None] | None = None
-) -> threading.Thread:
-    """A partition thread: takes its ticket after ``delay``, reports, waits, 'writes stores'."""
+def task(ticket: CommitTicket, log: Log, delay: float = 0.0) -> threading.Thread:
+    """A partition thread: parks after ``delay``, waits for the round, takes its shards back."""
 
     def run() -> None:
         time.sleep(delay)
-        if not ticket.take():
+        request = CommitRequest(ticket.partition, {TopicPartition("src", ticket.partition): 10})
+        if not ticket.park(request):
             log.add(f"p{ticket.partition} left out")
             return
-        try:
-            if prepare is not None:
-                prepare()
-        except RuntimeError:
-            ticket.failed()
-            log.add(f"p{ticket.partition} failed")
-            return
-        log.add(f"p{ticket.partition} queued changelogs")
-        ticket.prepared({TopicPartition("src", ticket.partition): 10 + ticket.partition})
+        log.add(f"p{ticket.partition} parked")
         try:
             ticket.wait_done()
         except BaseException:  # the round's error, whatever it is
             log.add(f"p{ticket.partition} round failed")
             return
-        log.add(f"p{ticket.partition} stores written")
+        log.add(f"p{ticket.partition} resumed")
 
     thread = threading.Thread(target=run)
     thread.start()
@@ -70,23 +62,19 @@ def drive(
     *,
     take_timeout: float = 5.0,
     alive: Callable[[int], bool] = lambda p: True,
-    flush_error: Exception | None = None,
+    error: BaseException | None = None,
 ) -> list[CommitTicket]:
-    def flush() -> None:
-        log.add("flush")
-        if flush_error is not None:
-            raise flush_error
-
-    def commit(offsets: Mapping[TopicPartition, int]) -> None:
-        log.add(f"commit {sorted((tp.partition, o) for tp, o in offsets.items())}")
+    def commit(requests: Sequence[CommitRequest]) -> None:
+        log.add(f"commit {sorted(r.partition for r in requests)}")
+        if error is not None:
+            raise error
 
     return run_round(
-        tickets, alive=alive, flush=flush, commit=commit, idle=lambda: None,
-        take_timeout=take_timeout,
-    )  # fmt: skip
+        tickets, alive=alive, commit=commit, idle=lambda: None, take_timeout=take_timeout
+    )
 
 
-def test_every_partition_shares_one_flush_and_one_offset_commit() -> None:
+def test_every_parked_partition_is_committed_in_one_coordinator_call() -> None:
     log = Log()
     tickets = [CommitTicket(p) for p in range(3)]
     threads = [task(t, log, delay=0.01 * t.partition) for t in tickets]
@@ -94,20 +82,15 @@ def test_every_partition_shares_one_flush_and_one_offset_commit() -> None:
     for thread in threads:
         thread.join(5)
     assert done == tickets
-    assert log.events.count("flush") == 1
     commits = [e for e in log.events if e.startswith("commit")]
-    assert commits == ["commit [(0, 10), (1, 11), (2, 12)]"]
-    # The protocol's order for every partition: changelogs queued, then the
-    # flush, then the offsets, then the stores.
-    flush_at = log.events.index("flush")
+    assert commits == ["commit [0, 1, 2]"]
     commit_at = log.events.index(commits[0])
     for p in range(3):
-        assert log.events.index(f"p{p} queued changelogs") < flush_at < commit_at
-        assert log.events.index(f"p{p} stores written") > commit_at
+        assert log.events.index(f"p{p} parked") < commit_at < log.events.index(f"p{p} resumed")
     assert all(t.state is TicketState.DONE for t in tickets)
 
 
-def test_a_partition_that_does_not_take_its_ticket_in_time_is_left_out() -> None:
+def test_a_partition_that_does_not_park_in_time_is_left_out() -> None:
     log = Log()
     quick, slow = CommitTicket(0), CommitTicket(1)
     threads = [task(quick, log), task(slow, log, delay=0.5)]
@@ -115,22 +98,9 @@ def test_a_partition_that_does_not_take_its_ticket_in_time_is_left_out() -> None
     for thread in threads:
         thread.join(5)
     assert done == [quick]
-    assert "commit [(0, 10)]" in log.events
+    assert "commit [0]" in log.events
     assert "p1 left out" in log.events
-    assert "p1 queued changelogs" not in log.events
     assert slow.state is TicketState.CANCELLED
-
-
-def test_a_partition_already_preparing_is_waited_for() -> None:
-    log = Log()
-    ticket = CommitTicket(0)
-    thread = task(ticket, log, prepare=lambda: time.sleep(0.3))
-    started = time.monotonic()
-    done = drive([ticket], log, take_timeout=0.05)
-    thread.join(5)
-    assert done == [ticket]
-    assert time.monotonic() - started >= 0.25
-    assert log.events[-1] == "p0 stores written"
 
 
 def test_a_dead_partition_thread_is_left_out_at_once() -> None:
@@ -140,39 +110,23 @@ def test_a_dead_partition_thread_is_left_out_at_once() -> None:
     done = drive([ticket], log, take_timeout=10, alive=lambda p: False)
     assert done == []
     assert time.monotonic() - started < 1
-    assert "flush" not in log.events
-    assert not ticket.take()
+    assert log.events == []
+    assert not ticket.park(CommitRequest(0, {}))
 
 
-def test_a_failed_flush_fails_every_partition_and_commits_nothing() -> None:
+def test_a_failed_commit_fails_every_partition_of_the_round_and_is_raised() -> None:
     log = Log()
     tickets = [CommitTicket(p) for p in range(2)]
     threads = [task(t, log) for t in tickets]
-    done = drive(tickets, log, flush_error=CommitError("broker said no"))
+    with pytest.raises(CommitError):
+        drive(tickets, log, error=CommitError("broker said no"))
     for thread in threads:
         thread.join(5)
-    assert done == tickets
-    assert not [e for e in log.events if e.startswith("commit")]
     assert sorted(e for e in log.events if "round failed" in e) == [
         "p0 round failed",
         "p1 round failed",
     ]
     assert all(isinstance(t.error, CommitError) for t in tickets)
-
-
-def test_a_partition_failing_to_prepare_does_not_hold_up_the_others() -> None:
-    def boom() -> None:
-        raise RuntimeError("changelog refused")
-
-    log = Log()
-    good, bad = CommitTicket(0), CommitTicket(1)
-    threads = [task(good, log), task(bad, log, prepare=boom)]
-    done = drive([good, bad], log)
-    for thread in threads:
-        thread.join(5)
-    assert done == [good]
-    assert "commit [(0, 10)]" in log.events
-    assert bad.state is TicketState.FAILED
 
 
 def test_declining_leaves_the_round_without_waiting() -> None:
@@ -181,7 +135,7 @@ def test_declining_leaves_the_round_without_waiting() -> None:
     ticket.decline()
     assert drive([ticket], log) == []
     assert log.events == []
-    assert not ticket.take()
+    assert not ticket.park(CommitRequest(0, {}))
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), SystemExit(1)])
@@ -189,15 +143,8 @@ def test_interrupts_still_release_the_tasks_before_propagating(error: BaseExcept
     log = Log()
     ticket = CommitTicket(0)
     thread = task(ticket, log)
-
-    def flush() -> None:
-        raise error
-
     with pytest.raises(type(error)):
-        run_round(
-            [ticket], alive=lambda p: True, flush=flush, commit=lambda o: None,
-            idle=lambda: None, take_timeout=5,
-        )  # fmt: skip
+        drive([ticket], log, error=error)
     thread.join(5)
     assert not thread.is_alive()
     assert ticket.error is error
@@ -321,7 +268,7 @@ def test_a_partition_left_out_of_rounds_still_commits(
     # Every round goes on without the partition (as when each of its records
     # outlasts the round's wait): it must then commit on its own rather than
     # wait until it stops.
-    def too_late(self: CommitTicket) -> bool:
+    def too_late(self: CommitTicket, request: CommitRequest) -> bool:
         self.cancel()
         return False
 
@@ -329,7 +276,7 @@ def test_a_partition_left_out_of_rounds_still_commits(
         table[message.value] += 1
         time.sleep(0.02)
 
-    monkeypatch.setattr(CommitTicket, "take", too_late)
+    monkeypatch.setattr(CommitTicket, "park", too_late)
     records = 40
     commits, while_running = _run_counting_worker(
         tmp_path, slow_count, partitions=1, records=records, commit_interval=0.1

@@ -15,9 +15,10 @@ Choices worth knowing:
   on both transports. Records without key and partition are left to
   kafka-python's sticky partitioner (it fills one batch at a time); their
   partition is known as soon as ``send`` returns.
-* ``flush()`` raises :class:`~statestream.errors.ProduceError` once per failed
-  record to every thread that has sent on the producer (see
-  :meth:`KafkaRecordProducer.flush`).
+* producer errors are sticky: the first failed delivery is re-raised as
+  :class:`~statestream.errors.ProduceError` by every later ``send``,
+  ``send_batch`` and ``flush`` on every thread until the producer is closed
+  (see :class:`KafkaRecordProducer`).
 * kafka-python runs rebalance listeners on its own I/O thread, where the
   consumer's blocking calls are forbidden. :class:`KafkaGroupMember` therefore
   runs the consumer's ``poll`` and ``close`` on a helper thread while the

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import kafka.errors as kerrors
@@ -31,8 +31,6 @@ from statestream.types import Record, TopicPartition
 DEFAULT_PORT = 9092
 _RESETS = {"error": "none", "earliest": "earliest", "latest": "latest"}
 _ISOLATION_LEVELS = ("read_uncommitted", "read_committed")
-# Failed records remembered for threads that have not flushed since.
-_FAILURE_LOG_SIZE = 1000
 # Unchecked futures send() lets pile up before it drops the acknowledged ones.
 _PENDING_PRUNE_AT = 100_000
 _UNKNOWN_TOPIC = kerrors.UnknownTopicOrPartitionError.errno
@@ -60,6 +58,15 @@ _INVALID_TOPIC_ERRORS = (
     kerrors.PolicyViolationError,
     kerrors.InvalidTopicError,
 )
+
+
+#: Told that a fast path or a workaround turned itself off: ``(its name,
+#: why and what happens instead)``. The transport logs one warning per name.
+Disabled = Callable[[str, str], None]
+
+
+def _not_told(feature: str, detail: str) -> None:
+    """A :data:`Disabled` for callers that do not report (the checks still run)."""
 
 
 # --------------------------------------------------------------------- helpers
@@ -120,6 +127,39 @@ def _unstick_parked_records(consumer: Any) -> None:
     current = getattr(fetcher, "_next_partition_records", None)
     if current is not None and not current:
         fetcher._next_partition_records = None  # type: ignore[union-attr]
+
+
+def _check_consumer_internals(consumer: Any, report: Disabled) -> None:
+    """Report the consumer workarounds that cannot apply to ``consumer``'s internals."""
+    if not hasattr(getattr(consumer, "_fetcher", None), "_next_partition_records"):
+        report(
+            "the workaround for partitions paused mid-hand-out",
+            "kafka-python's fetcher has no _next_partition_records; a partition paused "
+            "while its records are handed out may never be fetched again after resume",
+        )
+
+
+def _check_group_internals(consumer: Any, report: Disabled) -> None:
+    """Report the group member workarounds that cannot apply to ``consumer``'s internals."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    wanted = ("need_rejoin", "rebalance_in_progress", "request_rejoin", "poll")
+    if not all(callable(getattr(coordinator, name, None)) for name in wanted):
+        report(
+            "waiting for group joins in poll",
+            "kafka-python's consumer coordinator is not the expected one; a member may "
+            "keep rebalancing, or stay without partitions after a metadata change",
+        )
+    elif not hasattr(coordinator, "_generation"):
+        report(
+            "the group generation",
+            "kafka-python's coordinator has no _generation; generation() reports -1",
+        )
+    if not callable(getattr(getattr(consumer, "_net", None), "call_soon_threadsafe", None)):
+        report(
+            "waking the I/O thread after rebalance callbacks",
+            "kafka-python's consumer has no _net.call_soon_threadsafe; a rebalance resumes "
+            "only at the I/O loop's next wake-up after each callback",
+        )
 
 
 def _ktp(tp: TopicPartition) -> Any:

@@ -21,52 +21,82 @@ itself against kafka-python's encoder before it is used).
 
 This reaches into private members of ``KafkaProducer`` (``_accumulator``
 and ``_sender``) and of its accumulator. :func:`accumulator_appender`
-checks they look as expected and returns ``None`` otherwise, in which case
-the caller falls back to ``send`` for every record; the fast path is tested
-against the installed kafka-python on a real broker.
+checks they look as expected and returns ``None`` otherwise (telling the
+transport, which logs why), in which case the caller falls back to
+``send`` for every record; the fast path is tested against the installed
+kafka-python on a real broker.
+
+Tracking one future per batch needs :class:`SplitWatch`: when the broker
+refuses a batch as too large, kafka-python splits it and moves each
+record's future to its new batch, but a part holding none of the tracked
+futures would succeed or fail unseen.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import inspect
+import itertools
+import logging
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import kafka.errors as kerrors
+from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
 from statestream.errors import ProduceError
-from statestream.log.kafka.record_writer import RecordWriter, record_writer
+from statestream.log.kafka._common import Disabled, _not_told
+from statestream.log.kafka.record_writer import UNWATCHED, RecordWriter, record_writer
 from statestream.types import Headers
 
-__all__ = ["AccumulatorAppender", "BatchRecords", "accumulator_appender"]
+__all__ = [
+    "AccumulatorAppender",
+    "BatchRecords",
+    "SplitWatch",
+    "accumulator_appender",
+    "watch_splits",
+]
+
+log = logging.getLogger("statestream.log.kafka")
 
 BatchRecords = Sequence[tuple[bytes | None, bytes | None, Headers]]
 
 _APPEND_PARAMETERS = ("tp", "timestamp_ms", "key", "value", "headers", "now")
 
 
-def accumulator_appender(producer: Any) -> AccumulatorAppender | None:
+_APPENDER_OFF = "send_batch sends record by record with KafkaProducer.send (much slower)"
+
+
+def accumulator_appender(producer: Any, report: Disabled = _not_told) -> AccumulatorAppender | None:
     """Return a batch appender for ``producer`` (a ``KafkaProducer``), or ``None``
-    if its internals are not the ones this was written against."""
+    (after telling ``report`` why) if its internals are not the ones this was
+    written against."""
     accumulator = getattr(producer, "_accumulator", None)
     sender = getattr(producer, "_sender", None)
     append = getattr(accumulator, "append", None)
     wakeup = getattr(sender, "wakeup", None)
     config = getattr(producer, "config", None)
+    why = None
     if append is None or wakeup is None or not isinstance(config, dict):
-        return None
-    try:
-        parameters = tuple(inspect.signature(append).parameters)
-    except (TypeError, ValueError):
-        return None
-    if parameters[: len(_APPEND_PARAMETERS)] != _APPEND_PARAMETERS:
-        return None
-    max_request_size = config.get("max_request_size")
-    if not isinstance(max_request_size, int):
-        return None
-    return AccumulatorAppender(producer, accumulator, max_request_size)
+        why = "KafkaProducer has no _accumulator.append or _sender.wakeup"
+    else:
+        try:
+            parameters = tuple(inspect.signature(append).parameters)
+        except (TypeError, ValueError):
+            parameters = ()
+        max_request_size = config.get("max_request_size")
+        if parameters[: len(_APPEND_PARAMETERS)] != _APPEND_PARAMETERS:
+            why = f"the accumulator's append takes {parameters or 'unknown parameters'}"
+        elif not isinstance(max_request_size, int):
+            why = "KafkaProducer.config has no max_request_size"
+        else:
+            return AccumulatorAppender(producer, accumulator, max_request_size, report)
+    report("the send_batch fast path", f"{why}; {_APPENDER_OFF}")
+    return None
 
 
 class AccumulatorAppender:
@@ -76,7 +106,9 @@ class AccumulatorAppender:
     guards every batch it writes to.
     """
 
-    def __init__(self, producer: Any, accumulator: Any, max_request_size: int) -> None:
+    def __init__(
+        self, producer: Any, accumulator: Any, max_request_size: int, report: Disabled = _not_told
+    ) -> None:
         self._producer = producer
         self._accumulator = accumulator
         self._append = accumulator.append
@@ -84,7 +116,7 @@ class AccumulatorAppender:
         # Records whose key and value are this small cannot exceed the request
         # size whatever their headers; bigger ones get kafka-python's own check.
         self._cheap_limit = max_request_size // 2
-        self.writer = _direct_writer(accumulator, producer.config, max_request_size)
+        self.writer = _direct_writer(accumulator, producer.config, max_request_size, report)
 
     def __call__(self, topic: str, partition: int, records: BatchRecords) -> list[Any]:
         """Queue ``records`` for ``topic[partition]``; return the futures to track:
@@ -176,14 +208,133 @@ def _track(futures: list[Any], future: Any) -> None:
 
 
 def _direct_writer(
-    accumulator: Any, config: dict[str, Any], max_request_size: int
+    accumulator: Any, config: dict[str, Any], max_request_size: int, report: Disabled
 ) -> RecordWriter | None:
     """The record writer, if the accumulator has what it needs and records that
     fit a batch also fit a request (so they need no size check of their own)."""
     batch_size = config.get("batch_size")
     if not isinstance(batch_size, int) or batch_size > max_request_size:
+        report(
+            "the record writer",
+            f"batch_size ({batch_size}) is above max_request_size ({max_request_size}); "
+            "send_batch appends every record through kafka-python's accumulator (slower)",
+        )
         return None
     needed = ("_tp_lock", "_batches", "_closed", "_appends_in_progress")
-    if not all(hasattr(accumulator, name) for name in needed):
+    missing = [name for name in needed if not hasattr(accumulator, name)]
+    if missing:
+        report(
+            "the record writer",
+            f"kafka-python's accumulator has no {', '.join(missing)}; send_batch appends every "
+            "record through kafka-python's accumulator (slower)",
+        )
         return None
-    return record_writer()
+    return record_writer(report)
+
+
+# ----------------------------------------------------------------- split batches
+
+
+class SplitWatch:
+    """Gives every batch kafka-python splits off a too-large one a tracked future.
+
+    Installed as the accumulator's ``split_and_reenqueue`` (kafka-python's
+    sender looks it up on the instance), it runs on kafka-python's sender
+    thread. After the split, the last entry of each new batch's per-record
+    future list is appended to ``pending`` (the producer's futures to
+    check), after replacing it with a real future where it is the record
+    writer's placeholder. Those futures are in the batches' lists, so a
+    further split moves them on like any other; the old batch is never
+    completed, and the futures tracked for it have been moved too.
+
+    ``begun`` counts the splits begun, :attr:`idle` says whether one is
+    under way and :meth:`settle` waits for it, for the producer's flush (see
+    :meth:`~statestream.log.kafka.producer.KafkaRecordProducer.flush`).
+    """
+
+    def __init__(self, accumulator: Any, split: Any, pending: collections.deque[Any]) -> None:
+        self._accumulator = accumulator
+        self._split = split
+        self._pending = pending
+        self._changed = threading.Condition()
+        self.begun = 0
+        self._finished = 0
+
+    def __call__(self, batch: Any, now: float | None = None) -> Any:
+        # Counted before: the split wakes up a flush waiting for the batch
+        # (when it moves the first future) before it queues the new batches.
+        with self._changed:
+            self.begun += 1
+        try:
+            count = self._split(batch, now)
+            try:
+                self._watch(batch.topic_partition, count)
+            except Exception:  # never break the sender thread; the split itself is done
+                log.exception(
+                    "cannot watch the batches split from one to %s: their failures may go unseen",
+                    batch.topic_partition,
+                )
+        finally:
+            with self._changed:
+                self._finished += 1
+                self._changed.notify_all()
+        return count
+
+    @property
+    def idle(self) -> bool:
+        """True when no split is under way."""
+        return self._finished == self.begun
+
+    def settle(self, timeout: float | None) -> bool:
+        """Wait until no split is under way; False if ``timeout`` (seconds) ran out."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._finished == self.begun, timeout)
+
+    def _watch(self, tp: Any, count: int) -> None:
+        accumulator = self._accumulator
+        # The split put its batches at the head of the partition's queue,
+        # which only the sender thread (this one) takes from.
+        with accumulator._tp_lock(tp):
+            parts = list(itertools.islice(accumulator._batches[tp], count))
+        pending = self._pending
+        for part in parts:
+            futures = part._record_futures
+            if not futures:
+                continue
+            last = futures[-1]
+            if last is UNWATCHED:
+                last = futures[-1] = FutureRecordMetadata(
+                    part.produce_future, len(futures) - 1, -1, None, -1, -1, -1
+                )
+            pending.append(last)
+
+
+_SPLIT_PARAMETERS = ("batch", "now")
+
+
+def watch_splits(
+    producer: Any, pending: collections.deque[Any], report: Disabled = _not_told
+) -> SplitWatch | None:
+    """Install a :class:`SplitWatch` on ``producer``'s accumulator; ``None`` (after
+    telling ``report``) if its internals are not the expected ones."""
+    accumulator = getattr(producer, "_accumulator", None)
+    split = getattr(accumulator, "split_and_reenqueue", None)
+    parameters: tuple[str, ...] = ()
+    if split is not None:
+        with contextlib.suppress(TypeError, ValueError):
+            parameters = tuple(inspect.signature(split).parameters)
+    if (
+        accumulator is None
+        or parameters != _SPLIT_PARAMETERS
+        or not all(hasattr(accumulator, name) for name in ("_tp_lock", "_batches"))
+    ):
+        report(
+            "watching split batches",
+            "kafka-python's accumulator has no split_and_reenqueue(batch, now), _tp_lock or "
+            f"_batches; {_APPENDER_OFF}, so that every record keeps its own future, and a "
+            "flush that a batch split interrupts fails",
+        )
+        return None
+    watch = SplitWatch(accumulator, split, pending)
+    accumulator.split_and_reenqueue = watch
+    return watch

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,9 @@ from statestream.types import Record, TopicPartition
 
 if TYPE_CHECKING:  # at run time transport imports this module
     from statestream.log.kafka.transport import KafkaTransport
+
+#: Longest a wait for a group join blocks before checking for interrupt().
+_JOIN_SLICE = 0.25
 
 
 class _CallerThreadRunner:
@@ -114,9 +118,9 @@ class _ListenerBridge(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         await self._dispatch(self._listener.on_assigned, assigned)
 
     async def on_partitions_lost(self, lost: Any) -> None:
-        # The protocol has no "lost": the partitions are gone either way, and
-        # commits made for them now fail with GroupError.
-        await self._dispatch(self._listener.on_revoked, lost)
+        # Other members may own these already: the listener drops them
+        # without committing (commits would fail with GroupError anyway).
+        await self._dispatch(getattr(self._listener, "on_lost", self._listener.on_revoked), lost)
 
     async def _dispatch(self, method: Callable[[Sequence[TopicPartition]], None], tps: Any) -> None:
         partitions = sorted(_tp(ktp) for ktp in tps)
@@ -163,6 +167,7 @@ class KafkaGroupMember(_ConsumerClient, GroupMember):
         self._listener_error: BaseException | None = None
         self._subscribed = False
         self._rebalance_timeout_ms = transport.options.max_poll_interval_ms
+        self._interrupted = threading.Event()
 
     def _complete(self, future: Any) -> None:
         """Resolve a kafka-python future on its I/O thread and wake that thread."""
@@ -222,11 +227,31 @@ class KafkaGroupMember(_ConsumerClient, GroupMember):
             if rejoin or coordinator.rebalance_in_progress():
                 if not rejoin:
                     coordinator.request_rejoin()
-                try:
-                    coordinator.poll(timeout_ms=self._rebalance_timeout_ms)
-                except kerrors.KafkaError as exc:
-                    raise _translate(exc, f"joining group {self.group_id!r}", self._where) from exc
+                self._wait_for_join(coordinator)
+                if self._interrupted.is_set():
+                    return []
         return self._poll(timeout, max_records)
+
+    def _wait_for_join(self, coordinator: Any) -> None:
+        # In slices, so that interrupt() (a stop request) is seen within one
+        # slice instead of after the whole rebalance timeout. kafka-python
+        # keeps the join in flight between calls and re-awaits it; only a
+        # join that completes in the microseconds between two slices is
+        # lost, which costs one more rebalance.
+        deadline = time.monotonic() + self._rebalance_timeout_ms / 1000
+        while not self._interrupted.is_set():
+            left = deadline - time.monotonic()
+            try:
+                coordinator.poll(timeout_ms=int(max(min(left, _JOIN_SLICE), 0) * 1000))
+            except kerrors.KafkaError as exc:
+                raise _translate(exc, f"joining group {self.group_id!r}", self._where) from exc
+            if not coordinator.need_rejoin() or time.monotonic() >= deadline:
+                return
+
+    def interrupt(self) -> None:
+        """Make a poll that waits for a group join return within a fraction of a
+        second, with no records (any thread; for stop requests)."""
+        self._interrupted.set()
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Synchronously commit ``offsets`` (next offset to process per partition)."""
@@ -241,6 +266,12 @@ class KafkaGroupMember(_ConsumerClient, GroupMember):
         with _kafka_errors(f"fetching the committed offset of {tp}", self._where):
             offset = self._consumer.committed(_ktp(tp), timeout_ms=self._timeout_ms)
         return None if offset is None or offset < 0 else int(offset)
+
+    def generation(self) -> int:
+        """Return the generation of the current assignment (-1 outside the group)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        generation = getattr(getattr(coordinator, "_generation", None), "generation_id", None)
+        return generation if isinstance(generation, int) else -1
 
     def group_metadata(self) -> Any:
         """Return the consumer's group metadata, for ``send_offsets_to_transaction``."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import kafka.errors as kerrors
+from kafka.producer.future import FutureProduceResult, FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
 from statestream.errors import (
@@ -24,13 +26,13 @@ from statestream.log.base import (
     Producer,
 )
 from statestream.log.kafka._common import (
-    _FAILURE_LOG_SIZE,
     _PENDING_PRUNE_AT,
+    Disabled,
     _kafka_errors,
     _ktp,
     _translate,
 )
-from statestream.log.kafka.batch import accumulator_appender
+from statestream.log.kafka.batch import accumulator_appender, watch_splits
 from statestream.log.partitioner import default_partition
 from statestream.types import Headers, TopicPartition
 
@@ -97,14 +99,59 @@ def _future_partition(future: Any) -> int:
     return partition if isinstance(partition, int) else -1
 
 
-class KafkaRecordProducer(Producer):
-    """Writes records with a ``KafkaProducer``. Thread-safe: shared by all partition threads.
+def _check_producer_internals(producer: Any, report: Disabled) -> None:
+    """Report the producer workarounds that cannot apply to ``producer``'s internals."""
+    sender = getattr(producer, "_sender", None)
+    if not all(callable(getattr(sender, name, None)) for name in ("is_alive", "force_close")):
+        report(
+            "stopping kafka-python's sender after a failed close",
+            "KafkaProducer has no _sender.force_close; a producer whose close fails may "
+            "leave kafka-python's sender thread running",
+        )
+    if not callable(getattr(getattr(producer, "_metadata", None), "partitions_for_topic", None)):
+        report(
+            "refreshing partition counts on flush",
+            "KafkaProducer has no _metadata.partitions_for_topic; keyed records of a topic "
+            "that gains partitions are routed by its old count until the next producer",
+        )
+    if "_produce_future" not in getattr(FutureRecordMetadata, "__slots__", ()) or (
+        "topic_partition" not in getattr(FutureProduceResult, "__slots__", ())
+    ):
+        report(
+            "the partition of keyless deliveries",
+            "kafka-python's futures do not keep their topic partition; deliveries of "
+            "records sent without key and partition report partition -1",
+        )
 
-    :meth:`flush` waits for every record sent so far and raises
-    :class:`~statestream.errors.ProduceError` if any record failed that the
-    calling thread has not been told about yet: each failure is reported
-    once to every thread that sent on this producer before it was detected.
-    A thread therefore never commits past a failed record, whoever sent it.
+
+def _describe(exc: BaseException) -> str:
+    """``exc`` with its class name (kafka-python's errors already start with it)."""
+    text, name = str(exc), type(exc).__name__
+    if name in text:
+        return text
+    return f"{name}: {text}" if text else name
+
+
+class KafkaRecordProducer(Producer):
+    """Writes records with a ``KafkaProducer``.
+
+    Thread-safe: shared by all partition threads. kafka-python's sender
+    (I/O) thread completes the records' futures and splits batches the
+    broker refuses as too large (see :class:`~statestream.log.kafka.batch.SplitWatch`);
+    everything else runs on the calling thread.
+
+    Errors are sticky, as in Kafka Streams' record collector: the first
+    failed delivery that a :meth:`flush` (which waits for every record sent
+    so far) or the pruning done by ``send`` finds is kept, and from then on
+    every :meth:`send`, :meth:`send_batch` and :meth:`flush`, on every
+    thread, raises :class:`~statestream.errors.ProduceError` for it (naming
+    its partition, with the kafka-python error as ``__cause__``) until the
+    producer is closed; :meth:`close` releases the producer and raises it
+    too. So no thread commits past a lost record, whoever sent it and
+    whichever thread flushed first. :meth:`abort_transaction` forgets the
+    failure with the records of the aborted transaction, which never
+    become visible. A flush that times out is not a failed delivery: it
+    raises, and the next flush waits again.
     """
 
     def __init__(self, transport: KafkaTransport, producer: Any, transactional_id: str | None):
@@ -118,14 +165,25 @@ class KafkaRecordProducer(Producer):
         self._counts: dict[str, int] = {}
         self._pending: collections.deque[Any] = collections.deque()
         self._check_lock = threading.Lock()
-        self._failures: list[tuple[int, Any]] = []
-        self._failure_seq = 0
+        # The first failed delivery: (message, kafka-python's error). Set under
+        # _check_lock, read without it (one attribute read per call).
+        self._failure: tuple[str, BaseException] | None = None
         self._prune_at = _PENDING_PRUNE_AT
-        self._threads = threading.local()
         self._closed = False
+        report = transport._disabled
+        _check_producer_internals(producer, report)
+        self._splits = watch_splits(producer, self._pending, report)
         # None when kafka-python's internals are not the expected ones:
-        # send_batch then sends record by record.
-        self._append_batch = accumulator_appender(producer)
+        # send_batch then sends record by record. Without a split watch a
+        # batch split would hide the parts holding no tracked future.
+        self._append_batch = (
+            None if self._splits is None else accumulator_appender(producer, report)
+        )
+
+    def _raise_failure(self) -> None:
+        failure = self._failure
+        if failure is not None:
+            raise ProduceError(failure[0]) from failure[1]
 
     def send(
         self,
@@ -139,14 +197,13 @@ class KafkaRecordProducer(Producer):
     ) -> _KafkaDelivery:
         """Queue one record; a keyed record without partition goes where Kafka's
         default partitioner puts it (computed here, sent explicitly)."""
+        if self._failure is not None:
+            self._raise_failure()
         count = self._counts.get(topic)
         if count is None:
             count = self._learn_topic(topic)
         if partition is None and key is not None:
             partition = default_partition(key, count)
-        threads = self._threads
-        if not hasattr(threads, "seen"):
-            threads.seen = self._failure_seq
         try:
             future = self._kp.send(
                 topic,
@@ -175,6 +232,8 @@ class KafkaRecordProducer(Producer):
     ) -> _KafkaDelivery | None:
         """Queue records for one partition straight into kafka-python's accumulator
         (see :mod:`statestream.log.kafka.batch`); the last record's delivery."""
+        if self._failure is not None:
+            self._raise_failure()
         if not records:
             return None
         if self._append_batch is None:
@@ -188,9 +247,6 @@ class KafkaRecordProducer(Producer):
             raise ProduceError(
                 f"partition {partition!r} of topic {topic!r} does not exist (it has {count})"
             )
-        threads = self._threads
-        if not hasattr(threads, "seen"):
-            threads.seen = self._failure_seq
         futures = self._append_batch(topic, partition, records)
         pending = self._pending
         pending.extend(futures)
@@ -225,7 +281,7 @@ class KafkaRecordProducer(Producer):
                 self._counts.pop(topic, None)  # looked up afresh by the next send
 
     def _drain_locked(self, *, finished_only: bool = False) -> None:
-        """Move finished futures out of the pending queue, logging failures.
+        """Move finished futures out of the pending queue, keeping the first failure.
 
         ``finished_only`` (the pruning done by ``send``) stops at the first
         unfinished future, so it costs O(1) per record however many are in
@@ -233,6 +289,7 @@ class KafkaRecordProducer(Producer):
         """
         pending = self._pending
         unfinished = []
+        failed = None
         while True:
             try:
                 future = pending.popleft()
@@ -243,40 +300,71 @@ class KafkaRecordProducer(Producer):
                     pending.appendleft(future)
                     break
                 unfinished.append(future)
-            elif future.exception is not None:
-                self._failure_seq += 1
-                self._failures.append((self._failure_seq, future))
+            elif future.exception is not None and (
+                failed is None
+                or (
+                    type(failed.exception) is kerrors.KafkaError
+                    and type(future.exception) is not kerrors.KafkaError
+                )
+            ):
+                # kafka-python fails the other records of a batch that had an
+                # invalid record with a plain KafkaError; the invalid record's
+                # own error, if found in the same drain, says more.
+                failed = future
         pending.extend(unfinished)
         self._prune_at = len(pending) + _PENDING_PRUNE_AT
-        if len(self._failures) > _FAILURE_LOG_SIZE:
-            del self._failures[:-_FAILURE_LOG_SIZE]
+        if failed is not None and self._failure is None:
+            self._failure = (self._failure_message(failed), failed.exception)
+
+    @staticmethod
+    def _flush_timeout(timeout: float | None) -> ProduceError:
+        return ProduceError(
+            f"records were not acknowledged within {timeout} s; nothing after the first "
+            "unacknowledged record may be committed"
+        )
+
+    @staticmethod
+    def _failure_message(future: Any) -> str:
+        tp = getattr(getattr(future, "_produce_future", None), "topic_partition", None)
+        where = f"{tp[0]}[{tp[1]}]" if tp is not None else "the log"
+        return (
+            f"a record to {where} was not written ({_describe(future.exception)}); this "
+            "producer fails every send and flush from then on: close it, and resume from "
+            "the last committed offsets with a new one"
+        )
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block until everything sent is acknowledged; raise ``ProduceError`` on failure."""
-        try:
-            self._kp.flush(timeout)
-        except kerrors.KafkaTimeoutError as exc:
-            raise ProduceError(
-                f"records were not acknowledged within {timeout} s; nothing after the first "
-                "unacknowledged record may be committed"
-            ) from exc
-        except kerrors.KafkaError as exc:
-            raise ProduceError(f"flush failed: {exc}") from exc
+        """Block until everything sent is acknowledged; raise ``ProduceError`` on failure
+        (also for a failure found before, see the class docstring)."""
+        if self._failure is not None:
+            self._raise_failure()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        splits = self._splits
+        while True:
+            begun = 0 if splits is None else splits.begun
+            try:
+                self._kp.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except kerrors.KafkaTimeoutError as exc:
+                raise self._flush_timeout(timeout) from exc
+            except kerrors.UnknownError as exc:
+                # kafka-python 3.0's flush raises it ("Future not done") only
+                # for a batch that was split while it waited for it; the
+                # parts are queued, and waiting again waits for them.
+                if splits is None:
+                    raise ProduceError(f"flush failed: {exc}") from exc
+            except kerrors.KafkaError as exc:
+                raise ProduceError(f"flush failed: {exc}") from exc
+            else:
+                if splits is None or (splits.begun == begun and splits.idle):
+                    break
+            # A split during the flush queues batches it may not have waited
+            # for: once the split is done, wait for them too.
+            if not splits.settle(None if deadline is None else deadline - time.monotonic()):
+                raise self._flush_timeout(timeout)
         self._refresh_counts()
-        threads = self._threads
         with self._check_lock:
-            seen = getattr(threads, "seen", self._failure_seq)
             self._drain_locked()
-            unseen = [future for seq, future in self._failures if seq > seen]
-            threads.seen = self._failure_seq
-        if unseen:
-            first = unseen[0]
-            tp = getattr(getattr(first, "_produce_future", None), "topic_partition", None)
-            where = f"{tp[0]}[{tp[1]}]" if tp is not None else "the log"
-            raise ProduceError(
-                f"{len(unseen)} record(s) were not written; the first, to {where}, failed "
-                f"with: {first.exception}"
-            ) from first.exception
+        self._raise_failure()
 
     def partitions_for(self, topic: str) -> int:
         """Return the topic's partition count (``TopicNotFoundError`` if missing)."""
@@ -335,7 +423,12 @@ class KafkaRecordProducer(Producer):
             self._drain_locked()
 
     def abort_transaction(self) -> None:
-        """Abort the current transaction; failures of its records are forgotten."""
+        """Abort the current transaction; a failed delivery is forgotten with it.
+
+        Every record since the last commit belongs to the aborted transaction
+        (a transactional producer sends only inside one) and never becomes
+        visible, so its failure no longer stops this producer.
+        """
         self._require_transactions("abort a transaction")
         try:
             self._kp.abort_transaction()
@@ -343,11 +436,12 @@ class KafkaRecordProducer(Producer):
             raise self._transaction_error(exc, "abort_transaction") from exc
         with self._check_lock:
             self._pending.clear()
-            self._failures.clear()
+            self._failure = None
 
     def close(self) -> None:
         """Flush (up to ``delivery_timeout_ms``) and close; raise ``ProduceError`` if
-        records failed."""
+        records failed (the kept failure included). The producer is released
+        either way."""
         if self._closed:
             return
         self._closed = True

@@ -17,7 +17,8 @@ construction: the same records are written into two fresh kafka-python
 batch builders, one by kafka-python itself and one by this module, and the
 finished batches must be byte-identical; :func:`record_writer` returns
 ``None`` otherwise (and for kafka-python versions this was not written
-against), and the caller uses the accumulator path.
+against), and the caller uses the accumulator path (the transport logs a
+warning saying why).
 
 The private state touched, all of kafka-python 3.0: the accumulator's
 per-partition lock and batch deques, ``ProducerBatch`` (its records builder,
@@ -27,7 +28,6 @@ produce future and per-record future list), ``MemoryRecordsBuilder`` and
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,11 +36,10 @@ import kafka
 from kafka.producer.future import FutureRecordMetadata
 from kafka.record.memory_records import MemoryRecordsBuilder
 
+from statestream.log.kafka._common import Disabled, _not_told
 from statestream.types import Headers
 
-__all__ = ["RecordWriter", "record_writer"]
-
-log = logging.getLogger("statestream.log.kafka")
+__all__ = ["UNWATCHED", "RecordWriter", "record_writer"]
 
 Records = Sequence[tuple[bytes | None, bytes | None, Headers]]
 
@@ -84,9 +83,11 @@ def _header_block(headers: Headers) -> bytes:
 class _Unwatched:
     """Stands in the batch's per-record future list for records nobody waits on.
 
-    kafka-python only reads that list to split a batch the broker found too
-    large, rebinding each record's future to its new batch by position; the
-    placeholder keeps positions right and ignores the rebind.
+    kafka-python reads that list only to split a batch the broker found too
+    large, rebinding each entry to its record's new batch by position; the
+    placeholder keeps the positions right and ignores the rebind. The parts
+    are watched all the same: :class:`~statestream.log.kafka.batch.SplitWatch`
+    gives each part whose last entry is a placeholder a future of its own.
     """
 
     __slots__ = ()
@@ -95,7 +96,7 @@ class _Unwatched:
         return None
 
 
-_UNWATCHED = _Unwatched()
+UNWATCHED = _Unwatched()
 
 
 class RecordWriter:
@@ -182,7 +183,7 @@ class RecordWriter:
         )
         futures = batch._record_futures
         if written > 1:
-            futures.extend([_UNWATCHED] * (written - 1))
+            futures.extend([UNWATCHED] * (written - 1))
         futures.append(future)
         batch.last_append = now
         batch.max_record_size = max(batch.max_record_size, size)
@@ -218,18 +219,27 @@ def _self_check(writer: RecordWriter) -> bool:
     return bytes(theirs.buffer()) == bytes(ours.buffer())
 
 
-def record_writer() -> RecordWriter | None:
-    """Return a writer if the installed kafka-python is one it was checked against."""
+_WRITER_OFF = "send_batch appends every record through kafka-python's accumulator (slower)"
+
+
+def record_writer(report: Disabled = _not_told) -> RecordWriter | None:
+    """Return a writer if the installed kafka-python is one it was checked against.
+
+    Otherwise ``None``, after telling ``report`` why.
+    """
     version = getattr(kafka, "__version__", "")
     if not version.startswith("3.0."):
+        report(
+            "the record writer", f"it was checked on kafka-python 3.0, not {version}; {_WRITER_OFF}"
+        )
         return None
     writer = RecordWriter()
     try:
         ok = _self_check(writer)
     except Exception as exc:  # any surprise in the internals: use the slower path
-        log.warning("record writer self-check failed (%s); using kafka-python's", exc)
+        report("the record writer", f"its self-check failed ({exc!r}); {_WRITER_OFF}")
         return None
     if not ok:
-        log.warning("record writer output differs from kafka-python's; using kafka-python's")
+        report("the record writer", f"its output differs from kafka-python's; {_WRITER_OFF}")
         return None
     return writer

@@ -7,6 +7,7 @@ statestream package that imports kafka-python.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ from statestream.log.kafka._common import (
     _RESETS,
     _UNAVAILABLE,
     _UNKNOWN_TOPIC,
+    _check_consumer_internals,
+    _check_group_internals,
     _kafka_errors,
     _probe,
     _split_address,
@@ -52,6 +55,8 @@ from statestream.log.kafka_options import KafkaOptions
 if TYPE_CHECKING:
     from statestream.log import TransportURL
 
+log = logging.getLogger("statestream.log.kafka")
+
 
 def open_kafka(url: TransportURL) -> KafkaTransport:
     """Open the Kafka transport for a parsed ``kafka://`` URL.
@@ -62,11 +67,12 @@ def open_kafka(url: TransportURL) -> KafkaTransport:
     """
     if not url.hosts:
         raise ConfigurationError(
-            f"kafka broker URL needs at least one host, e.g. 'kafka://host:9092', got {url.raw!r}"
+            "kafka broker URL needs at least one host, e.g. 'kafka://host:9092', "
+            f"got {url.redacted!r}"
         )
     if url.path not in ("", "/"):
         raise ConfigurationError(
-            f"kafka broker URL takes no path (got {url.path!r} in {url.raw!r}); "
+            f"kafka broker URL takes no path (got {url.path!r} in {url.redacted!r}); "
             "use 'kafka://host:9092,host2:9092?option=value'"
         )
     options = options_from_strings(KafkaOptions, url.options, "kafka broker URL")
@@ -83,6 +89,11 @@ class KafkaTransport(Transport):
     Holds one admin client, shared by every :meth:`admin` handle and used by
     producers to tell a missing topic from slow metadata. Closing the
     transport closes every client it made; stop the threads using them first.
+
+    The fast paths and workarounds that rely on kafka-python's internals
+    check them when a client is created and turn themselves off if they
+    differ; each one that does is logged as one WARNING (per transport)
+    saying why and what happens instead.
     """
 
     def __init__(
@@ -95,6 +106,7 @@ class KafkaTransport(Transport):
         self._lock = threading.Lock()
         self._clients: list[Producer | Fetcher | GroupMember] = []
         self._closed = False
+        self._turned_off: set[str] = set()
         if self.options.proxy_url is None:
             _probe(self.bootstrap, self.options.bootstrap_timeout_ms / 1000)
         self._admin_client = self._construct(KafkaAdminClient, self.options.admin_config())
@@ -113,6 +125,14 @@ class KafkaTransport(Transport):
             ) from exc
         except kerrors.KafkaError as exc:
             raise LogError(f"cannot connect to the Kafka cluster at {self._where}: {exc}") from exc
+
+    def _disabled(self, feature: str, detail: str) -> None:
+        """Log, once, that ``feature`` turned itself off (a :data:`Disabled`)."""
+        with self._lock:
+            if feature in self._turned_off:
+                return
+            self._turned_off.add(feature)
+        log.warning("Kafka transport: %s is off: %s", feature, detail)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -191,7 +211,11 @@ class KafkaTransport(Transport):
         )
         if client_id is not None:
             config["client_id"] = client_id
-        return self._construct(KafkaConsumer, config)
+        consumer = self._construct(KafkaConsumer, config)
+        _check_consumer_internals(consumer, self._disabled)
+        if group_id is not None:
+            _check_group_internals(consumer, self._disabled)
+        return consumer
 
     def fetcher(
         self,
