@@ -126,10 +126,13 @@ class StorePermissionError(StoreError, PermissionError):
 
 
 class StoreCorruptedError(StoreError):
-    """The store's files exist but cannot be read as a valid store.
+    """The store's files exist but are damaged (the message names the file).
 
-    Delete the directory named in the message; the store is rebuilt from its
-    changelog on the next start.
+    A worker handles it: a store found damaged when it opens is deleted and
+    rebuilt from its changelog at once; one found damaged by a read stops the
+    worker after it is deleted, and is rebuilt at the next start. Outside a
+    worker, delete it with ``statestream.stores.destroy_store`` and let the
+    next worker rebuild it.
     """
 
 

@@ -50,7 +50,12 @@ class Processor:
         """Called on the partition thread once ``partition`` is restored and ready."""
 
     def on_revoked(self, partition: int) -> None:
-        """Called on the partition thread before ``partition`` is closed."""
+        """Called on the partition thread before ``partition`` is closed.
+
+        After the partition's final commit when it is revoked or the worker
+        stops; without a commit when it was lost (another member owns it
+        already) or the worker stops on a fatal error.
+        """
 
     @classmethod
     def tables(cls) -> list[Table[Any, Any]]:

@@ -451,6 +451,10 @@ class _PasswordMemoryStore(MemoryStore):
     scheme = "pwmemory"
 
     @classmethod
+    def check_url(cls, url: Any) -> None:
+        pass  # takes any options
+
+    @classmethod
     def from_url(cls, url: Any, table: str, partition: int) -> _PasswordMemoryStore:
         return cls(table, partition)
 

@@ -358,6 +358,11 @@ class AerospikeStore(Store):
         return cls(hosts, namespace, table, partition, options)
 
     @classmethod
+    def check_url(cls, url: StoreURL) -> None:
+        """Check the URL's shape and options without opening anything."""
+        _parse_url(url)
+
+    @classmethod
     def destroy(cls, url: StoreURL, table: str, partition: int) -> None:
         """Remove the partition's records and its offset record (see :meth:`destroy_partition`)."""
         check_table_name(table)

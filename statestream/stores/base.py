@@ -31,6 +31,7 @@ from statestream.errors import (
     OffsetRegressionError,
     StoreClosedError,
 )
+from statestream.secrets import redact_url
 
 __all__ = [
     "MAX_META_NAME",
@@ -82,6 +83,10 @@ class StoreURL:
     hosts: tuple[str, ...]
     path: str
     options: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # The raw URL and the options may hold a password.
+        return f"StoreURL({redact_url(self.raw)!r})"
 
 
 def prefix_successor(prefix: bytes) -> bytes | None:
@@ -279,6 +284,15 @@ class Store(ABC):
     @abstractmethod
     def from_url(cls, url: StoreURL, table: str, partition: int) -> Store:
         """Open the store of ``table``/``partition`` described by ``url``."""
+
+    @classmethod  # noqa: B027 - optional hook: the default accepts every URL
+    def check_url(cls, url: StoreURL) -> None:
+        """Raise :class:`~statestream.errors.ConfigurationError` if ``url`` is not
+        one this store can open (bad options or shape), without opening anything.
+
+        Workers call it before creating topics or joining the group. The
+        default accepts every URL; stores with options override it.
+        """
 
     @classmethod
     def destroy(cls, url: StoreURL, table: str, partition: int) -> None:

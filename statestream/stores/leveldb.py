@@ -40,6 +40,7 @@ from statestream.errors import (
     StoreLockedError,
     StorePermissionError,
 )
+from statestream.secrets import redact_url
 from statestream.stores import leveldb_files
 from statestream.stores.base import (
     Changes,
@@ -167,6 +168,11 @@ class LevelDBStore(Store):
     def from_url(cls, url: StoreURL, table: str, partition: int) -> LevelDBStore:
         data_dir, options = _parse_url(url)
         return cls(data_dir, table, partition, options)
+
+    @classmethod
+    def check_url(cls, url: StoreURL) -> None:
+        """Check the URL's shape and options without opening anything."""
+        _parse_url(url)
 
     @classmethod
     def destroy(cls, url: StoreURL, table: str, partition: int) -> None:
@@ -494,14 +500,14 @@ def _parse_url(url: StoreURL) -> tuple[str, LevelDBOptions]:
     if url.hosts and url.hosts not in (("localhost",), (".",), ("..",)):
         raise ConfigurationError(
             f"leveldb store URLs name a directory, not a host: use "
-            f"'leveldb:///absolute/dir' or 'leveldb://./relative/dir', got {url.raw!r}"
+            f"'leveldb:///absolute/dir' or 'leveldb://./relative/dir', got {redact_url(url.raw)!r}"
         )
     base = url.hosts[0] if url.hosts and url.hosts[0] in (".", "..") else ""
     path = base + url.path
     if not path or path == "/":
         raise ConfigurationError(
             f"leveldb store URL needs a data directory, e.g. 'leveldb:///var/lib/app', "
-            f"got {url.raw!r}"
+            f"got {redact_url(url.raw)!r}"
         )
     options = options_from_strings(LevelDBOptions, url.options, f"store URL {url.raw!r}")
     return path, options

@@ -14,6 +14,7 @@ from typing import ClassVar
 from sortedcontainers import SortedDict
 
 from statestream.errors import ConfigurationError
+from statestream.secrets import redact_url
 from statestream.stores.base import (
     Changes,
     Meta,
@@ -53,6 +54,11 @@ class MemoryStore(Store):
     def from_url(cls, url: StoreURL, table: str, partition: int) -> MemoryStore:
         _check_url(url)
         return cls(table, partition)
+
+    @classmethod
+    def check_url(cls, url: StoreURL) -> None:
+        """Check the URL's shape and options without opening anything."""
+        _check_url(url)
 
     @classmethod
     def destroy(cls, url: StoreURL, table: str, partition: int) -> None:
@@ -151,5 +157,6 @@ class MemoryStore(Store):
 def _check_url(url: StoreURL) -> None:
     if url.hosts or url.path not in ("", "/") or url.options:
         raise ConfigurationError(
-            f"memory store URLs take no host, path or options: use 'memory://', got {url.raw!r}"
+            "memory store URLs take no host, path or options: use 'memory://', "
+            f"got {redact_url(url.raw)!r}"
         )

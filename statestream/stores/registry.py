@@ -128,6 +128,12 @@ class StoreRegistry:
         parsed = parse_store_url(url)
         return self.store_class(parsed.scheme).from_url(parsed, table, partition)
 
+    def check(self, url: str) -> None:
+        """Raise ``ConfigurationError`` unless ``url`` names a store this registry
+        can open with valid options (nothing is opened or imported twice)."""
+        parsed = parse_store_url(url)
+        self.store_class(parsed.scheme).check_url(parsed)
+
     def destroy(self, url: str, table: str, partition: int) -> None:
         """Delete everything the store of ``table``/``partition`` at ``url`` keeps.
 

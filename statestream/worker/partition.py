@@ -196,9 +196,9 @@ class PartitionTask(threading.Thread):
             if self.ticket is not None:
                 self._join_round()
         if self._abandon:
-            self._decline_ticket()
-            return
-        self.commit()
+            self._decline_ticket()  # lost, or a fatal error: nothing is committed
+        else:
+            self.commit()
         for proc in instances:
             proc.on_revoked(self.partition)
 

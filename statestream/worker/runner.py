@@ -53,7 +53,7 @@ from statestream.errors import (
 from statestream.log import Transport, open_transport
 from statestream.log.base import Admin, GroupMember, Producer, TopicSpec
 from statestream.secrets import redact_url
-from statestream.stores.registry import StoreRegistry, parse_store_url
+from statestream.stores.registry import StoreRegistry
 from statestream.tables.commit import CommitCoordinator
 from statestream.tables.manager import TableManager
 from statestream.tables.recovery import RestoreProgress
@@ -191,7 +191,7 @@ class Worker:
         """Refuse bad store URLs before any topic is created or the group joined."""
         registry = StoreRegistry()
         for url in sorted({t.store_url or self.app.config.store_url for t in self.app.tables()}):
-            registry.store_class(parse_store_url(url).scheme)
+            registry.check(url)
 
     def _ensure_topics(self, admin: Admin) -> int:
         config = self.app.config

@@ -208,3 +208,27 @@ def test_a_store_read_error_stops_the_worker_under_skip_without_skipping_or_comm
     assert committed == RECORDS
     assert totals == {"a": total_a, "b": total_b}
     assert seen == {"records": RECORDS - 1}
+
+
+def test_a_decode_error_says_whether_the_key_or_the_value_failed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    items: list[tuple[bytes | None, bytes | None]] = [
+        (b'"a"', b'{"n": 1}'),
+        (b'"a', b'{"n": 2}'),  # the key is not json
+        (b'"b"', b'{"n": '),  # the value is not json
+        (b'"b"', b'{"n": 4}'),
+    ]
+    transport = open_embedded(tmp_path)
+    try:
+        produce_raw(transport, poison_app.SOURCE, items, 1, partition=0)
+    finally:
+        transport.close()
+    app = poison_app.app.with_settings(**settings(tmp_path, "skip"))
+    with caplog.at_level(logging.WARNING, logger="statestream.worker"):
+        counters = run_in_process(app, records=len(items))
+    assert counters.get("skipped") == 2
+    assert "offset 1: DecodeError: the record's key could not be decoded" in caplog.text
+    assert "offset 2: DecodeError: the record's value could not be decoded" in caplog.text
+    _, totals, _ = read_state(tmp_path)
+    assert totals == {"a": 1, "b": 4}

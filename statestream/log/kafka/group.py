@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # at run time transport imports this module
 
 #: Longest a wait for a group join blocks before checking for interrupt().
 _JOIN_SLICE = 0.25
+#: How long an interrupted member waits for its LeaveGroup answer mid-join.
+_LEAVE_MID_JOIN_MS = 1000
 
 
 class _CallerThreadRunner:
@@ -248,6 +250,12 @@ class KafkaGroupMember(_ConsumerClient, GroupMember):
             if not coordinator.need_rejoin() or time.monotonic() >= deadline:
                 return
 
+    def _joining(self) -> bool:
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None:
+            return False
+        return bool(coordinator.need_rejoin() or coordinator.rebalance_in_progress())
+
     def interrupt(self) -> None:
         """Make a poll that waits for a group join return within a fraction of a
         second, with no records (any thread; for stop requests)."""
@@ -282,9 +290,14 @@ class KafkaGroupMember(_ConsumerClient, GroupMember):
         if self._closed:
             return
         self._closed = True
+        # The broker answers a connection's requests in order: while a join
+        # is in flight the LeaveGroup request waits behind it, for as long as
+        # the rebalance takes. A member interrupted mid-join closes without
+        # waiting for that answer; its session times out on the broker.
+        timeout_ms = _LEAVE_MID_JOIN_MS if self._interrupted.is_set() and self._joining() else None
         try:
             with _kafka_errors(f"leaving group {self.group_id!r}", self._where):
-                self._call(lambda: self._consumer.close(autocommit=False))
+                self._call(lambda: self._consumer.close(autocommit=False, timeout_ms=timeout_ms))
         finally:
             self._runner.stop()
             self._transport._forget(self)
