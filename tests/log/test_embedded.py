@@ -554,7 +554,7 @@ def test_tombstones_live_for_delete_retention_ms_after_first_compaction(
 def test_a_bounded_key_map_compacts_over_several_passes(
     log: EmbeddedTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from statestream.log import embedded_cleaner
+    from statestream.log.embedded import cleaner as embedded_cleaner
 
     monkeypatch.setattr(embedded_cleaner, "MAX_MAP_KEYS", 3)
     log.admin().create_topic(TopicSpec("t", 1, "compact"))
@@ -644,7 +644,7 @@ def test_background_cleaner_compacts_on_its_own(tmp_path: Path) -> None:
 
 
 def test_dirty_ratio_gates_the_background_cleaner_only(log: EmbeddedTransport) -> None:
-    from statestream.log.embedded_cleaner import cleanup
+    from statestream.log.embedded.cleaner import cleanup
 
     spec = TopicSpec("t", 1, "compact", config={"min.cleanable.dirty.ratio": "0.5"})
     log.admin().create_topic(spec)

@@ -24,7 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from statestream.errors import OffsetOutOfRangeError
 from statestream.log.base import TopicSpec
 from statestream.log.embedded import EmbeddedOptions, EmbeddedTransport
-from statestream.log.embedded_producer import EmbeddedProducer
+from statestream.log.embedded.producer import EmbeddedProducer
 from statestream.types import Headers, Record, TopicPartition
 
 T0 = 1_700_000_000_000

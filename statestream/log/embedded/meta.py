@@ -1,4 +1,4 @@
-"""Settings, topics and partitions of the embedded log (in memory; stored by embedded_log).
+"""Settings, topics and partitions of the embedded log (in memory; stored by ``storage``).
 
 :class:`EmbeddedOptions` is the broker URL's query string; :class:`Topic`
 validates a topic's Kafka-style config and holds the settings the embedded
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from statestream.errors import ConfigurationError, ProduceError
 from statestream.log.base import CleanupPolicy, TopicDescription, normalize_policy
-from statestream.log.embedded_codec import OFFSET, TopicMeta, partition_meta_key, record_prefix
+from statestream.log.embedded.codec import OFFSET, TopicMeta, partition_meta_key, record_prefix
 from statestream.types import TopicPartition
 
 __all__ = [

@@ -68,7 +68,7 @@ NEXT_TOPIC_ID_KEY = b"mnext_topic_id"
 HAS_KEY = 1
 HAS_VALUE = 2
 HAS_HEADERS = 4
-#: A tombstone whose compaction horizon is set (see embedded_cleaner).
+#: A tombstone whose compaction horizon is set (see ``cleaner``).
 HAS_HORIZON = 8
 
 OFFSET = struct.Struct(">Q")

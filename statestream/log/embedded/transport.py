@@ -1,39 +1,6 @@
-"""The embedded log: a durable, single-process log in one directory, with Kafka's semantics.
+"""``EmbeddedTransport``: the embedded log's transport and its admin.
 
-``embedded:///var/lib/myapp/log`` or ``embedded://./relative/dir``, with
-:class:`EmbeddedOptions` in the query string (for example
-``?sync=true&cleanup_interval_ms=5000``; an unknown option is a
-:class:`~statestream.errors.ConfigurationError`). It is the zero-infrastructure
-default transport: an application runs on it unchanged, with no broker.
-
-What it shares with Kafka (and the transport contract suite checks):
-per-partition offsets from 0 that never repeat (not after compaction, a
-restart, or deleting and recreating a topic, which starts again at 0),
-keyed records with headers and millisecond timestamps, the default murmur2
-partitioner, watermarks, ``delete``/``compact``/``compact,delete`` cleanup
-policies with ``retention.ms``, ``delete.retention.ms``,
-``min.compaction.lag.ms`` and ``min.cleanable.dirty.ratio``, durable group
-offsets, transactions whose records and group offsets commit atomically.
-
-What differs, because there is one process and no broker:
-
-* One process owns the directory (LevelDB's lock): a second open raises
-  :class:`~statestream.errors.LogLockedError` naming the path.
-* A group has one member, which owns every partition of its topics.
-* Records are written (and become visible) on ``flush()``, after
-  ``auto_flush_ms``, or when a producer's buffer is full. A flushed record
-  survives kill -9; with ``sync=true`` it also survives power loss.
-* Transactional records are written only at commit, so read-committed and
-  read-uncommitted fetchers read the same, committed, records.
-* Retention and compaction run on a background thread every
-  ``cleanup_interval_ms``, and on demand through :meth:`EmbeddedTransport.compact`
-  and :meth:`EmbeddedTransport.enforce_retention`. Segment, replication and
-  compression settings are accepted and ignored.
-
-Layout and record format: :mod:`statestream.log.embedded_codec`; storage and
-write path: :mod:`statestream.log.embedded_log`; clients:
-:mod:`statestream.log.embedded_clients`; retention and compaction:
-:mod:`statestream.log.embedded_cleaner`.
+Part of the embedded log (see :mod:`statestream.log.embedded`).
 """
 
 from __future__ import annotations
@@ -55,11 +22,11 @@ from statestream.log.base import (
     TopicSpec,
     Transport,
 )
-from statestream.log.embedded_cleaner import cleanup
-from statestream.log.embedded_clients import EmbeddedFetcher, EmbeddedGroupMember
-from statestream.log.embedded_log import EmbeddedLog
-from statestream.log.embedded_meta import EmbeddedOptions
-from statestream.log.embedded_producer import EmbeddedProducer
+from statestream.log.embedded.cleaner import cleanup
+from statestream.log.embedded.clients import EmbeddedFetcher, EmbeddedGroupMember
+from statestream.log.embedded.meta import EmbeddedOptions
+from statestream.log.embedded.producer import EmbeddedProducer
+from statestream.log.embedded.storage import EmbeddedLog
 
 if TYPE_CHECKING:
     from statestream.log import TransportURL

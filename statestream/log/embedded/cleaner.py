@@ -29,9 +29,9 @@ past the offsets a pass looks at.
 
 from __future__ import annotations
 
-from statestream.log.embedded_codec import OFFSET, peek_record, with_horizon
-from statestream.log.embedded_log import EmbeddedLog
-from statestream.log.embedded_meta import NO_TOMBSTONES, Partition
+from statestream.log.embedded.codec import OFFSET, peek_record, with_horizon
+from statestream.log.embedded.meta import NO_TOMBSTONES, Partition
+from statestream.log.embedded.storage import EmbeddedLog
 
 __all__ = ["MAX_MAP_KEYS", "cleanup", "purge_deleted"]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from statestream.errors import ConfigurationError, LogError, ProduceError, TransactionError
 from statestream.log.base import Producer
-from statestream.log.embedded_codec import encode_record
-from statestream.log.embedded_log import EmbeddedLog
-from statestream.log.embedded_meta import EmbeddedDelivery, Partition, Topic
+from statestream.log.embedded.codec import encode_record
+from statestream.log.embedded.meta import EmbeddedDelivery, Partition, Topic
+from statestream.log.embedded.storage import EmbeddedLog
 from statestream.log.partitioner import default_partition
 from statestream.types import Headers, TopicPartition
 

@@ -2,8 +2,8 @@
 
 :class:`EmbeddedLog` owns the database, the topic and partition metadata, the
 write path (offset assignment under one lock, one WriteBatch per flush) and
-the read path (range scans). The clients in :mod:`statestream.log.embedded_clients`
-and the cleaner in :mod:`statestream.log.embedded_cleaner` work through it;
+the read path (range scans). The clients in :mod:`statestream.log.embedded.clients`
+and the cleaner in :mod:`statestream.log.embedded.cleaner` work through it;
 :mod:`statestream.log.embedded` puts a :class:`~statestream.log.base.Transport`
 in front of it.
 
@@ -32,7 +32,7 @@ from statestream.errors import (
     TransactionError,
 )
 from statestream.log.base import TopicSpec
-from statestream.log.embedded_codec import (
+from statestream.log.embedded.codec import (
     FORMAT_VERSION,
     NEXT_TOPIC_ID_KEY,
     OFFSET,
@@ -46,7 +46,7 @@ from statestream.log.embedded_codec import (
     parse_group_key,
     topic_key,
 )
-from statestream.log.embedded_meta import (
+from statestream.log.embedded.meta import (
     NO_TOMBSTONES,
     EmbeddedDelivery,
     EmbeddedOptions,

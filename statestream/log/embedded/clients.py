@@ -1,7 +1,7 @@
 """Fetcher and group member of the embedded log (reads are range scans of LevelDB).
 
 Both implement :mod:`statestream.log.base` on an
-:class:`~statestream.log.embedded_log.EmbeddedLog` through one shared
+:class:`~statestream.log.embedded.storage.EmbeddedLog` through one shared
 :class:`_Reader`; the transport in :mod:`statestream.log.embedded` makes them.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from statestream.errors import ConfigurationError, GroupError, LogError, OffsetOutOfRangeError
 from statestream.log.base import Fetcher, GroupMember, RebalanceListener, ResetPolicy
-from statestream.log.embedded_log import EmbeddedLog
-from statestream.log.embedded_meta import Partition
-from statestream.log.embedded_producer import OnClose, check_offsets
+from statestream.log.embedded.meta import Partition
+from statestream.log.embedded.producer import OnClose, check_offsets
+from statestream.log.embedded.storage import EmbeddedLog
 from statestream.types import Record, TopicPartition
 
 __all__ = ["EmbeddedFetcher", "EmbeddedGroupMember"]
