@@ -44,6 +44,7 @@ from statestream.app import App
 from statestream.errors import (
     CommitError,
     ConfigurationError,
+    LogError,
     ProcessingError,
     StateStreamError,
     TopicMismatchError,
@@ -96,8 +97,12 @@ class Worker:
         on_status: Callable[[WorkerStatus], None] | None = None,
         status_interval: float = 2.0,
         transport: Transport | None = None,
+        topic_check_interval: float = 10.0,
     ) -> None:
         self.app = app
+        #: Seconds between checks of the source topics' partition counts.
+        self.topic_check_interval = topic_check_interval
+        self._partitions = 0
         # A transport given by the caller is shared (e.g. with a producer
         # thread of the same process) and left open at shutdown.
         self._given_transport = transport
@@ -165,6 +170,7 @@ class Worker:
             partitions = self._ensure_topics(admin)
         finally:
             admin.close()
+        self._partitions = partitions
         self._producer = self._transport.producer()
         self._manager = TableManager(
             config.app_id,
@@ -227,12 +233,18 @@ class Worker:
         next_status = time.monotonic() + self.status_interval
         interval = self.app.config.commit_interval
         next_commit = time.monotonic() + interval
+        next_topic_check = time.monotonic() + self.topic_check_interval
         while not self._stop.is_set():
             self._serve_commits()
             now = time.monotonic()
             if now >= next_commit:
                 self._commit_round()
                 next_commit = max(next_commit + interval, time.monotonic() + interval / 2)
+            if now >= next_topic_check:
+                next_topic_check = now + self.topic_check_interval
+                self._check_partition_counts()
+                if self._stop.is_set():
+                    break
             records = self._member.poll(timeout=self._poll_timeout(), max_records=_POLL_RECORDS)
             batches: dict[int, list[Record]] = {}
             # Polls return records in runs of one partition: group by run
@@ -249,6 +261,39 @@ class Worker:
             if self.on_status is not None and time.monotonic() >= next_status:
                 next_status = time.monotonic() + self.status_interval
                 self.on_status(self.status())
+
+    def _check_partition_counts(self) -> None:
+        """Stop the worker if a source topic's partition count changed.
+
+        Tables are sharded by source partition: with another count, keys would
+        go to other partitions than their state (and the group client would
+        ignore the new partitions until its metadata refresh). The worker
+        stops with a :class:`~statestream.errors.TopicMismatchError`, without
+        committing, instead of running on wrong state.
+        """
+        assert self._transport is not None
+        admin = self._transport.admin()
+        try:
+            for topic in self.app.source_topics():
+                described = admin.describe_topic(topic)
+                count = None if described is None else described.partitions
+                if count != self._partitions:
+                    now = "no longer exists" if count is None else f"now has {count} partitions"
+                    self._fail(
+                        TopicMismatchError(
+                            f"source topic {topic!r} {now}; the worker started with "
+                            f"{self._partitions}. Tables are sharded by source partition, so "
+                            "their state would no longer match the keys routed to each "
+                            "partition: restore the topic's partition count, or move to a new "
+                            "app id (new tables) fed from the resized topic"
+                        )
+                    )
+                    return
+        except LogError as exc:
+            # A broker outage is the group client's to report; check again later.
+            log.debug("checking partition counts failed: %s", exc)
+        finally:
+            admin.close()
 
     def _poll_timeout(self) -> float:
         """How long the next poll may block.

@@ -3,6 +3,7 @@ commits nothing it should not."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -15,7 +16,7 @@ import pytest
 
 from statestream import App, Processor, Table
 from statestream.context import Context, Message
-from statestream.errors import CommitError, ConfigurationError, GroupError
+from statestream.errors import CommitError, ConfigurationError, GroupError, TopicMismatchError
 from statestream.log import open_transport
 from statestream.log.base import TopicSpec
 from statestream.serde import JsonCodec
@@ -252,3 +253,73 @@ def test_sigterm_during_a_group_join_exits_0_within_seconds(kafka_cluster: Clust
     assert second.wait(10) == 0, second.log()
     assert "statestream: error" not in second.log()
     first.kill()
+
+
+def test_a_source_topic_whose_partition_count_changes_stops_the_worker(tmp_path: Path) -> None:
+    """Tables are sharded by source partition: a resized source topic must stop
+    the worker with a clear error, not run on state routed the old way."""
+
+    class _ResizingAdmin:
+        def __init__(self, admin: Any, transport: _ResizingTransport) -> None:
+            self._admin = admin
+            self._transport = transport
+
+        def describe_topic(self, name: str) -> Any:
+            described = self._admin.describe_topic(name)
+            if described is not None and name == SOURCE and self._transport.resized:
+                return dataclasses.replace(described, partitions=described.partitions + 1)
+            return described
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._admin, name)
+
+    class _ResizingTransport(_Transport):
+        resized = False
+
+        def admin(self) -> Any:
+            return _ResizingAdmin(self._transport.admin(), self)
+
+    app, transport = _setup(tmp_path)
+    script = _Script()
+    wrapped = _ResizingTransport(transport, script)
+    worker = Worker(app, transport=wrapped, topic_check_interval=0.05)  # type: ignore[arg-type]
+
+    def resize_once_committed(status: WorkerStatus) -> None:
+        if script.all_committed():
+            wrapped.resized = True
+
+    worker.on_status = resize_once_committed
+    worker.status_interval = 0.02
+    guard = threading.Timer(60, worker.request_stop)
+    guard.start()
+    try:
+        with pytest.raises(
+            TopicMismatchError, match="now has 3 partitions; the worker started with 2"
+        ):
+            worker.run()
+    finally:
+        guard.cancel()
+        transport.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(120)
+def test_partitions_added_to_a_source_topic_stop_the_worker_within_seconds(
+    kafka_cluster: Cluster,
+) -> None:
+    from kafka.admin import KafkaAdminClient, NewPartitions
+
+    cluster = kafka_cluster
+    with cluster.log() as transport:
+        produce(transport, cluster.source, [(None, "a b c")] * 100, partitions=CLUSTER_PARTITIONS)
+    worker = cluster.worker("w")
+    wait_for(lambda: len(worker.partitions()) == CLUSTER_PARTITIONS, 60, "the assignment")
+    bootstrap = cluster.broker_url.removeprefix("kafka://")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_partitions({cluster.source: NewPartitions(total_count=CLUSTER_PARTITIONS + 2)})
+    finally:
+        admin.close()
+    # The worker checks every 10 s; the group client alone would take 300 s.
+    assert worker.wait(40) == 1, worker.log()
+    assert f"now has {CLUSTER_PARTITIONS + 2} partitions" in worker.log()
