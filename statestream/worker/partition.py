@@ -40,7 +40,7 @@ from statestream.errors import (
 )
 from statestream.log.base import Delivery, Producer
 from statestream.processor import Processor
-from statestream.tables.commit import CommitCoordinator, CommitRequest
+from statestream.tables.commit import CommitCoordinator, CommitRequest, CommitSource
 from statestream.tables.manager import TableManager
 from statestream.types import Headers, Record, TopicPartition
 from statestream.worker.rounds import CommitTicket
@@ -49,8 +49,6 @@ __all__ = ["CommitSource", "PartitionTask"]
 
 log = logging.getLogger("statestream.worker")
 
-#: Asks the poll thread to commit source offsets; blocks until done (raises on failure).
-CommitSource = Callable[[Mapping[TopicPartition, int]], None]
 
 _new_tuple = tuple.__new__
 
