@@ -102,8 +102,19 @@ _HELP = {
     "error_policy": f"bad records: {', '.join(ERROR_POLICIES)}",
     "dead_letter_topic": "topic for the dead_letter policy (default: {app_id}-dead-letters)",
     "max_queued": "records queued per partition before fetching pauses",
+    "num_standby_replicas": "standby copies of each partition's local tables (Kafka only)",
+    "acceptable_recovery_lag": "records a copy may lag and still take a partition over at once",
+    "probing_rebalance_interval": "seconds between rebalances that promote caught-up warm-ups",
+    "instance_id": "static group member id, stable across restarts (Kafka only)",
 }
-_TYPES: dict[str, Any] = {"commit_interval": float, "partitions": int, "max_queued": int}
+_TYPES: dict[str, Any] = {
+    "commit_interval": float,
+    "partitions": int,
+    "max_queued": int,
+    "num_standby_replicas": int,
+    "acceptable_recovery_lag": int,
+    "probing_rebalance_interval": float,
+}
 
 
 def _add_app_flags(parser: argparse.ArgumentParser) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "AerospikeOptions",
     "AppConfig",
     "LevelDBOptions",
+    "check_instance_id",
     "env_setting",
     "options_from_strings",
     "parse_bool",
@@ -122,6 +123,25 @@ def options_from_strings(cls: type[_T], values: Mapping[str, str], what: str) ->
         )
     kwargs = {name: _parse_value(name, hints[name], text) for name, text in values.items()}
     return cls(**kwargs)
+
+
+def check_instance_id(instance_id: str) -> str:
+    """Return ``instance_id`` if it is a valid static member id, else raise ConfigurationError.
+
+    Kafka's rules for ``group.instance.id``: 1-249 characters of letters,
+    digits, ``.``, ``_`` and ``-``, and not ``.`` or ``..``.
+    """
+    if (
+        not isinstance(instance_id, str)
+        or not 0 < len(instance_id) <= 249
+        or instance_id in (".", "..")
+        or not all(c.isascii() and (c.isalnum() or c in "._-") for c in instance_id)
+    ):
+        raise ConfigurationError(
+            f"instance id must be 1-249 letters, digits, '.', '_' or '-' (and not '.' or "
+            f"'..'), got {instance_id!r}; give each worker process its own, stable across restarts"
+        )
+    return instance_id
 
 
 def env_setting(name: str, default: str) -> str:
@@ -264,6 +284,10 @@ APP_ENV: Mapping[str, str] = MappingProxyType(
         "error_policy": "STATESTREAM_ERROR_POLICY",
         "dead_letter_topic": "STATESTREAM_DEAD_LETTER_TOPIC",
         "max_queued": "STATESTREAM_MAX_QUEUED",
+        "num_standby_replicas": "STATESTREAM_NUM_STANDBY_REPLICAS",
+        "acceptable_recovery_lag": "STATESTREAM_ACCEPTABLE_RECOVERY_LAG",
+        "probing_rebalance_interval": "STATESTREAM_PROBING_REBALANCE_INTERVAL",
+        "instance_id": "STATESTREAM_INSTANCE_ID",
     }
 )
 
@@ -293,6 +317,15 @@ class AppConfig:
     dead_letter_topic: str
     #: Records queued per partition before its fetching is paused.
     max_queued: int
+    #: Standby copies of each partition's local tables kept by other workers.
+    num_standby_replicas: int = 0
+    #: Records a local copy may be behind the changelog end and still take a
+    #: partition over at once; a copy further behind warms up as a standby first.
+    acceptable_recovery_lag: int = 10_000
+    #: Seconds between rebalances that move partitions to caught-up warm-ups.
+    probing_rebalance_interval: float = 60.0
+    #: Static group membership id (Kafka ``group.instance.id``); None: dynamic.
+    instance_id: str | None = None
 
     @classmethod
     def resolve(cls, app_id: str, **given: Any) -> AppConfig:
@@ -328,6 +361,14 @@ class AppConfig:
             error_policy=str(raw["error_policy"] or "stop"),
             dead_letter_topic=str(raw["dead_letter_topic"] or f"{app_id}-dead-letters"),
             max_queued=_as(int, "max_queued", raw["max_queued"], 5000),
+            num_standby_replicas=_as(int, "num_standby_replicas", raw["num_standby_replicas"], 0),
+            acceptable_recovery_lag=_as(
+                int, "acceptable_recovery_lag", raw["acceptable_recovery_lag"], 10_000
+            ),
+            probing_rebalance_interval=_as(
+                float, "probing_rebalance_interval", raw["probing_rebalance_interval"], 60.0
+            ),
+            instance_id=None if raw["instance_id"] is None else str(raw["instance_id"]),
         )
         config.validate()
         return config
@@ -352,6 +393,21 @@ class AppConfig:
             )
         if self.max_queued < 1:
             raise ConfigurationError(f"max_queued must be >= 1, got {self.max_queued}")
+        if self.num_standby_replicas < 0:
+            raise ConfigurationError(
+                f"num_standby_replicas must be >= 0, got {self.num_standby_replicas}"
+            )
+        if self.acceptable_recovery_lag < 0:
+            raise ConfigurationError(
+                f"acceptable_recovery_lag must be >= 0 records, got {self.acceptable_recovery_lag}"
+            )
+        if self.probing_rebalance_interval <= 0:
+            raise ConfigurationError(
+                "probing_rebalance_interval must be > 0 seconds, got "
+                f"{self.probing_rebalance_interval}"
+            )
+        if self.instance_id is not None:
+            check_instance_id(self.instance_id)
 
     def __repr__(self) -> str:
         # The URLs may carry passwords (``?sasl_plain_password=...``, ``user:pw@``).

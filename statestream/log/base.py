@@ -30,8 +30,11 @@ __all__ = [
     "CleanupPolicy",
     "Delivery",
     "Fetcher",
+    "GroupAssignment",
     "GroupMember",
+    "GroupSubscription",
     "IsolationLevel",
+    "PartitionAssignor",
     "Producer",
     "RebalanceListener",
     "ResetPolicy",
@@ -144,6 +147,16 @@ class Admin(ABC):
     @abstractmethod
     def list_topics(self) -> set[str]:
         """Return the names of all topics."""
+
+    @abstractmethod
+    def committed_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """Return the group's committed offset of each partition (``None``: none).
+
+        Any thread, no group membership needed: standbys read how far the
+        active owner has committed with it.
+        """
 
     def ensure_topic(self, spec: TopicSpec) -> TopicDescription:
         """Create the topic if missing, else check partitions and cleanup policy.
@@ -321,6 +334,62 @@ class Fetcher(ABC):
         """Release the fetcher."""
 
 
+@dataclass(frozen=True)
+class GroupSubscription:
+    """One member's subscription, as the group leader's assignor sees it."""
+
+    member_id: str
+    #: The static member id (``None`` for a dynamic member).
+    instance_id: str | None
+    topics: tuple[str, ...]
+    #: What the member's :meth:`PartitionAssignor.user_data` returned.
+    user_data: bytes
+
+
+@dataclass(frozen=True)
+class GroupAssignment:
+    """One member's assignment: its partitions, and data for its assignor."""
+
+    partitions: tuple[TopicPartition, ...]
+    user_data: bytes = b""
+
+
+class PartitionAssignor(ABC):
+    """Decides which member of a group gets which partitions.
+
+    Every member of a group runs the same assignor (the group refuses a
+    member whose assignor has another :attr:`name`). At each join every
+    member sends its :meth:`user_data`; the leader's :meth:`assign` sees them
+    all and returns every member's assignment, which each member receives
+    through :meth:`on_assignment` before its ``on_assigned`` callback.
+
+    Thread ownership: the group client calls these on its own thread while
+    the poll thread waits inside :meth:`GroupMember.poll`; an assignor shares
+    state with other threads only under its own lock. They must not call the
+    group member they belong to.
+    """
+
+    #: The protocol name every member of the group must agree on.
+    name: str = "statestream"
+
+    @abstractmethod
+    def user_data(self, topics: Sequence[str]) -> bytes:
+        """Return this member's subscription data for the join starting now."""
+
+    @abstractmethod
+    def assign(
+        self, partitions: Mapping[str, int], members: Sequence[GroupSubscription]
+    ) -> Mapping[str, GroupAssignment]:
+        """(Leader only) Return an assignment for every member id in ``members``.
+
+        ``partitions`` is the partition count of every subscribed topic.
+        """
+
+    @abstractmethod
+    def on_assignment(self, assignment: GroupAssignment, generation: int) -> None:
+        """Receive this member's assignment for group generation ``generation``."""
+
+
 class RebalanceListener(Protocol):
     """Called by :meth:`GroupMember.poll` on the polling thread."""
 
@@ -386,6 +455,14 @@ class GroupMember(ABC):
         """Make a blocked :meth:`poll` return soon (any thread; used on stop requests)."""
 
     @abstractmethod
+    def request_rebalance(self) -> None:
+        """Have the group rebalance at the next :meth:`poll` (poll thread).
+
+        Used for probing rebalances: the assignor moves partitions to members
+        whose warm-up copies have caught up.
+        """
+
+    @abstractmethod
     def generation(self) -> int:
         """Return the group generation of the current assignment (-1 if none).
 
@@ -436,8 +513,18 @@ class Transport(ABC):
         isolation_level: IsolationLevel = "read_uncommitted",
         reset: ResetPolicy = "earliest",
         client_id: str | None = None,
+        assignor: PartitionAssignor | None = None,
+        instance_id: str | None = None,
     ) -> GroupMember:
-        """Return a group member (not yet subscribed)."""
+        """Return a group member (not yet subscribed).
+
+        ``assignor`` replaces the transport's default assignment (every
+        member of the group must use the same one). ``instance_id`` makes
+        the member static where the log supports it: a member that restarts
+        with the same id within the session timeout gets its partitions back
+        without a rebalance, and a static member leaving does not rebalance
+        the group either (its partitions wait for it until the session times out).
+        """
 
     @property
     @abstractmethod

@@ -295,6 +295,7 @@ class AerospikeStore(Store):
 
     scheme: ClassVar[str] = "aerospike"
     persistent: ClassVar[bool] = True
+    shared: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -272,6 +272,9 @@ class Store(ABC):
     scheme: ClassVar[str]
     #: Whether data and offset survive ``close()`` and a process crash.
     persistent: ClassVar[bool]
+    #: Whether every worker reaches the same state (a remote store): then a
+    #: new owner needs no standby copy, only the changelog past its offset.
+    shared: ClassVar[bool] = False
 
     def __init__(self, table: str, partition: int) -> None:
         check_table_name(table)
@@ -293,6 +296,15 @@ class Store(ABC):
         Workers call it before creating topics or joining the group. The
         default accepts every URL; stores with options override it.
         """
+
+    @classmethod
+    def exists(cls, url: StoreURL, table: str, partition: int) -> bool:
+        """Whether the store of ``table``/``partition`` may hold state (without creating it).
+
+        The default says True (opening it tells); local stores answer from
+        their files, a store whose state dies with the process says False.
+        """
+        return cls.persistent
 
     @classmethod
     def destroy(cls, url: StoreURL, table: str, partition: int) -> None:

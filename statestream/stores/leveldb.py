@@ -175,6 +175,12 @@ class LevelDBStore(Store):
         _parse_url(url)
 
     @classmethod
+    def exists(cls, url: StoreURL, table: str, partition: int) -> bool:
+        """Whether the store's directory exists (nothing is created)."""
+        data_dir, _ = _parse_url(url)
+        return os.path.isdir(store_path(data_dir, table, partition))
+
+    @classmethod
     def destroy(cls, url: StoreURL, table: str, partition: int) -> None:
         """Delete the store's directory, whatever state its files are in.
 

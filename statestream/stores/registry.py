@@ -134,6 +134,15 @@ class StoreRegistry:
         parsed = parse_store_url(url)
         self.store_class(parsed.scheme).check_url(parsed)
 
+    def is_shared(self, url: str) -> bool:
+        """Whether the store at ``url`` is shared by every worker (see ``Store.shared``)."""
+        return self.store_class(parse_store_url(url).scheme).shared
+
+    def exists(self, url: str, table: str, partition: int) -> bool:
+        """Whether the store may hold state (see ``Store.exists``); creates nothing."""
+        parsed = parse_store_url(url)
+        return self.store_class(parsed.scheme).exists(parsed, table, partition)
+
     def destroy(self, url: str, table: str, partition: int) -> None:
         """Delete everything the store of ``table``/``partition`` at ``url`` keeps.
 

@@ -26,12 +26,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from statestream.errors import ConfigurationError, StoreCorruptedError, TableError
+from statestream.errors import (
+    ConfigurationError,
+    StateStreamError,
+    StoreCorruptedError,
+    TableError,
+)
 from statestream.log.base import Producer, TopicSpec, Transport
 from statestream.stores.base import Store
-from statestream.stores.registry import destroy_store, open_store
+from statestream.stores.registry import StoreRegistry, destroy_store, open_store
 from statestream.tables.changelog import ChangelogWriter, SentChangelogs
 from statestream.tables.headers import epoch_of, next_epoch, pack_epoch
+from statestream.tables.local import LocalOffsets
 from statestream.tables.recovery import EPOCH_META, ProgressCallback, RestoreOutcome, restore
 from statestream.tables.shard import Change, TableShard
 from statestream.tables.table import Table
@@ -96,6 +102,7 @@ class TableManager:
         restore_batch_size: int = 10_000,
         stall_timeout: float = 60.0,
         compaction_lag_ms: int = 3_600_000,
+        local: LocalOffsets | None = None,
     ) -> None:
         names = [t.name for t in tables]
         duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -119,6 +126,8 @@ class TableManager:
         # Partitions this manager held and closed (reported as CLOSED).
         self._closed: set[int] = set()
         self._lock = threading.Lock()
+        #: Offsets of the local stores, for the assignor (see LocalOffsets).
+        self.local = local if local is not None else LocalOffsets()
 
     # -- topics ------------------------------------------------------------------
 
@@ -150,14 +159,22 @@ class TableManager:
 
     # -- partition lifecycle -----------------------------------------------------
 
-    def open_partition(self, partition: int) -> None:
-        """Open the stores of ``partition`` (state: restoring until restored)."""
+    def open_partition(self, partition: int, stores: Mapping[str, Store] | None = None) -> None:
+        """Open the stores of ``partition`` (state: restoring until restored).
+
+        ``stores`` are stores already open for some tables (a promoted
+        standby's, handed over by the standby thread): they are used as they
+        are, so the restore starts from their offsets.
+        """
         if partition in self._partitions:
             raise TableError(f"partition {partition} is already open")
+        given = dict(stores or {})
         shards: dict[str, TableShard] = {}
         try:
             for table in self.tables:
-                store = self._open_store(table.store_url or self.store_url, table.name, partition)
+                store = given.pop(table.name, None) or self._open_store(
+                    table.store_url or self.store_url, table.name, partition
+                )
                 changelog = TopicPartition(self.changelog_topic(table), partition)
                 shards[table.name] = TableShard(
                     table.name,
@@ -171,10 +188,22 @@ class TableManager:
         except BaseException:
             for shard in shards.values():
                 shard.store.close()
+            for store in given.values():
+                store.close()
             raise
+        for store in given.values():  # tables this app no longer has
+            store.close()
         with self._lock:
             self._partitions[partition] = _Partition(partition, shards)
             self._closed.discard(partition)
+
+    def open_local_store(self, table: Table[Any, Any], partition: int) -> Store:
+        """Open ``table``'s store of ``partition`` for a standby copy (the caller owns it).
+
+        The layout is the active one's, so the store serves the partition
+        unchanged when it becomes active here. A damaged store is rebuilt.
+        """
+        return self._open_store(table.store_url or self.store_url, table.name, partition)
 
     def _open_store(self, url: str, table: str, partition: int) -> Store:
         """Open a store; a damaged one is thrown away and rebuilt from the changelog."""
@@ -268,6 +297,8 @@ class TableManager:
             part.epoch = epoch
         finally:
             fetcher.close()
+        for shard in part.shards.values():
+            self._note(shard)
         self._set_state(part, PartitionState.READY)
         return outcomes
 
@@ -309,6 +340,8 @@ class TableManager:
         errors: list[BaseException] = []
         for shard in part.shards.values():
             shard.discard()
+            if not shard.store.persistent:
+                self.local.forget(shard.changelog)  # its state goes with the store
             try:
                 shard.store.close()
             except Exception as exc:
@@ -396,6 +429,7 @@ class TableManager:
             changes = pending.changes.get(name)
             if changes:
                 shard.committed(changes, pending.changelog_offsets[name])
+                self._note(shard)
             else:
                 shard.committed([], None)  # nothing changed: keep the cache
 
@@ -497,6 +531,36 @@ class TableManager:
             end = offsets[shard.changelog]
         if end is not None:
             shard.store.write({}, end, {EPOCH_META: pack_epoch(epoch)})
+
+    def _note(self, shard: TableShard) -> None:
+        self.local.set(shard.changelog, shard.store.offset())
+
+    def scan_local(self, partitions: int, tables: Sequence[str]) -> None:
+        """Record the offsets of the persistent local stores of ``tables`` found on disk.
+
+        Called once at start, before the group is joined, so the first
+        assignment already knows which state this process holds. A store
+        another process holds, or a damaged one, counts as no copy.
+        """
+        registry = StoreRegistry()
+        for table in self.tables:
+            if table.name not in tables:
+                continue
+            url = table.store_url or self.store_url
+            for partition in range(partitions):
+                changelog = TopicPartition(self.changelog_topic(table), partition)
+                if not registry.exists(url, table.name, partition):
+                    continue
+                try:
+                    store = registry.open(url, table.name, partition)
+                except StateStreamError as exc:
+                    log.debug("no local copy of %s: %s", changelog, exc)
+                    continue
+                try:
+                    if store.persistent:
+                        self.local.set(changelog, store.offset())
+                finally:
+                    store.close()
 
     def _partition(self, partition: int) -> _Partition:
         part = self._partitions.get(partition)

@@ -32,9 +32,21 @@ just below the first skipped record (the data after it is still applied):
 a crash or a cancelled restore before the repair reads those records again
 and the repair is not forgotten.
 
+One reader, two modes (:class:`ChangelogReader`): **restoring** (above:
+read to the high watermark, then the partition processes) and **standby**
+(tail for ever, see :mod:`statestream.tables.standby`). They apply records
+the same way, with the same fencing; they differ in what an uncommitted
+record means. A restore skips it (its work is redone) and leaves its key to
+the owner's repair. A standby cannot know yet whether the record's work will
+be committed, so it stops at the record and waits until the committed source
+offset passes it, then applies it; records are applied in changelog order,
+never around a waiting one. A fenced record's key is pending in both modes;
+a standby holds its offset below the first fenced record until a record of a
+live writer has rewritten every pending key (the new owner's repair does),
+so a promotion before that reads them again.
+
 Thread ownership: runs on the thread that owns the store (the partition
-thread, or a restorer thread handing the store over when done); it owns the
-fetcher it is given.
+thread, or the standby thread); it owns the fetcher it is given.
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from statestream.errors import RestoreError
 from statestream.log.base import Fetcher
@@ -51,7 +64,20 @@ from statestream.stores.base import Store
 from statestream.tables.headers import epoch_of, pack_epoch, source_of, unpack_epoch
 from statestream.types import Record, TopicPartition
 
-__all__ = ["EPOCH_META", "RestoreOutcome", "RestoreProgress", "restore", "stored_epoch"]
+__all__ = [
+    "EPOCH_META",
+    "ChangelogReader",
+    "ReaderMode",
+    "RestoreOutcome",
+    "RestoreProgress",
+    "clear_reason",
+    "restore",
+    "should_skip",
+    "stored_epoch",
+]
+
+#: How a :class:`ChangelogReader` treats a record of uncommitted work.
+ReaderMode = Literal["restoring", "standby"]
 
 #: Store metadata name of the highest writer epoch applied (8 bytes).
 EPOCH_META = "epoch"
@@ -95,7 +121,7 @@ class RestoreOutcome:
 ProgressCallback = Callable[[RestoreProgress], None]
 
 
-def _should_skip(source: tuple[str, int] | None, committed: Mapping[str, int | None]) -> bool:
+def should_skip(source: tuple[str, int] | None, committed: Mapping[str, int | None]) -> bool:
     if source is None:
         return False  # not written by a statestream commit: apply it
     topic, offset = source
@@ -110,7 +136,7 @@ def stored_epoch(store: Store) -> int | None:
     return unpack_epoch(store.meta(EPOCH_META))
 
 
-def _clear_reason(offset: int | None, low: int, high: int, has_data: bool) -> str | None:
+def clear_reason(offset: int | None, low: int, high: int, has_data: bool) -> str | None:
     if offset is not None and offset >= high:
         return (
             f"store offset {offset} is at or beyond the changelog's high watermark {high}: "
@@ -126,23 +152,29 @@ def _clear_reason(offset: int | None, low: int, high: int, has_data: bool) -> st
     return None
 
 
-class _Restorer:
-    """One restore run; see :func:`restore`."""
+class ChangelogReader:
+    """Applies one changelog partition's records to its store (see the module docstring).
+
+    ``committed`` maps each source topic to its committed offset for the
+    partition; a standby's caller replaces it as the offsets move.
+    """
 
     def __init__(
         self,
         store: Store,
-        fetcher: Fetcher,
         changelog: TopicPartition,
         committed: Mapping[str, int | None],
-        batch_size: int,
-        progress: ProgressCallback | None,
-        progress_interval: float,
+        batch_size: int = 10_000,
+        progress: ProgressCallback | None = None,
+        progress_interval: float = 1.0,
+        mode: ReaderMode = "restoring",
     ) -> None:
         self.store = store
-        self.fetcher = fetcher
+        self.mode = mode
         self.changelog = changelog
         self.committed = committed
+        #: (standby) The record the reader waits at, and the source offset it waits for.
+        self.waiting: tuple[int, tuple[str, int]] | None = None
         self.batch_size = batch_size
         self.progress = progress
         self.progress_interval = progress_interval
@@ -184,11 +216,15 @@ class _Restorer:
         if record.key is not None:
             self.skipped_keys.add(record.key)
 
-    def take(self, records: list[Record], high: int) -> None:
-        """Apply or skip ``records`` below ``high`` into the batch."""
-        committed, batch = self.committed, self.batch
+    def take(self, records: list[Record], high: int | None = None) -> None:
+        """Apply or skip ``records`` (those below ``high``, if given) into the batch.
+
+        In standby mode, reading stops at the first record of uncommitted
+        work: :attr:`waiting` names it, and the records from it on are not
+        taken (the caller reads them again once the committed offset passed it).
+        """
         for record in records:
-            if record.offset >= high:
+            if high is not None and record.offset >= high:
                 continue  # written after the restore began: the owner processes it
             epoch, fence = epoch_of(record)
             highest = self.epoch
@@ -202,16 +238,48 @@ class _Restorer:
             else:
                 if epoch is not None:
                     self.epoch = epoch
-                if _should_skip(source_of(record), committed):
-                    self.skipped += 1
-                    self._skip(record)
-                else:
-                    if record.key is not None:
-                        batch[record.key] = record.value
-                    self.applied += 1
+                if not self._take_live(record):
+                    break
             self.last_offset = record.offset
-        if len(batch) >= self.batch_size:
+        if len(self.batch) >= self.batch_size:
             self.flush()
+
+    def _take_live(self, record: Record) -> bool:
+        """Apply (or skip) a record of a live writer; False: a standby waits at it."""
+        source = source_of(record)
+        if should_skip(source, self.committed):
+            if self.mode == "standby":
+                assert source is not None  # should_skip is False without one
+                self.waiting = (record.offset, source)
+                return False
+            self.skipped += 1
+            self._skip(record)
+            return True
+        if record.key is not None:
+            self.batch[record.key] = record.value
+            if self.hold is not None and self.mode == "standby":
+                self._rewritten(record.key)
+        self.applied += 1
+        return True
+
+    def _rewritten(self, key: bytes) -> None:
+        # A live writer wrote a pending key again: its fenced record no longer
+        # matters. With none pending, the offset may move past them.
+        self.skipped_keys.discard(key)
+        if not self.skipped_keys:
+            self.hold = None
+
+    def resume(self) -> bool:
+        """(Standby) Stop waiting if the committed offset passed the waited record.
+
+        Returns True when reading may go on from :attr:`waiting`'s offset.
+        """
+        if self.waiting is None:
+            return True
+        if should_skip(self.waiting[1], self.committed):
+            return False
+        self.waiting = None
+        return True
 
     def report(self, left: int, force: bool = False) -> None:
         """Call the progress callback at most every ``progress_interval`` seconds."""
@@ -262,12 +330,12 @@ def restore(
     fetcher.assign([changelog])
     low, high = fetcher.watermarks(changelog)
     offset = store.offset()
-    cleared = _clear_reason(offset, low, high, offset is None and store.count() > 0)
+    cleared = clear_reason(offset, low, high, offset is None and store.count() > 0)
     if cleared is not None:
         log.warning("%s: %s", changelog, cleared)
         store.clear()
         offset = None
-    run = _Restorer(store, fetcher, changelog, committed, batch_size, progress, progress_interval)
+    run = ChangelogReader(store, changelog, committed, batch_size, progress, progress_interval)
     start = low if offset is None else offset + 1
     if start >= high:
         return run.outcome(cleared, True)

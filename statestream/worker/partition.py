@@ -40,6 +40,7 @@ from statestream.errors import (
 )
 from statestream.log.base import Delivery, Producer
 from statestream.processor import Processor
+from statestream.stores.base import Store
 from statestream.tables.commit import CommitCoordinator, CommitRequest, CommitSource
 from statestream.tables.manager import TableManager
 from statestream.types import Headers, Record, TopicPartition
@@ -85,8 +86,11 @@ class PartitionTask(threading.Thread):
         *,
         coordinator: CommitCoordinator | None = None,
         generation: int = 0,
+        stores: Mapping[str, Store] | None = None,
     ) -> None:
         super().__init__(name=f"statestream-partition-{partition}", daemon=True)
+        #: Open stores handed over by the standby thread (this task owns them now).
+        self._handed = dict(stores or {})
         self.app = app
         self.partition = partition
         self.manager = manager
@@ -160,12 +164,19 @@ class PartitionTask(threading.Thread):
             self._close()
 
     def _run(self) -> None:
-        self.manager.open_partition(self.partition)
+        handed, self._handed = self._handed, {}
+        self.manager.open_partition(self.partition, handed)
         outcomes = self.manager.restore_partition(
             self.partition, self.committed, self.stopping, generation=self.generation
         )
         if not all(o.completed for o in outcomes):
             return  # revoked while restoring: what was applied is kept
+        log.info(
+            "partition %d ready: replayed %d changelog records%s",
+            self.partition,
+            sum(o.applied + o.skipped + o.fenced for o in outcomes),
+            " (continuing its standby copy)" if handed else "",
+        )
         self.manager.bind(self.partition)
         instances = self._start_processors()
         self.ready.set()
@@ -230,6 +241,8 @@ class PartitionTask(threading.Thread):
                 setattr(proc, attribute, view)
 
     def _close(self) -> None:
+        for store in self._handed.values():  # never opened: the task failed first
+            store.close()
         try:
             self.manager.close_partition(self.partition)
         except StateStreamError as exc:

@@ -39,8 +39,10 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from queue import Empty, Queue
+from typing import Any
 
 from statestream.app import App
+from statestream.assignor import AssignmentInfo, StateAssignor
 from statestream.errors import (
     CommitError,
     ConfigurationError,
@@ -52,15 +54,18 @@ from statestream.errors import (
     WorkerError,
 )
 from statestream.log import Transport, open_transport
-from statestream.log.base import Admin, GroupMember, Producer, TopicSpec
+from statestream.log.base import Admin, Fetcher, GroupMember, Producer, TopicSpec
 from statestream.secrets import redact_url
+from statestream.stores.base import Store
 from statestream.stores.registry import StoreRegistry
 from statestream.tables.commit import CommitCoordinator
 from statestream.tables.manager import TableManager
 from statestream.tables.recovery import RestoreProgress
+from statestream.tables.table import Table
 from statestream.types import Record, TopicPartition
 from statestream.worker.partition import PartitionTask
 from statestream.worker.rounds import run_round
+from statestream.worker.standby import StandbyThread
 
 __all__ = ["Worker", "WorkerStatus"]
 
@@ -124,6 +129,16 @@ class Worker:
         self._coordinator: CommitCoordinator | None = None
         self._member: GroupMember | None = None
         self._started = False
+        self._standby: StandbyThread | None = None
+        # The latest assignment the assignor received (group client thread)
+        # and the last one applied to the standby thread (poll thread).
+        self._info_lock = threading.Lock()
+        self._info: AssignmentInfo | None = None
+        self._applied_info: AssignmentInfo | None = None
+        self._probe_at: float | None = None
+        self._marks_fetcher: Fetcher | None = None
+        self._local_tables: list[Table[Any, Any]] = []
+        self._applied_standbys: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
 
     # -- control -----------------------------------------------------------------
 
@@ -182,7 +197,7 @@ class Worker:
         )
         self._coordinator = CommitCoordinator(self._manager, self._producer)
         self._manager.ensure_changelogs(partitions)
-        self._member = self._transport.group_member(config.app_id, reset="earliest")
+        self._member = self._join_group(partitions)
         self._member.subscribe(self.app.source_topics(), self)
         self._started = True
         log.info(
@@ -193,11 +208,100 @@ class Worker:
             redact_url(config.store_url),
         )
 
+    def _join_group(self, partitions: int) -> GroupMember:
+        """Make the group member, with the state-aware assignor and the standby thread."""
+        assert self._transport is not None
+        assert self._manager is not None
+        config = self.app.config
+        manager = self._manager
+        names = [t.name for t in self._local_tables]
+        manager.scan_local(partitions, names)
+        self._marks_fetcher = self._transport.fetcher(isolation_level="read_committed")
+        assignor = StateAssignor(
+            self.app.source_topics(),
+            [manager.changelog_topic(t) for t in self._local_tables],
+            manager.local,
+            self._watermarks,
+            self._on_info,
+            num_standbys=config.num_standby_replicas,
+            acceptable_recovery_lag=config.acceptable_recovery_lag,
+        )
+        if self._local_tables:
+            self._standby = StandbyThread(
+                manager,
+                self._transport,
+                config.app_id,
+                self.app.source_topics(),
+                self._local_tables,
+            )
+            self._standby.start()
+        return self._transport.group_member(
+            config.app_id, reset="earliest", assignor=assignor, instance_id=config.instance_id
+        )
+
+    def _watermarks(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+        """(Group client thread, leader only) The changelogs' watermarks, for the assignor."""
+        fetcher = self._marks_fetcher
+        assert fetcher is not None
+        return {tp: fetcher.watermarks(tp) for tp in tps}
+
+    def _on_info(self, info: AssignmentInfo) -> None:
+        """(Group client thread) Keep the new assignment for the poll thread."""
+        with self._info_lock:
+            self._info = info
+
+    def _apply_info(self, promoting: Sequence[int] = ()) -> dict[int, dict[str, Store]]:
+        """(Poll thread) Give the standby thread the latest standby tasks.
+
+        Returns the open stores of ``promoting`` (standby tasks that became
+        active here), which their partition tasks take over.
+        """
+        with self._info_lock:
+            info = self._info
+        handed: dict[int, dict[str, Store]] = {}
+        standby = self._standby
+        try:
+            if standby is not None and promoting:
+                handed = standby.release(promoting)
+            if info is None or info is self._applied_info:
+                return handed
+            self._applied_info = info
+            if standby is not None:
+                standby.assign(info.standby - info.active)
+        except (StateStreamError, TimeoutError) as exc:
+            # Standbys are a help: without them partitions restore in full.
+            log.error("standby copies unavailable: %s", exc)
+            self._standby = None
+        if info is None:
+            return handed
+        previous = self._applied_standbys
+        if info.standby != previous[0] or info.warmup != previous[1]:
+            log.info(
+                "standby partitions %s (warm-up %s)", sorted(info.standby), sorted(info.warmup)
+            )
+        self._applied_standbys = (info.standby, info.warmup)
+        if info.probe:
+            # Move warm-ups that caught up to their targets (a probing rebalance).
+            self._probe_at = time.monotonic() + self.app.config.probing_rebalance_interval
+        elif info.warmup == frozenset():
+            self._probe_at = None
+        return handed
+
     def _check_store_urls(self) -> None:
         """Refuse bad store URLs before any topic is created or the group joined."""
         registry = StoreRegistry()
-        for url in sorted({t.store_url or self.app.config.store_url for t in self.app.tables()}):
+        config = self.app.config
+        for url in sorted({t.store_url or config.store_url for t in self.app.tables()}):
             registry.check(url)
+        self._local_tables = [
+            t for t in self.app.tables() if not registry.is_shared(t.store_url or config.store_url)
+        ]
+        if config.num_standby_replicas and not config.broker_url.startswith("kafka:"):
+            raise ConfigurationError(
+                f"num_standby_replicas={config.num_standby_replicas} needs Kafka: the embedded "
+                "log serves one worker process, so there is no other member to keep a standby "
+                "copy; set it to 0, or run the workers on Kafka (--broker-url kafka://...)"
+            )
 
     def _ensure_topics(self, admin: Admin) -> int:
         config = self.app.config
@@ -246,6 +350,11 @@ class Worker:
                 if self._stop.is_set():
                     break
             records = self._member.poll(timeout=self._poll_timeout(), max_records=_POLL_RECORDS)
+            self._apply_info()
+            if self._probe_at is not None and time.monotonic() >= self._probe_at:
+                self._probe_at = None
+                log.info("probing rebalance: moving caught-up warm-ups to their targets")
+                self._member.request_rebalance()
             batches: dict[int, list[Record]] = {}
             # Polls return records in runs of one partition: group by run
             # (C-level iteration) rather than record by record.
@@ -420,6 +529,7 @@ class Worker:
         assert self._coordinator is not None
         numbers = sorted({tp.partition for tp in partitions} - set(self._tasks))
         generation = self._member.generation() if numbers else 0
+        handed = self._apply_info(numbers)
         for number in numbers:
             committed = {
                 topic: self._member.committed(TopicPartition(topic, number))
@@ -436,6 +546,7 @@ class Worker:
                 self._drained.set,
                 coordinator=self._coordinator,
                 generation=generation,
+                stores=handed.pop(number, None),
             )
             tps = self._tps(number)
             for tp in tps:
@@ -494,6 +605,10 @@ class Worker:
         ]
         if self._member is not None:
             steps.append(self._member.close)
+        if self._standby is not None:
+            steps.append(self._standby.stop)
+        if self._marks_fetcher is not None:
+            steps.append(self._marks_fetcher.close)
         if self._manager is not None:
             steps.append(self._manager.close)
         if self._producer is not None:

@@ -11,13 +11,24 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from statestream.errors import ConfigurationError, GroupError, LogError, OffsetOutOfRangeError
-from statestream.log.base import Fetcher, GroupMember, RebalanceListener, ResetPolicy
+from statestream.log.base import (
+    Fetcher,
+    GroupAssignment,
+    GroupMember,
+    GroupSubscription,
+    PartitionAssignor,
+    RebalanceListener,
+    ResetPolicy,
+)
 from statestream.log.embedded.meta import Partition
 from statestream.log.embedded.producer import OnClose, check_offsets
 from statestream.log.embedded.storage import EmbeddedLog
 from statestream.types import Record, TopicPartition
 
 __all__ = ["EmbeddedFetcher", "EmbeddedGroupMember"]
+
+#: The member id a group of one shows its assignor.
+_MEMBER_ID = "embedded"
 
 
 class _Reader:
@@ -232,7 +243,13 @@ class EmbeddedGroupMember(GroupMember):
     """
 
     def __init__(
-        self, log: EmbeddedLog, group_id: str, reset: ResetPolicy, on_close: OnClose
+        self,
+        log: EmbeddedLog,
+        group_id: str,
+        reset: ResetPolicy,
+        on_close: OnClose,
+        assignor: PartitionAssignor | None = None,
+        instance_id: str | None = None,
     ) -> None:
         if not isinstance(group_id, str) or not group_id:
             raise ConfigurationError(f"group id must be a non-empty string, got {group_id!r}")
@@ -248,6 +265,8 @@ class EmbeddedGroupMember(GroupMember):
         self._seen_metadata = -1
         self._generation = -1
         self._closed = False
+        self._assignor = assignor
+        self._instance_id = instance_id
 
     def _check_open(self) -> None:
         if self._closed:
@@ -279,11 +298,35 @@ class EmbeddedGroupMember(GroupMember):
         listener = self._listener
         if self._assigned and listener is not None:
             listener.on_revoked(sorted(self._assigned))
-        self._assigned = target
         self._generation += 1
+        if self._assignor is not None:
+            target = self._assign(target)
+        self._assigned = target
         self._reader.assign(target, keep_positions=False)
         if listener is not None:
             listener.on_assigned(sorted(target))
+
+    def _assign(self, available: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """Run the assignor for a group of one; keep the partitions it gives this member."""
+        assert self._assignor is not None
+        topics = tuple(self._topics or ())
+        counts: dict[str, int] = {}
+        for tp in available:
+            counts[tp.topic] = max(counts.get(tp.topic, 0), tp.partition + 1)
+        me = GroupSubscription(
+            _MEMBER_ID, self._instance_id, topics, self._assignor.user_data(topics)
+        )
+        assignment = self._assignor.assign(counts, [me]).get(_MEMBER_ID, GroupAssignment(()))
+        self._assignor.on_assignment(assignment, self._generation)
+        return {
+            TopicPartition(*tp): available[TopicPartition(*tp)]
+            for tp in assignment.partitions
+            if TopicPartition(*tp) in available
+        }
+
+    def request_rebalance(self) -> None:
+        """Run the assignment again at the next :meth:`poll`."""
+        self._rebalance = True
 
     def poll(self, timeout: float = 0.0, max_records: int = 500) -> list[Record]:
         self._check_open()

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from statestream.errors import ConfigurationError, LogError, TransactionError
 from statestream.log.base import (
     Admin,
     IsolationLevel,
+    PartitionAssignor,
     ResetPolicy,
     TopicDescription,
     TopicSpec,
@@ -27,6 +29,7 @@ from statestream.log.embedded.clients import EmbeddedFetcher, EmbeddedGroupMembe
 from statestream.log.embedded.meta import EmbeddedOptions
 from statestream.log.embedded.producer import EmbeddedProducer
 from statestream.log.embedded.storage import EmbeddedLog
+from statestream.types import TopicPartition
 
 if TYPE_CHECKING:
     from statestream.log import TransportURL
@@ -83,6 +86,15 @@ class EmbeddedAdmin(Admin):
             topic = self._log.drop_topic(name)
             if topic is not None:
                 self._log.purge_records(topic.topic_id)
+
+    def committed_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """Return the group's committed offset of each partition (``None``: none)."""
+        return {
+            TopicPartition(*tp): self._log.committed(group_id, TopicPartition(*tp))
+            for tp in partitions
+        }
 
     def list_topics(self) -> set[str]:
         self._log.check_open()
@@ -213,18 +225,25 @@ class EmbeddedTransport(Transport):
         isolation_level: IsolationLevel = "read_uncommitted",
         reset: ResetPolicy = "earliest",
         client_id: str | None = None,
+        assignor: PartitionAssignor | None = None,
+        instance_id: str | None = None,
     ) -> EmbeddedGroupMember:
         """Return the group's member (see :class:`EmbeddedGroupMember`).
 
         Every isolation level reads the same records (transactions are written
         only when they commit); ``client_id`` names nothing here and is ignored.
+        A group has one member, so ``instance_id`` changes nothing (no other
+        member could take its partitions); ``assignor`` is run for a group
+        of one at every assignment.
         """
         if isolation_level not in _ISOLATION_LEVELS:
             raise ConfigurationError(
                 f"isolation_level must be one of {', '.join(_ISOLATION_LEVELS)}, "
                 f"got {isolation_level!r}"
             )
-        member = EmbeddedGroupMember(self._log, group_id, reset, self._forget)
+        member = EmbeddedGroupMember(
+            self._log, group_id, reset, self._forget, assignor, instance_id
+        )
         self._register(member)
         return member
 

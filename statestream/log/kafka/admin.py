@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import kafka.errors as kerrors
@@ -27,8 +28,11 @@ from statestream.log.kafka._common import (
     _INVALID_TOPIC_ERRORS,
     _UNKNOWN_TOPIC,
     _kafka_errors,
+    _ktp,
+    _tp,
     _translate,
 )
+from statestream.types import TopicPartition
 
 if TYPE_CHECKING:  # at run time transport imports this module
     from statestream.log.kafka.transport import KafkaTransport
@@ -122,6 +126,23 @@ class KafkaTopicAdmin(Admin):
         deadline = time.monotonic() + self._transport.options.request_timeout_ms / 1000
         while time.monotonic() < deadline and self._transport.topic_exists(name):
             time.sleep(0.05)
+
+    def committed_offsets(
+        self, group_id: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int | None]:
+        """Return the group's committed offset of each partition (``None``: none)."""
+        wanted = [TopicPartition(*tp) for tp in partitions]
+        if not wanted:
+            return {}
+        what = f"fetching the committed offsets of group {group_id!r}"
+        with _kafka_errors(what, self._where):
+            found = self._client.list_group_offsets({group_id: [_ktp(tp) for tp in wanted]})
+        offsets = {_tp(ktp): meta.offset for ktp, meta in found.get(group_id, {}).items()}
+        return {
+            tp: (offset if offset is not None and offset >= 0 else None)
+            for tp in wanted
+            for offset in (offsets.get(tp),)
+        }
 
     def list_topics(self) -> set[str]:
         """Return the names of all topics except Kafka's internal ones."""

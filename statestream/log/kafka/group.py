@@ -261,6 +261,12 @@ class KafkaGroupMember(_ConsumerClient, GroupMember):
         second, with no records (any thread; for stop requests)."""
         self._interrupted.set()
 
+    def request_rebalance(self) -> None:
+        """Have the group rebalance: the next :meth:`poll` rejoins (poll thread)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None:
+            coordinator.request_rejoin()
+
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Synchronously commit ``offsets`` (next offset to process per partition)."""
         if not offsets:

@@ -19,7 +19,7 @@ from kafka import (
     KafkaProducer,
 )
 
-from statestream.config import options_from_strings
+from statestream.config import check_instance_id, options_from_strings
 from statestream.errors import (
     BrokerUnavailableError,
     ConfigurationError,
@@ -30,6 +30,7 @@ from statestream.log.base import (
     Fetcher,
     GroupMember,
     IsolationLevel,
+    PartitionAssignor,
     Producer,
     ResetPolicy,
     Transport,
@@ -47,6 +48,7 @@ from statestream.log.kafka._common import (
     _translate,
 )
 from statestream.log.kafka.admin import KafkaTopicAdmin
+from statestream.log.kafka.assignor import AssignorBridge
 from statestream.log.kafka.consumer import KafkaFetcher
 from statestream.log.kafka.group import KafkaGroupMember
 from statestream.log.kafka.producer import KafkaRecordProducer
@@ -193,6 +195,7 @@ class KafkaTransport(Transport):
         isolation_level: IsolationLevel,
         reset: ResetPolicy,
         client_id: str | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Any:
         if isolation_level not in _ISOLATION_LEVELS:
             raise ConfigurationError(
@@ -211,6 +214,7 @@ class KafkaTransport(Transport):
         )
         if client_id is not None:
             config["client_id"] = client_id
+        config.update(extra or {})
         consumer = self._construct(KafkaConsumer, config)
         _check_consumer_internals(consumer, self._disabled)
         if group_id is not None:
@@ -236,11 +240,23 @@ class KafkaTransport(Transport):
         isolation_level: IsolationLevel = "read_uncommitted",
         reset: ResetPolicy = "earliest",
         client_id: str | None = None,
+        assignor: PartitionAssignor | None = None,
+        instance_id: str | None = None,
     ) -> KafkaGroupMember:
-        """Return a member of ``group_id`` (joins on its first poll after subscribe)."""
+        """Return a member of ``group_id`` (joins on its first poll after subscribe).
+
+        ``assignor`` runs inside kafka-python's group protocol (eager
+        rebalances; default: kafka-python's range assignor). ``instance_id``
+        is Kafka's ``group.instance.id`` (static membership).
+        """
         if not group_id:
             raise ConfigurationError("group_id must be a non-empty string")
-        consumer = self._consumer(group_id, isolation_level, reset, client_id)
+        extra: dict[str, Any] = {}
+        if instance_id is not None:
+            extra["group_instance_id"] = check_instance_id(instance_id)
+        if assignor is not None:
+            extra["partition_assignment_strategy"] = [AssignorBridge(assignor)]
+        consumer = self._consumer(group_id, isolation_level, reset, client_id, extra)
         member = KafkaGroupMember(self, consumer, group_id, reset)
         self._register(member)
         return member
