@@ -14,6 +14,7 @@ from statestream.errors import LogLockedError, StateStreamError, StoreLockedErro
 from statestream.log import open_transport
 from statestream.secrets import redact_text, redact_url, url_secrets
 from statestream.stores.registry import open_store
+from statestream.tables.local import read_status, status_path
 from statestream.types import TopicPartition
 
 __all__ = ["describe_tables"]
@@ -33,6 +34,9 @@ def describe_tables(app: App) -> Iterator[str]:
         for table in app.tables():
             yield f"table {table.name}: changelog {config.app_id}-{table.name}-changelog"
         return
+    running = read_status(status_path(config.data_dir, config.app_id))
+    if running is not None:
+        yield "  (a worker runs with this data directory: roles, offsets and lags as it reports them)"
     try:
         admin = transport.admin()
         fetcher = transport.fetcher()
@@ -50,12 +54,27 @@ def describe_tables(app: App) -> Iterator[str]:
             )
             for p in range(described.partitions):
                 low, high = fetcher.watermarks(TopicPartition(topic, p))
-                local = _local(store_url, table.name, p, high)
+                reported = (running or {}).get(p)
+                if reported is not None and table.name in reported.get("tables", {}):
+                    local = _reported(reported["role"], reported["tables"][table.name], high)
+                else:
+                    local = _local(store_url, table.name, p, high)
                 yield f"  partition {p}: changelog offsets {low}..{high}, {local}"
         fetcher.close()
         admin.close()
     finally:
         transport.close()
+
+
+def _reported(role: str, table: dict[str, object], high: int) -> str:
+    """One partition's line from a running worker's report."""
+    offset = table.get("offset")
+    if isinstance(offset, int):
+        behind = max(high - 1 - offset, 0)
+        where = f"local offset {offset}, lag {behind}"
+    else:
+        where = "no local state yet"
+    return f"{role} on this worker, {where}"
 
 
 def _local(store_url: str, table: str, partition: int, high: int) -> str:

@@ -6,17 +6,26 @@ The assignor reports these offsets to the group leader at every rebalance
 partition threads (after a restore and at every commit, step 4 of the
 commit protocol) and the standby thread (after every batch it applies).
 
+Running workers also write a small status file (:func:`write_status`) into
+their data directory, which ``statestream tables`` reads to show each
+partition's role (active, restoring, standby, warm-up), offset and lag while
+the stores are locked by the worker.
+
 Thread ownership: any thread; every method takes the index's lock.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
 from collections.abc import Mapping
+from typing import Any
 
 from statestream.types import TopicPartition
 
-__all__ = ["LocalOffsets"]
+__all__ = ["STATUS_STALE_AFTER", "LocalOffsets", "read_status", "status_path", "write_status"]
 
 
 class LocalOffsets:
@@ -52,3 +61,48 @@ class LocalOffsets:
         """Return the local store's offset of ``changelog``, if there is a copy."""
         with self._lock:
             return self._offsets.get(changelog)
+
+
+#: Seconds after which a status file no longer describes a running worker.
+STATUS_STALE_AFTER = 30.0
+
+
+def status_path(data_dir: str, app_id: str) -> str:
+    """Where a worker of ``app_id`` with data directory ``data_dir`` writes its status."""
+    return os.path.join(data_dir, f"{app_id}.worker-status.json")
+
+
+def write_status(path: str, partitions: Mapping[int, Mapping[str, Any]]) -> None:
+    """Atomically write a worker's view of its partitions (see :func:`read_status`).
+
+    ``partitions`` maps partition number to ``{"role": ..., "tables": {name:
+    {"offset": int | None, "lag": int | None}}}``; roles are ``active``,
+    ``restoring``, ``standby`` and ``warm-up``.
+    """
+    document = {
+        "pid": os.getpid(),
+        "written": time.time(),
+        "partitions": {str(p): dict(v) for p, v in sorted(partitions.items())},
+    }
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(document, fh)
+    os.replace(tmp, path)
+
+
+def read_status(path: str) -> dict[int, dict[str, Any]] | None:
+    """Return the partitions of a running worker's status file, or None.
+
+    None when there is no file, it is unreadable, or it was last written more
+    than :data:`STATUS_STALE_AFTER` seconds ago (the worker stopped).
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            document = json.load(fh)
+        if time.time() - float(document["written"]) > STATUS_STALE_AFTER:
+            return None
+        return {int(p): dict(v) for p, v in document["partitions"].items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -59,6 +59,7 @@ from statestream.secrets import redact_url
 from statestream.stores.base import Store
 from statestream.stores.registry import StoreRegistry
 from statestream.tables.commit import CommitCoordinator
+from statestream.tables.local import status_path, write_status
 from statestream.tables.manager import TableManager
 from statestream.tables.recovery import RestoreProgress
 from statestream.tables.table import Table
@@ -367,9 +368,11 @@ class Worker:
                 task.enqueue(batch)
             self._backpressure()
             self._check_tasks()
-            if self.on_status is not None and time.monotonic() >= next_status:
+            if time.monotonic() >= next_status:
                 next_status = time.monotonic() + self.status_interval
-                self.on_status(self.status())
+                self._write_status()
+                if self.on_status is not None:
+                    self.on_status(self.status())
 
     def _check_partition_counts(self) -> None:
         """Stop the worker if a source topic's partition count changed.
@@ -428,6 +431,32 @@ class Worker:
             self.counters(),
             dict(self._restoring),
         )
+
+    def _write_status(self) -> None:
+        """Write the status file ``statestream tables`` reads (roles, offsets, lags)."""
+        assert self._manager is not None
+        local = self._manager.local
+        tables = self.app.tables()
+        partitions: dict[int, dict[str, Any]] = {}
+        for number, task in self._tasks.items():
+            role = "active" if task.ready.is_set() else "restoring"
+            entry: dict[str, Any] = {}
+            for table in tables:
+                changelog = TopicPartition(self._manager.changelog_topic(table), number)
+                progress = self._restoring.get(str(changelog))
+                lag = progress.remaining if progress is not None and role == "restoring" else 0
+                entry[table.name] = {"offset": local.get(changelog), "lag": lag}
+            partitions[number] = {"role": role, "tables": entry}
+        warmups = self._applied_standbys[1]
+        if self._standby is not None:
+            for replica in self._standby.status():
+                role = "warm-up" if replica.partition in warmups else "standby"
+                entry = partitions.setdefault(replica.partition, {"role": role, "tables": {}})
+                entry["tables"][replica.table] = {"offset": replica.offset, "lag": replica.lag}
+        try:
+            write_status(status_path(self.app.config.data_dir, self.app.app_id), partitions)
+        except OSError as exc:
+            log.debug("cannot write the status file: %s", exc)
 
     def _serve_commits(self, wait: float = 0.0) -> None:
         if self._member is None:  # start-up failed before joining: nothing to commit
