@@ -103,7 +103,7 @@ def test_committed_offsets_are_read_without_joining(transport: Transport, topic_
     member = transport.group_member(group)
     member.subscribe([topic_name])
     try:
-        _poll_until(member, lambda: member.assignment(), "an assignment")
+        _poll_until(member, member.assignment, "an assignment")
         producer = transport.producer()
         for _ in range(5):
             producer.send(topic_name, b"k", b"v", partition=0)
