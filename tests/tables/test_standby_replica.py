@@ -222,3 +222,42 @@ def test_standby_equals_the_committed_state_after_any_history(
         standby.close()
     finally:
         transport.close()
+
+
+def test_a_zombies_records_after_the_new_owners_claim_are_never_applied(
+    log: Transport, tmp_path: Path
+) -> None:
+    active = Active(log, tmp_path)
+    standby = Standby(log)
+    active.process(["a", "b"])
+    active.commit()
+    # A second owner claims the partition while the first still runs (frozen
+    # past its session timeout, say): the first is now a zombie.
+    zombie = active.manager
+    zombie_counts = active.node.table("counts")
+    usurper = Node(log, tmp_path / "usurper", _tables)
+    manager = usurper.start({SOURCE: active.committed})
+    # The zombie wakes up and commits more work; its source commit is refused
+    # by the group (here: not made), but its changelog records land.
+    zombie.begin_record(0, SOURCE, 2)
+    zombie_counts["a"] += 100
+    zombie.commit(0, lambda: None)
+    standby.tail()
+    assert standby.state() == {"a": 1, "b": 1}  # the zombie's a=101 is fenced
+    assert standby.replica.reader.fenced >= 1
+    held = standby.replica.offset()
+    # The new owner's next commit finds the foreign record, and the one after
+    # rewrites its key; then the standby's offset may move past the zombie's record.
+    counts = usurper.table("counts")
+    for offset, key in ((2, "b"), (3, "c")):
+        manager.begin_record(0, SOURCE, offset)
+        counts[key] += 1
+        manager.commit(0, lambda done=offset + 1: active.member.commit({TP: done}))
+        standby.tail()
+        assert standby.replica.offset() == held or key == "c"
+    assert standby.state() == {"a": 1, "b": 2, "c": 1}
+    offset = standby.replica.offset()
+    assert held is not None
+    assert offset is not None
+    assert offset > held
+    standby.close()
