@@ -36,7 +36,7 @@ def describe_tables(app: App) -> Iterator[str]:
         return
     running = read_status(status_path(config.data_dir, config.app_id))
     if running is not None:
-        yield "  (a worker runs with this data directory: roles, offsets and lags as it reports them)"
+        yield "  (a worker runs with this data directory: roles, offsets and lags as it reports)"
     try:
         admin = transport.admin()
         fetcher = transport.fetcher()
