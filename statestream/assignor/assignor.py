@@ -10,8 +10,8 @@ with partition ``p`` of every table. At each rebalance:
    turns offsets into lags (records behind the changelog end, summed over
    the task's local tables), and places tasks with :func:`~statestream.assignor.plan.plan`:
    each active on the member closest to the end (ties: the previous owner),
-   active counts balanced within one, standbys on other members preferring
-   those that hold the state, and a member too far behind
+   active counts balanced within one, standbys spread over the other
+   members (then on those holding the state), and a member too far behind
    (``acceptable_recovery_lag``) getting the task as a warm-up first;
 3. each member receives its active partitions and an
    :class:`~statestream.assignor.userdata.AssignmentInfo` (standbys,

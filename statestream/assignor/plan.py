@@ -31,6 +31,11 @@ Guarantees
     * when nothing changed (each member caught up on its previous tasks, which
       already were a balanced partition of ``tasks``) the actives are exactly
       the previous assignment and there are no warm-ups;
+    * standbys are spread: each member's (target) tasks keep their copies on
+      the other members as evenly as the constraints allow (within one with
+      one copy per task and no warm-ups), then on the least loaded, then on
+      the closest copy; so a dead member's tasks can move to their copies
+      with the group still balanced;
     * no member holds a task both active and standby; with ``num_standbys > 0``
       every task has ``min(num_standbys, len(members) - 1)`` standby copies on
       distinct members (its warm-up among them); with ``num_standbys == 0`` a
@@ -116,7 +121,7 @@ def plan(
     todo = sorted(set(tasks))
     target = _target(todo, ordered, acceptable_recovery_lag)
     active, warmup = _actives(todo, ordered, target, acceptable_recovery_lag)
-    standby = _standbys(todo, ordered, active, warmup, num_standbys)
+    standby = _standbys(todo, ordered, active, warmup, num_standbys, target)
     ids = [m.member_id for m in ordered]
     return Plan(
         active=_by_member(ids, active.items()),
@@ -241,24 +246,50 @@ def _standbys(
     active: Mapping[int, str],
     warmup: Mapping[int, str],
     num_standbys: int,
+    target: Mapping[int, str],
 ) -> dict[int, list[str]]:
-    """Standby members per task; a warm-up is always one of them."""
+    """Standby members per task; a warm-up is always one of them.
+
+    Each copy goes to the least loaded eligible member, counting the tasks
+    it will run (its target) and the copies it keeps so far; among equally
+    loaded ones, to the closest copy. Spreading the copies is what lets a
+    dead member's tasks move to their standbys and stay balanced: copies
+    piled on one member (the one that happens to hold old state) would leave
+    only one of them to take the dead member's tasks over.
+    """
     copies = min(num_standbys, len(ordered) - 1)
     standby: dict[int, list[str]] = {task: [] for task in todo}
-    count = dict.fromkeys((m.member_id for m in ordered), 0)
+    load = dict.fromkeys((m.member_id for m in ordered), 0)
+    # Copies a member keeps of each other member's (target) tasks.
+    spread: dict[tuple[str, str], int] = {}
+    for member_id in target.values():
+        load[member_id] += 1
     for task, member_id in warmup.items():
         standby[task].append(member_id)
-        count[member_id] += 1
-    for task in todo:
-        taken = {active[task], *standby[task]}
-        # A member with a copy has less to restore; otherwise spread the load.
-        candidates = sorted(
-            (m for m in ordered if m.member_id not in taken),
-            key=lambda m: (*_distance(m, task), count[m.member_id], m.member_id),
-        )
-        for member in candidates[: max(0, copies - len(standby[task]))]:
-            standby[task].append(member.member_id)
-            count[member.member_id] += 1
+        key = (member_id, active[task])
+        spread[key] = spread.get(key, 0) + 1
+    # One copy of every task per round, so the later copies balance too.
+    for _ in range(copies):
+        for task in todo:
+            if len(standby[task]) >= copies:
+                continue
+            owner = target[task]
+            taken = {active[task], owner, *standby[task]}
+            candidates = [m for m in ordered if m.member_id not in taken]
+            if not candidates:
+                continue
+            best = min(
+                candidates,
+                key=lambda m: (
+                    spread.get((m.member_id, owner), 0),
+                    load[m.member_id],
+                    *_distance(m, task),
+                    m.member_id,
+                ),
+            )
+            standby[task].append(best.member_id)
+            load[best.member_id] += 1
+            spread[(best.member_id, owner)] = spread.get((best.member_id, owner), 0) + 1
     return standby
 
 
