@@ -11,22 +11,33 @@ On Kafka, the same app unchanged::
 
     statestream worker examples.wordcount:app --broker-url kafka://localhost:9092 --partitions 4
 
-Each new count is also sent to topic ``word-counts``.
+Each new count is also sent to topic ``word-counts``. Sentences arrive on
+any partition, and tables are sharded by partition: ``SplitWords`` re-keys
+every word through the internal topic ``wordcount-words-repartition``
+(``ctx.group_by``), so all occurrences of a word reach the same partition of
+``CountWords``' table.
 """
 
-from statestream import App, Processor, Table
+from statestream import App, Processor, Table, repartition
 from statestream.context import Context, Message
 
 
-class WordCount(Processor):
+class SplitWords(Processor):
     topics = ["sentences"]
+
+    def process(self, message: Message, ctx: Context) -> None:
+        for word in str(message.value).lower().split():
+            ctx.group_by("words", word, 1)
+
+
+class CountWords(Processor):
+    topics = [repartition("words")]
     outputs = ["word-counts"]
     counts = Table("counts", default=int)
 
     def process(self, message: Message, ctx: Context) -> None:
-        for word in str(message.value).lower().split():
-            self.counts[word] += 1
-            ctx.send("word-counts", word, self.counts[word])
+        self.counts[message.key] += message.value
+        ctx.send("word-counts", message.key, self.counts[message.key])
 
 
-app = App("wordcount", processors=[WordCount])
+app = App("wordcount", processors=[SplitWords, CountWords])

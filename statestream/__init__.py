@@ -9,9 +9,18 @@ that keeps it so.
 from statestream.app import App
 from statestream.context import Context, Message
 from statestream.errors import StateStreamError
-from statestream.processor import Processor
+from statestream.processor import Processor, repartition
 from statestream.tables.table import Table
 
-__all__ = ["App", "Context", "Message", "Processor", "StateStreamError", "Table", "__version__"]
+__all__ = [
+    "App",
+    "Context",
+    "Message",
+    "Processor",
+    "StateStreamError",
+    "Table",
+    "__version__",
+    "repartition",
+]
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ from typing import Any
 
 from statestream.config import AppConfig
 from statestream.errors import ConfigurationError
-from statestream.processor import Processor
+from statestream.processor import REPARTITION_PREFIX, Processor
 from statestream.serde import Codec, get_codec
 from statestream.tables.table import Table
 
@@ -45,12 +45,16 @@ class App:
                 raise ConfigurationError(f"{proc!r} is not a Processor subclass")
             proc.validate()
         self.processors = tuple(processors)
+        # Repartition streams named in `topics` become internal topics.
+        self._topics: dict[type[Processor], tuple[str, ...]] = {
+            proc: tuple(self._resolve(t) for t in proc.topics) for proc in self.processors
+        }
         # Every topic's codecs are resolved here, so the app stays read-only
         # once built (partition threads look codecs up concurrently).
         codecs = {
             topic: (get_codec(proc.key_codec), get_codec(proc.value_codec))
             for proc in self.processors
-            for topic in proc.topics
+            for topic in self._topics[proc]
         }
         codecs.update(
             {topic: (get_codec(k), get_codec(v)) for topic, (k, v) in (topic_codecs or {}).items()}
@@ -63,6 +67,16 @@ class App:
                 if names.get(table.name, table) is not table:
                     raise ConfigurationError(f"two different tables are named {table.name!r}")
                 names[table.name] = table
+        # One internal table per repartition topic read: the last (offset,
+        # sequence) applied per origin partition, which makes re-sent records
+        # (a crash between flush and commit upstream) count once.
+        self._dedup: dict[str, Table[Any, Any]] = {}
+        for topic in self.repartition_topics():
+            stream = topic[len(self.app_id) + 1 : -len("-repartition")]
+            seen: Table[Any, Any] = Table(f"{stream}-repartition-seen")
+            if seen.name in names:
+                raise ConfigurationError(f"table name {seen.name!r} is reserved for statestream")
+            self._dedup[topic] = names[seen.name] = seen
         self._tables = list(names.values())
 
     @property
@@ -74,13 +88,40 @@ class App:
         """Every table declared by the app's processors."""
         return list(self._tables)
 
+    def _resolve(self, topic: str) -> str:
+        if topic.startswith(REPARTITION_PREFIX):
+            return self.repartition_topic(topic[len(REPARTITION_PREFIX) :])
+        return topic
+
+    def dedup_table(self, topic: str) -> Table[Any, Any] | None:
+        """The internal table that drops re-sent records of repartition ``topic``."""
+        return self._dedup.get(topic)
+
+    def repartition_topic(self, stream: str) -> str:
+        """The internal topic of repartition stream ``stream``: ``<app>-<stream>-repartition``."""
+        return f"{self.app_id}-{stream}-repartition"
+
+    def topics_of(self, processor: type[Processor]) -> tuple[str, ...]:
+        """The source topics of ``processor``, repartition streams resolved."""
+        return self._topics[processor]
+
     def source_topics(self) -> list[str]:
-        """Every source topic, in declaration order."""
+        """Every source topic (repartition topics included), in declaration order."""
         seen: dict[str, None] = {}
         for proc in self.processors:
-            for topic in proc.topics:
+            for topic in self._topics[proc]:
                 seen[topic] = None
         return list(seen)
+
+    def repartition_topics(self) -> list[str]:
+        """The internal repartition topics among the source topics."""
+        internal = {
+            self._resolve(t)
+            for proc in self.processors
+            for t in proc.topics
+            if t.startswith(REPARTITION_PREFIX)
+        }
+        return [t for t in self.source_topics() if t in internal]
 
     def output_topics(self) -> list[str]:
         """Every declared output topic."""

@@ -12,7 +12,11 @@ from typing import Any, NamedTuple
 from statestream.serde import Codec
 from statestream.types import Headers
 
-__all__ = ["Context", "Message", "Sender"]
+__all__ = ["ORIGIN", "Context", "Message", "Sender"]
+
+#: Header of a re-keyed record: ``topic:partition:offset:n``, the record whose
+#: processing sent it and which of its ``group_by`` calls it was.
+ORIGIN = "statestream-origin"
 
 
 class Message(NamedTuple):
@@ -34,14 +38,28 @@ Sender = Callable[[str, bytes | None, bytes | None, int | None, Headers], None]
 class Context:
     """The processing context: the current record's coordinates and ``send``.
 
-    Records sent with :meth:`send` are flushed before the source offsets of
-    the record that sent them are committed (at-least-once output).
+    Records sent with :meth:`send` and :meth:`group_by` are flushed before
+    the source offsets of the record that sent them are committed
+    (at-least-once output). They reach the producer in batches, at the end
+    of each processed batch of records at the latest (see
+    :mod:`statestream.worker.outputs`); a record whose processing fails has
+    its outputs dropped with its table changes, unless they were already
+    handed over.
     """
 
-    def __init__(self, sender: Sender, codecs: Callable[[str], tuple[Codec, Codec]]) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        codecs: Callable[[str], tuple[Codec, Codec]],
+        repartition: Callable[[str], str] | None = None,
+    ) -> None:
         self._sender = sender
         self._codecs = codecs
+        self._repartition = repartition
         self.message: Message | None = None
+        # Numbering of the current record's group_by calls (its origin header).
+        self._seq_of: Message | None = None
+        self._seq = 0
 
     def _current(self) -> Message:
         if self.message is None:
@@ -101,3 +119,29 @@ class Context:
         kb = None if key is None else key_codec.encode(key)
         vb = None if value is None else value_codec.encode(value)
         self._sender(topic, kb, vb, partition, headers)
+
+    def group_by(self, stream: str, key: Any, value: Any, *, headers: Headers = ()) -> None:
+        """Re-key: send ``(key, value)`` to the repartition stream ``stream``.
+
+        A processor whose ``topics`` include :func:`~statestream.processor.repartition`
+        ``(stream)`` receives it on the partition ``key`` hashes to (murmur2,
+        as Kafka's Java client), so every record of one key meets the same
+        table partition there, whatever partition the input had. The stream
+        is the internal topic ``<app id>-<stream>-repartition``, which the
+        worker creates with the source topics' partition count. Records are
+        sent under the commit protocol, like :meth:`send`: flushed and
+        acknowledged before the source offsets that produced them are
+        committed, so a crash at any step loses none (at-least-once).
+        """
+        if self._repartition is None:
+            raise RuntimeError("group_by() needs a worker's context")
+        if key is None:
+            raise ValueError(f"group_by({stream!r}, ...) needs a key to partition by, got None")
+        message = self._current()
+        if self._seq_of is not message:
+            self._seq_of, self._seq = message, 0
+        origin = f"{message.topic}:{message.partition}:{message.offset}:{self._seq}"
+        self._seq += 1
+        self.send(
+            self._repartition(stream), key, value, headers=(*headers, (ORIGIN, origin.encode()))
+        )

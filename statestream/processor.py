@@ -30,7 +30,24 @@ from statestream.errors import ConfigurationError
 from statestream.serde import Codec
 from statestream.tables.table import Table
 
-__all__ = ["Processor"]
+__all__ = ["REPARTITION_PREFIX", "Processor", "repartition"]
+
+#: How a repartition stream is named in ``topics`` until the app resolves it.
+REPARTITION_PREFIX = "repartition:"
+
+
+def repartition(stream: str) -> str:
+    """Name the repartition stream ``stream`` as a source in ``Processor.topics``.
+
+    The app resolves it to the internal topic ``<app id>-<stream>-repartition``,
+    which :meth:`Context.group_by` writes to. ``stream`` takes the characters
+    of a topic name.
+    """
+    if not stream or not all(c.isalnum() or c in "._-" for c in stream):
+        raise ConfigurationError(
+            f"repartition stream names take letters, digits, '.', '_' and '-', got {stream!r}"
+        )
+    return REPARTITION_PREFIX + stream
 
 
 class Processor:

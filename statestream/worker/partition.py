@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from statestream.app import App
-from statestream.context import Context, Message
+from statestream.context import ORIGIN, Context, Message
 from statestream.errors import (
     CommitError,
     DecodeError,
@@ -38,12 +38,14 @@ from statestream.errors import (
     StoreError,
     WorkerError,
 )
-from statestream.log.base import Delivery, Producer
+from statestream.log.base import Producer
 from statestream.processor import Processor
 from statestream.stores.base import Store
 from statestream.tables.commit import CommitCoordinator, CommitRequest, CommitSource
 from statestream.tables.manager import TableManager
+from statestream.tables.shard import TableShard
 from statestream.types import Headers, Record, TopicPartition
+from statestream.worker.outputs import OutputBuffer
 from statestream.worker.rounds import CommitTicket
 
 __all__ = ["CommitSource", "PartitionTask"]
@@ -68,6 +70,8 @@ class _Route(NamedTuple):
     decode_key: Callable[[bytes], Any]
     decode_value: Callable[[bytes], Any]
     processors: tuple[Processor, ...]
+    #: For a repartition topic: the shard of its table of origins applied.
+    seen: TableShard | None = None
 
 
 class PartitionTask(threading.Thread):
@@ -122,7 +126,7 @@ class PartitionTask(threading.Thread):
         # The last output record (ctx.send, dead letters) sent per destination
         # partition since the last commit: each must be acknowledged before
         # source offsets move.
-        self._outputs: dict[tuple[str, int], Delivery] = {}
+        self._out = OutputBuffer(producer, producer.partitions_for)
         self._processors: dict[str, list[Processor]] = {}
         # Per source topic, what every record of it needs (built once).
         self._routes: dict[str, _Route] = {}
@@ -180,7 +184,7 @@ class PartitionTask(threading.Thread):
         self.manager.bind(self.partition)
         instances = self._start_processors()
         self.ready.set()
-        ctx = Context(self._send, self.app.codecs)
+        ctx = Context(self._out.add, self.app.codecs, self._repartition)
         while not self.stopping.is_set():
             try:
                 batch = self.queue.get(timeout=0.05)
@@ -202,6 +206,7 @@ class PartitionTask(threading.Thread):
                 raise
             finally:
                 self._took(len(batch), done)
+            self._out.hand_over()  # at least every processed batch
             if self.ticket is not None:
                 self._join_round()
         if self._abandon:
@@ -217,13 +222,15 @@ class PartitionTask(threading.Thread):
         for proc in instances:
             self._bind_views(proc)
         for topic in self.app.source_topics():
-            self._processors[topic] = [p for p in instances if topic in type(p).topics]
+            self._processors[topic] = [p for p in instances if topic in self.app.topics_of(type(p))]
             key_codec, value_codec = self.app.codecs(topic)
+            dedup = self.app.dedup_table(topic)
             self._routes[topic] = _Route(
                 TopicPartition(topic, self.partition),
                 key_codec.decode,
                 value_codec.decode,
                 tuple(self._processors[topic]),
+                None if dedup is None else self.manager.shard(dedup.name, self.partition),
             )
         for proc in instances:
             proc.on_assigned(self.partition)
@@ -270,6 +277,12 @@ class PartitionTask(threading.Thread):
         topic, offset = record.topic, record.offset
         route = self._routes[topic]
         self.manager.begin_record(self.partition, topic, offset)
+        if route.seen is not None and _seen_before(route.seen, record):
+            self._positions[route.tp] = offset + 1
+            self._uncommitted = True
+            self.count("duplicates", 1)
+            return
+        mark = self._out.mark()
         try:
             key, value = record.key, record.value
             message = _new_tuple(  # Message(...) without its generated __new__ frame
@@ -291,6 +304,7 @@ class PartitionTask(threading.Thread):
             raise  # not the record's fault: the worker stops, nothing is committed
         except Exception as exc:  # the error policy decides; nothing is dropped silently
             self.manager.rollback_record(self.partition)
+            self._out.rollback(mark)
             if ctx.message is None:
                 exc = _decode_error(route, record, exc)
             self._on_error(record, exc)
@@ -314,15 +328,13 @@ class PartitionTask(threading.Thread):
                 (ERROR_HEADER, f"{type(exc).__name__}: {exc}".encode()),
                 (ERROR_ORIGIN, f"{record.topic}:{record.partition}:{record.offset}".encode()),
             )
-            delivery = self.producer.send(
+            self._out.add(
                 self.app.config.dead_letter_topic,
                 record.key,
                 record.value,
-                partition=record.partition,
-                headers=headers,
-                timestamp=record.timestamp,
+                record.partition,
+                headers,
             )
-            self._outputs[(self.app.config.dead_letter_topic, delivery.partition)] = delivery
             log.warning(
                 "sent the record at %s to %s: %s", where, self.app.config.dead_letter_topic, exc
             )
@@ -333,25 +345,19 @@ class PartitionTask(threading.Thread):
             "(error policy 'stop'; choose 'skip' or 'dead_letter' to continue past bad records)"
         ) from exc
 
-    def _send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None,
-        headers: Headers,
-    ) -> None:
-        delivery = self.producer.send(topic, key, value, partition=partition, headers=headers)
-        self._outputs[(topic, delivery.partition)] = delivery
+    def _repartition(self, name: str) -> str:
+        return self.app.repartition_topic(name)
 
     # -- commits (the protocol itself: statestream.tables.commit) ---------------
 
     def _request(self) -> CommitRequest:
-        return CommitRequest(self.partition, dict(self._positions), tuple(self._outputs.values()))
+        self._out.hand_over()  # outputs are checked by step 2 like changelogs
+        deliveries = tuple(self._out.deliveries.values())
+        return CommitRequest(self.partition, dict(self._positions), deliveries)
 
     def _committed(self) -> None:
         self._uncommitted = False
-        self._outputs = {}
+        self._out.committed()
         self.count("commits", 1)
 
     def _decline_ticket(self) -> None:
@@ -422,3 +428,25 @@ def _decode_error(route: _Route, record: Record, exc: Exception) -> Exception:
     error = DecodeError(f"the record's {what} could not be decoded: {type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
+
+
+def _seen_before(seen: TableShard, record: Record) -> bool:
+    """Whether this re-keyed record was applied already; if not, note it as applied.
+
+    Records of one origin partition reach a repartition partition in the
+    order they were sent, so the last applied (offset, n) per origin is
+    enough: a record at or below it was sent again after its origin's crash
+    between flush and commit. The note is a table write, committed (and
+    rolled back) with the record's other changes.
+    """
+    origin = next((v for k, v in record.headers if k == ORIGIN), None)
+    if origin is None:
+        return False  # not written by group_by: nothing to compare
+    topic, partition, offset, n = origin.decode().rsplit(":", 3)
+    where = f"{topic}:{partition}"
+    position = [int(offset), int(n)]
+    last = seen.get(where)
+    if last is not None and position <= last:
+        return True
+    seen.set(where, position)
+    return False

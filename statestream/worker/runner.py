@@ -307,7 +307,10 @@ class Worker:
     def _ensure_topics(self, admin: Admin) -> int:
         config = self.app.config
         counts: dict[str, int] = {}
+        internal = set(self.app.repartition_topics())
         for topic in self.app.source_topics():
+            if topic in internal:
+                continue  # created below, with the other sources' partition count
             described = admin.describe_topic(topic)
             if described is None:
                 if config.partitions is None:
@@ -322,7 +325,16 @@ class Worker:
                 f"source topics must have the same partition count (tables are sharded by "
                 f"partition), got {counts}"
             )
+        if not counts:
+            raise ConfigurationError(
+                "every source topic is a repartition stream; at least one processor must read "
+                "an input topic (repartition streams are fed by ctx.group_by)"
+            )
         partitions = next(iter(counts.values()))
+        for topic in internal:
+            # Re-keyed records: kept a week like Kafka's default, not compacted
+            # (every record counts, not only the latest per key).
+            admin.ensure_topic(TopicSpec(topic, partitions, cleanup_policy="delete"))
         extra = list(self.app.output_topics())
         if config.error_policy == "dead_letter" or any(
             p.error_policy == "dead_letter" for p in self.app.processors
