@@ -106,6 +106,7 @@ _HELP = {
     "acceptable_recovery_lag": "records a copy may lag and still take a partition over at once",
     "probing_rebalance_interval": "seconds between rebalances that promote caught-up warm-ups",
     "instance_id": "static group member id, stable across restarts (Kafka only)",
+    "strict_keys": "true: a table key on a partition it does not hash to stops the worker",
 }
 _TYPES: dict[str, Any] = {
     "commit_interval": float,

@@ -288,6 +288,7 @@ APP_ENV: Mapping[str, str] = MappingProxyType(
         "acceptable_recovery_lag": "STATESTREAM_ACCEPTABLE_RECOVERY_LAG",
         "probing_rebalance_interval": "STATESTREAM_PROBING_REBALANCE_INTERVAL",
         "instance_id": "STATESTREAM_INSTANCE_ID",
+        "strict_keys": "STATESTREAM_STRICT_KEYS",
     }
 )
 
@@ -326,6 +327,9 @@ class AppConfig:
     probing_rebalance_interval: float = 60.0
     #: Static group membership id (Kafka ``group.instance.id``); None: dynamic.
     instance_id: str | None = None
+    #: A table key written on a partition it does not hash to stops the
+    #: worker instead of logging a warning (every table; tables can set it too).
+    strict_keys: bool = False
 
     @classmethod
     def resolve(cls, app_id: str, **given: Any) -> AppConfig:
@@ -369,6 +373,7 @@ class AppConfig:
                 float, "probing_rebalance_interval", raw["probing_rebalance_interval"], 60.0
             ),
             instance_id=None if raw["instance_id"] is None else str(raw["instance_id"]),
+            strict_keys=_flag("strict_keys", raw["strict_keys"]),
         )
         config.validate()
         return config
@@ -421,6 +426,14 @@ class AppConfig:
 
 #: Settings of AppConfig that are URLs, shown with their secrets as ``***``.
 _URL_SETTINGS = frozenset({"broker_url", "store_url"})
+
+
+def _flag(name: str, value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    return parse_bool(name, str(value))
 
 
 def _as(kind: type[Any], name: str, value: Any, default: Any) -> Any:

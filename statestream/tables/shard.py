@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from statestream.serde import Codec, JsonCodec, encode_prefix
 from statestream.stores.base import Store, key_bounds
+from statestream.tables.keyguard import CHECK_EVERY, CHECK_FIRST
 from statestream.types import TopicPartition
 
 __all__ = ["Change", "EntryState", "TableShard"]
@@ -131,6 +132,10 @@ class TableShard:
         # whose processing fails can be rolled back. A snapshot, not the
         # entry itself: entries are updated in place.
         self._undo: dict[bytes, _Snapshot | None] = {}
+        #: Called with each key entering the buffer by a write, and the
+        #: source topic (see statestream.tables.keyguard); None: unchecked.
+        self.key_guard: Callable[[bytes, str | None], None] | None = None
+        self._new_keys = 0
 
     # -- reads -----------------------------------------------------------------
 
@@ -225,6 +230,13 @@ class TableShard:
         if entry is not None:
             self._update(entry, value, state)
             return entry
+        guard = self.key_guard
+        if guard is not None and state is not _DELETED:
+            # Sampled here, not in the guard, so unsampled keys cost no call.
+            self._new_keys = count = self._new_keys + 1
+            if count <= CHECK_FIRST or not count % CHECK_EVERY:
+                source = self.source
+                guard(kb, None if source is None else source[0])
         if state is _DELETED or (self._json and type(value) in _ALWAYS_JSON):
             encoded = None
         else:

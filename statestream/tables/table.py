@@ -55,6 +55,7 @@ class Table(MutableMapping[K, V], Generic[K, V]):
         value_codec: str | Codec | None = "json",
         store_url: str | None = None,
         cache_size: int = 50_000,
+        strict_keys: bool = False,
     ) -> None:
         check_table_name(name)
         if cache_size < 0:
@@ -67,6 +68,9 @@ class Table(MutableMapping[K, V], Generic[K, V]):
         self.store_url = store_url
         #: Committed values kept decoded per partition between commits.
         self.cache_size = cache_size
+        #: A key written on a partition it does not hash to is an error, not
+        #: a warning (see statestream.tables.keyguard; the app can set it too).
+        self.strict_keys = strict_keys
         self._local = threading.local()
 
     # -- binding -----------------------------------------------------------------

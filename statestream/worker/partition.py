@@ -29,6 +29,7 @@ from statestream.app import App
 from statestream.context import ORIGIN, Context, Message
 from statestream.errors import (
     CommitError,
+    ConfigurationError,
     DecodeError,
     LogError,
     ProcessingError,
@@ -42,6 +43,7 @@ from statestream.log.base import Producer
 from statestream.processor import Processor
 from statestream.stores.base import Store
 from statestream.tables.commit import CommitCoordinator, CommitRequest, CommitSource
+from statestream.tables.keyguard import KeyGuard
 from statestream.tables.manager import TableManager
 from statestream.tables.shard import TableShard
 from statestream.types import Headers, Record, TopicPartition
@@ -56,7 +58,15 @@ log = logging.getLogger("statestream.worker")
 _new_tuple = tuple.__new__
 
 #: Errors that stop the worker whatever the record error policy says.
-FATAL_ERRORS = (StoreError, LogError, CommitError, RestoreError, WorkerError)
+#: A strict key guard's ConfigurationError is fatal too: the app must be fixed.
+FATAL_ERRORS = (
+    StoreError,
+    LogError,
+    CommitError,
+    RestoreError,
+    WorkerError,
+    ConfigurationError,
+)
 
 #: Headers added to dead-lettered records.
 ERROR_HEADER = "statestream-error"
@@ -93,6 +103,8 @@ class PartitionTask(threading.Thread):
         stores: Mapping[str, Store] | None = None,
     ) -> None:
         super().__init__(name=f"statestream-partition-{partition}", daemon=True)
+        #: Tables warned about by the key guard, shared by the worker's tasks.
+        self.warned_tables: set[str] = set()
         #: Open stores handed over by the standby thread (this task owns them now).
         self._handed = dict(stores or {})
         self.app = app
@@ -182,6 +194,7 @@ class PartitionTask(threading.Thread):
             " (continuing its standby copy)" if handed else "",
         )
         self.manager.bind(self.partition)
+        self._guard_keys()
         instances = self._start_processors()
         self.ready.set()
         ctx = Context(self._out.add, self.app.codecs, self._repartition)
@@ -215,6 +228,25 @@ class PartitionTask(threading.Thread):
             self.commit()
         for proc in instances:
             proc.on_revoked(self.partition)
+
+    def _guard_keys(self) -> None:
+        """Check the keys entering each user table (see statestream.tables.keyguard)."""
+        sources = self.app.source_topics()
+        partitions = self.producer.partitions_for(sources[0])
+        internal = {t.name for t in (self.app.dedup_table(s) for s in sources) if t is not None}
+        for table in self.app.tables():
+            if table.name in internal:
+                continue
+            shard = self.manager.shard(table.name, self.partition)
+            shard.key_guard = KeyGuard(
+                table.name,
+                self.partition,
+                partitions,
+                shard.key_codec,
+                lambda topic: self.app.codecs(topic)[0],
+                strict=table.strict_keys or self.app.config.strict_keys,
+                warned=self.warned_tables,
+            )
 
     def _start_processors(self) -> list[Processor]:
         """Create this partition's processor instances and routes; call on_assigned."""

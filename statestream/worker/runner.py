@@ -140,6 +140,7 @@ class Worker:
         self._marks_fetcher: Fetcher | None = None
         self._local_tables: list[Table[Any, Any]] = []
         self._applied_standbys: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
+        self._warned_tables: set[str] = set()
 
     # -- control -----------------------------------------------------------------
 
@@ -589,6 +590,7 @@ class Worker:
                 generation=generation,
                 stores=handed.pop(number, None),
             )
+            task.warned_tables = self._warned_tables  # one key-guard warning per table
             tps = self._tps(number)
             for tp in tps:
                 # A partition revoked and assigned back keeps its fetch
