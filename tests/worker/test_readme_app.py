@@ -11,6 +11,7 @@ Runs on both transports.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import signal
@@ -28,7 +29,7 @@ from statestream.tables import Table, TableManager
 from statestream.types import TopicPartition
 from tests.plugins.kafka import make_topic_name
 from tests.worker.conftest import KINDS, PARTITIONS
-from tests.worker.helpers import REPO_ROOT, WorkerProcess, wait_for
+from tests.worker.helpers import REPO_ROOT, WorkerProcess, read_topic, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -182,6 +183,27 @@ def table_contents(setup: Setup) -> dict[int, dict[str, Any]]:
         transport.close()
 
 
+def check_outputs(setup: Setup, expected: Counter[str]) -> None:
+    """At-least-once outputs: every count of every word was sent (duplicates allowed).
+
+    The app sends a word's new count at every increment, so after a crash
+    and a restore the counts from the restored value on are sent again; the
+    ones before were flushed before their commit and must all be there.
+    """
+    transport = setup.transport()
+    try:
+        records = read_topic(transport, setup.output, PARTITIONS)
+    finally:
+        transport.close()
+    sent: dict[str, set[int]] = {}
+    for recs in records.values():
+        for r in recs:
+            sent.setdefault(json.loads(r.key or b"null"), set()).add(json.loads(r.value or b"0"))
+    for word, count in expected.items():
+        missing = set(range(1, count + 1)) - sent.get(word, set())
+        assert not missing, f"outputs of {word!r} lost: {sorted(missing)[:10]}"
+
+
 def check_exact(setup: Setup, expected: Counter[str]) -> None:
     tables = table_contents(setup)
     found: dict[str, int] = {}
@@ -203,6 +225,7 @@ def test_the_readme_app_counts_unkeyed_words_exactly(setup: Setup) -> None:
     expected = produce_sentences(setup, 2000, seed=1)
     run_to_the_end(setup, "w")
     check_exact(setup, expected)
+    check_outputs(setup, expected)
 
 
 def test_the_readme_app_is_exact_after_kill_9_and_a_restart(setup: Setup) -> None:
@@ -217,3 +240,4 @@ def test_the_readme_app_is_exact_after_kill_9_and_a_restart(setup: Setup) -> Non
         first.ensure_stopped()
     run_to_the_end(setup, "second")
     check_exact(setup, expected)
+    check_outputs(setup, expected)
