@@ -17,13 +17,20 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statestream import __version__
 from statestream.app import App
 from statestream.config import APP_ENV, ERROR_POLICIES, GUARANTEES, env_setting
-from statestream.errors import ConfigurationError, StateStreamError
+from statestream.errors import (
+    ConfigurationError,
+    StateStreamError,
+)
 from statestream.secrets import redact_text, redact_url, url_secrets
+from statestream.serde import CODECS
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["build_parser", "load_app", "main"]
 
@@ -138,6 +145,52 @@ def _add_app_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _shown(current: str | None) -> str:
+    return f"currently {redact_url(current)!r}" if current else "unset"
+
+
+def _partition_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return count
+
+
+def _add_topic_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags ``produce`` and ``consume`` share: which log, and the codecs."""
+    current_url = os.environ.get("STATESTREAM_BROKER_URL") or None
+    parser.add_argument(
+        "--broker-url",
+        default=current_url,
+        help=f"{_HELP['broker_url']} (env STATESTREAM_BROKER_URL: {_shown(current_url)}; "
+        "default: the embedded log in DATA_DIR/log)",
+    )
+    default_dir = env_setting("STATESTREAM_DATA_DIR", "./statestream-data")
+    parser.add_argument(
+        "--data-dir",
+        default=default_dir,
+        help=f"data directory of the worker, whose embedded log is used when no broker URL "
+        f"is given (env STATESTREAM_DATA_DIR; default {default_dir})",
+    )
+    codec = env_setting("STATESTREAM_CODEC", "json")
+    parser.add_argument(
+        "--codec",
+        default=codec,
+        help=f"codec of values: {', '.join(sorted(CODECS))} "
+        f"(env STATESTREAM_CODEC; default {codec})",
+    )
+    key_codec = os.environ.get("STATESTREAM_KEY_CODEC") or None
+    parser.add_argument(
+        "--key-codec",
+        default=key_codec,
+        help=f"codec of keys (env STATESTREAM_KEY_CODEC: {_shown(key_codec)}; "
+        "default: the --codec)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``statestream`` command."""
     parser = argparse.ArgumentParser(
@@ -162,22 +215,77 @@ def build_parser() -> argparse.ArgumentParser:
 
     produce = commands.add_parser(
         "produce",
-        help="write lines from standard input to a topic (one json string record per line)",
+        help="write lines from standard input to a topic, keyed or not",
         description=(
-            "Write each line of standard input to TOPIC as a record whose value is the "
-            "line as a json string (no key: spread over partitions). The embedded log is "
-            "owned by one process, so produce before starting a worker on it."
+            "Write each line of standard input to TOPIC as one record. By default the line "
+            "is the value (no key: records are spread over the partitions); with "
+            "--key-separator the line is split into key and value at the first separator; "
+            'with --json each line is an object {"key": ..., "value": ...}. Keyed '
+            "records go to the partition Kafka's default partitioner picks. Keys and values "
+            "are encoded with --key-codec and --codec (json: a line becomes a json string). "
+            "On an embedded log held by a running worker, records go through the worker's "
+            "local socket (statestream.sock in the log directory)."
         ),
     )
     produce.add_argument("topic", help="topic to write to")
-    default_broker = env_setting("STATESTREAM_BROKER_URL", "embedded://./statestream-data/log")
+    _add_topic_flags(produce)
+    current_partitions = os.environ.get("STATESTREAM_PARTITIONS") or None
     produce.add_argument(
-        "--broker-url",
-        default=default_broker,
-        help=f"log to write to (env STATESTREAM_BROKER_URL; default {redact_url(default_broker)})",
+        "--partitions",
+        type=_partition_count,
+        default=current_partitions,
+        metavar="N",
+        help="create the topic with N partitions if it does not exist; without it a missing "
+        f"topic is an error (env STATESTREAM_PARTITIONS: {_shown(current_partitions)})",
     )
-    produce.add_argument(
-        "--partitions", type=int, default=None, help="create the topic with this many partitions"
+    current_separator = os.environ.get("STATESTREAM_KEY_SEPARATOR") or None
+    inputs = produce.add_mutually_exclusive_group()
+    inputs.add_argument(
+        "--key-separator",
+        default=current_separator,
+        metavar="SEP",
+        help="split each line into key and value at the first SEP "
+        f"(env STATESTREAM_KEY_SEPARATOR: {_shown(current_separator)}; default: no key)",
+    )
+    inputs.add_argument(
+        "--json",
+        action="store_true",
+        help='read json lines {"key": ..., "value": ...} (any json values; key optional)',
+    )
+
+    consume = commands.add_parser(
+        "consume",
+        help="print a topic's records (partition, offset, key, value), or follow it",
+        description=(
+            "Print the records of TOPIC, one per line: partition, offset, key and value, "
+            "separated by tabs (tabs, newlines and backslashes in keys and values are "
+            "escaped as \\t, \\n and \\\\), or with --json one json object per record. "
+            "Without --follow it stops at the end the topic had when it started. On an "
+            "embedded log held by a running worker it reads through the worker's local "
+            "socket; on one no process holds, it holds the log while it runs (so start "
+            "the worker before a consume --follow)."
+        ),
+    )
+    consume.add_argument("topic", help="topic to read")
+    _add_topic_flags(consume)
+    consume.add_argument(
+        "--from",
+        dest="start",
+        choices=["beginning", "end"],
+        default="beginning",
+        help="start at each partition's first record kept, or after its last one "
+        "(default: beginning)",
+    )
+    consume.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep printing new records until stopped (Ctrl-C or SIGTERM; exit code 0)",
+    )
+    consume.add_argument(
+        "--json",
+        action="store_true",
+        help="print one json object per record: topic, partition, offset, timestamp (ms), "
+        "key, value",
     )
 
     demo = commands.add_parser(
@@ -246,27 +354,15 @@ def _run_tables(args: argparse.Namespace, secrets: _Secrets) -> int:
 
 
 def _run_produce(args: argparse.Namespace, secrets: _Secrets) -> int:
-    from statestream.log import open_transport
-    from statestream.log.base import TopicSpec
-    from statestream.serde import JsonCodec
+    from statestream.console import run_produce
 
-    transport = open_transport(args.broker_url)
-    try:
-        admin = transport.admin()
-        if args.partitions is not None:
-            admin.ensure_topic(TopicSpec(args.topic, args.partitions))
-        producer = transport.producer()
-        codec = JsonCodec()
-        count = 0
-        for line in sys.stdin:
-            producer.send(args.topic, None, codec.encode(line.rstrip("\n")))
-            count += 1
-        producer.flush()
-        producer.close()
-        print(f"wrote {count} records to {args.topic}", file=sys.stderr)
-    finally:
-        transport.close()
-    return 0
+    return run_produce(args, secrets.redact)
+
+
+def _run_consume(args: argparse.Namespace, secrets: _Secrets) -> int:
+    from statestream.console import run_consume
+
+    return run_consume(args, secrets.redact, _install_stop)
 
 
 def _run_demo(args: argparse.Namespace, secrets: _Secrets) -> int:
@@ -296,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": _run_worker,
         "tables": _run_tables,
         "produce": _run_produce,
+        "consume": _run_consume,
         "demo": _run_demo,
     }
     try:

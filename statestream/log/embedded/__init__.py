@@ -18,7 +18,11 @@ offsets, transactions whose records and group offsets commit atomically.
 What differs, because there is one process and no broker:
 
 * One process owns the directory (LevelDB's lock): a second open raises
-  :class:`~statestream.errors.LogLockedError` naming the path.
+  :class:`~statestream.errors.LogLockedError` naming the path. While it
+  holds the log, the owner serves a small local socket in the directory
+  (:mod:`statestream.log.embedded.local_socket`, client in
+  :mod:`statestream.log.embedded.local_client`) through which
+  ``statestream produce`` and ``statestream consume`` reach it.
 * A group has one member, which owns every partition of its topics.
 * Records are written (and become visible) on ``flush()``, after
   ``auto_flush_ms``, or when a producer's buffer is full. A flushed record

@@ -26,6 +26,7 @@ from statestream.log.base import (
 )
 from statestream.log.embedded.cleaner import cleanup
 from statestream.log.embedded.clients import EmbeddedFetcher, EmbeddedGroupMember
+from statestream.log.embedded.local_socket import LocalLogServer
 from statestream.log.embedded.meta import EmbeddedOptions
 from statestream.log.embedded.producer import EmbeddedProducer
 from statestream.log.embedded.storage import EmbeddedLog
@@ -106,10 +107,13 @@ class EmbeddedTransport(Transport):
 
     Owns two daemon threads: the cleaner (retention and compaction every
     ``cleanup_interval_ms``) and the auto-flusher (writes what producers
-    buffered for ``auto_flush_ms``). :meth:`close` stops them, closes every
-    client it made (producers flush; group members leave without running
-    their listener, since that belongs to their poll thread) and releases
-    the directory.
+    buffered for ``auto_flush_ms``). While open it also serves the log to
+    other processes on its local socket, ``statestream.sock`` in the
+    directory (:class:`~statestream.log.embedded.local_socket.LocalLogServer`,
+    daemon threads of its own). :meth:`close` stops serving (requests in
+    progress finish first), stops the threads, closes every client it made
+    (producers flush; group members leave without running their listener,
+    since that belongs to their poll thread) and releases the directory.
     """
 
     def __init__(
@@ -131,6 +135,8 @@ class EmbeddedTransport(Transport):
             self._start_thread(self._run_cleaner, "cleaner")
         if self.options.auto_flush_ms > 0:
             self._start_thread(self._run_flusher, "flusher")
+        # After the directory's lock is ours: a socket file found there is stale.
+        self._server = LocalLogServer.start(self, self.path)
 
     def _start_thread(self, target: Any, role: str) -> None:
         thread = threading.Thread(
@@ -325,6 +331,9 @@ class EmbeddedTransport(Transport):
         Raises the first error a client raised while closing (for example a
         producer whose last flush failed), after closing everything else.
         """
+        if self._server is not None:
+            # First, so other processes' requests in progress finish on an open log.
+            self._server.stop()
         with self._lock:
             if self._closed:
                 return
