@@ -1,52 +1,92 @@
-"""End-to-end word count throughput of a ``Worker``, next to a bare kafka-python loop.
+"""End-to-end word count throughput of a ``Worker``, next to bare kafka-python loops.
 
 Run::
 
-    .venv/bin/python benchmarks/bench_worker.py [--bootstrap HOST:PORT] [--records N]
+    .venv/bin/python benchmarks/bench_worker.py [--bootstrap HOST:PORT] [--sentences N]
         [--partitions P] [--commit-interval S] [--repeat R] [--vocabulary V]
-        [--profile] [--skip-embedded] [--json]
+        [--variants LIST] [--profile [VARIANT]] [--skip-embedded] [--timeout S] [--json]
 
 Without ``--bootstrap`` a throwaway broker is started with
 ``scripts/kafka_broker.py`` (Java and Maven needed) and stopped at the end.
+``--records`` is another name for ``--sentences``.
 
-The input: N sentences (default 1,000,000) of 6 to 10 words (8 on average)
+The input: N sentences (default 100,000) of 6 to 10 words (8 on average)
 drawn from a vocabulary of V (default 10,000) lowercase pseudo-words with
 Zipf-like frequencies, each sent as a JSON string (the default value codec)
 without key to partition ``i % P`` of one source topic of P (default 4)
-partitions. It is produced once, untimed, with a plain ``KafkaProducer``.
+partitions. It is produced once, untimed, with a plain ``KafkaProducer``;
+every variant reads that same topic from the beginning.
 
-Measured, in source records per second, each run in a fresh spawned child
-process with a fresh consumer group, fresh changelog topics and fresh LevelDB
-directories, both reading the same source topic from the beginning:
+Measured, in sentences (source records) per second, each run in a fresh
+spawned child process with a fresh consumer group, fresh internal, changelog
+and output topics and fresh LevelDB directories, on the same broker:
 
-``statestream``
-    ``Worker(app).run()`` of a word-count app on ``kafka://...`` with
-    ``leveldb://<tmp>``: the processor of ``examples/wordcount.py``
-    (``Table("counts", default=int)``, json keys and values,
-    ``self.counts[word] += 1`` per word of ``str(message.value).lower().split()``)
-    **without** its ``ctx.send`` to ``word-counts``, because the raw loop
-    sends no output records either. Commit interval S (default 1 s). An
-    ``on_status`` callback (every 0.1 s) calls ``request_stop()`` once the
-    ``processed`` counter equals N; the worker then commits and closes.
-``raw``
-    A bare kafka-python ``KafkaConsumer`` in a group (``subscribe``, the
-    transport's consumer settings, auto-commit off) polling up to 2000 records
-    at a time, decoding each value with ``json.loads`` and counting the words
-    in one dict per partition. Every S seconds, for every partition with dirty
-    keys, it produces one changelog record per dirty key (key and value
-    encoded as the json codec does, headers
-    ``statestream.tables.headers.source_headers(topic, offset)`` of the last
-    record that changed the key) to a compacted changelog topic of P
-    partitions with a ``KafkaProducer`` built with the transport's producer
-    settings (``acks=all``, idempotence, 5 ms linger), flushes, commits the
-    source offsets synchronously, then writes the dirty keys (and the last
-    changelog offset) to that partition's plyvel database in one
+``readme``
+    ``Worker(app).run()`` of the app of README.md's "A complete app", on
+    ``kafka://...`` with ``leveldb://<tmp>`` and commit interval S (default
+    1 s): ``SplitWords`` calls ``ctx.group_by("words", word, 1)`` for every
+    word of ``message.value.lower().split()``, which re-keys through the
+    internal topic ``<app id>-words-repartition`` (P partitions); ``CountWords``
+    (``topics = [repartition("words")]``) does
+    ``self.counts[message.key] += message.value`` in ``Table("counts",
+    default=int)`` and ``ctx.send(<output>, word, count)``: one output record
+    per word, to a fresh output topic of P partitions. The worker also keeps
+    its internal ``words-repartition-seen`` table (what drops re-sent
+    re-keyed records), so it writes two changelogs. An ``on_status``
+    callback (every 0.1 s) calls ``request_stop()`` once the ``processed``
+    counter equals N sentences plus their words (each re-keyed record is
+    processed too); the worker then commits and closes.
+``no outputs``
+    The same app with ``CountWords``' ``ctx.send`` (and its ``outputs``)
+    removed; the re-keying is kept.
+``raw kafka-python``
+    The same work in one process with kafka-python alone and no durable
+    state: one ``KafkaConsumer`` in a group (``subscribe`` to the sentences
+    and to a repartition topic of P partitions, the transport's consumer
+    settings, auto-commit off) polls up to 2000 records at a time. A
+    sentence is ``json.loads``-ed, lowercased and split, and each word is
+    sent with ``KafkaProducer.send`` to the repartition topic (key: the word
+    encoded as the json codec does, value ``b"1"``; kafka-python's default
+    partitioner, murmur2 like statestream's). A re-keyed record read back
+    from the repartition topic adds ``int(value)`` to a dict keyed by the
+    key bytes, and the new count is sent with ``KafkaProducer.send`` to an
+    output topic of P partitions: one output record per word. The producer
+    has the transport's settings (``acks=all``, idempotence, 5 ms linger).
+    Every S seconds it flushes the producer and commits the consumed
+    offsets synchronously (outputs acknowledged before the offsets that
+    produced them, as the worker does). No changelog, no LevelDB: a crash
+    loses the counts. It stops after the commit that covers the N-th
+    sentence and its last re-keyed record.
+``count only``
+    ``Worker(app).run()`` of one processor counting the words of each
+    sentence on the partition the sentence arrived on (no re-keying, no
+    output): ``Table("counts", default=int)``, ``self.counts[word] += 1`` per
+    word of ``str(message.value).lower().split()``. A word's count is then
+    split over partitions (the table warns about it once); the figure is
+    the cost of the worker's consume / table / changelog / commit path
+    alone. Stopped like ``readme`` once ``processed`` equals N.
+``count only raw``
+    Its bare kafka-python baseline: a ``KafkaConsumer`` as above on the
+    sentences only, counting the words in one dict per partition. Every S
+    seconds, for every partition with dirty keys, it produces one changelog
+    record per dirty key (key and value encoded as the json codec does,
+    headers ``statestream.tables.headers.source_headers(topic, offset)`` of
+    the last record that changed the key) to a compacted changelog topic of
+    P partitions with the same ``KafkaProducer`` settings, flushes, commits
+    the source offsets synchronously, then writes the dirty keys (and the
+    last changelog offset) to that partition's plyvel database in one
     ``WriteBatch`` (same ``LevelDBOptions`` as the store). It stops after the
-    commit that covers the N-th record.
+    commit that covers the N-th sentence.
 ``embedded``
-    The same worker on the embedded log (``embedded://<tmp>/log``), filled with
-    the same sentences through the embedded transport's producer (untimed).
-    No raw baseline there.
+    The ``count only`` worker on the embedded log (``embedded://<tmp>/log``),
+    filled with the same sentences through the embedded transport's producer
+    (untimed). No raw baseline there.
+
+``--variants`` takes a comma-separated subset of ``readme``, ``no-outputs``,
+``raw-kafka-python``, ``count-only``, ``count-only-raw`` and ``embedded``
+(default: all of them; ``--skip-embedded`` drops ``embedded``). With
+``--repeat R`` the Kafka variants run R times, in alternating order, and the
+fastest run of each is reported.
 
 The clock runs from the first partition ready to process (the worker's first
 ``Processor.on_assigned``; the raw consumer's ``on_partitions_assigned``) to
@@ -54,13 +94,15 @@ the last final commit (the worker's last ``Processor.on_revoked``, which runs
 after a partition's final commit; the raw loop's last commit). Topic
 creation, the group join, the restore of the (empty) changelogs and closing
 are outside it; ``wall`` is the whole ``run()`` (or subscribe to close) for
-reference. Both sides check the result: the counts summed over every LevelDB
-database must equal the number of words produced.
+reference. Every variant checks its result: the counts (summed over every
+LevelDB database, or the raw loop's dict) must equal the number of words
+produced, and for the re-keying variants the repartition topic and the
+output topic must hold exactly one record per word.
 
-CPU: each side's progress line also gives the process CPU time of the run
-(every thread: the worker's, kafka-python's, LevelDB's) per record. When the
-broker, not the CPU, bounds both sides (records/s near the raw loop's), it is
-the steadier figure for comparing two versions of statestream.
+CPU: each variant's progress line and the table give the process CPU time of
+the run (every thread: the worker's, kafka-python's, LevelDB's) per
+sentence. When the broker, not the CPU, bounds both sides, it is the
+steadier figure for comparing two versions of statestream.
 
 Memory: each child reports ``ru_maxrss`` before running (after imports and
 opening) and at the end, and the parent samples ``VmRSS`` of the child from
@@ -69,14 +111,17 @@ records it had processed and how much memory its LevelDB databases say they
 use (``leveldb.approximate-memory-usage``: memtables and block cache, which
 fill up to ``write_buffer_size`` and ``lru_cache_size`` per database, 4 and
 8 MiB by default for stores, 16 and 32 MiB for the embedded log, and then
-stay there). State is 40,000 keys, so an RSS
-that is steady apart from LevelDB's bounded buffers means nothing grows
-with the number of records.
+stay there). State is at most 40,000 keys, so an RSS that is steady apart
+from LevelDB's bounded buffers means nothing grows with the number of
+records (``--sentences 1000000`` shows it over a longer run).
 
-``ratio`` is statestream / raw (target: at least 60%). ``--profile`` runs one
-more Kafka worker under cProfile, one profiler per thread (partition threads,
-the poll thread, the group member's helper thread, kafka-python's threads),
-and prints the top functions per group of threads.
+Ratios printed: readme / raw kafka-python (target: at least 1.5x), readme /
+no outputs (target: at least 0.5) and count only / count only raw (target:
+at least 60%). ``--profile`` runs one more worker of ``readme`` (or of the
+variant named: ``no-outputs``, ``count-only``) under cProfile, one profiler
+per thread (partition threads, the poll thread, the group member's helper
+thread, kafka-python's threads), and prints the top functions per group of
+threads.
 """
 
 from __future__ import annotations
@@ -241,11 +286,12 @@ _HOOK_TIMES: dict[str, list[float]] = {"assigned": [], "revoked": []}
 
 
 def _wordcount_app(app_id: str, topic: str, url: str, store_dir: str, interval: float) -> Any:
+    """The ``count only`` app: one processor, no re-keying, no output."""
     from statestream import App, Processor, Table
     from statestream.context import Context, Message
 
     class WordCount(Processor):
-        """examples/wordcount.py without ``ctx.send``."""
+        """Counts the words where the sentence arrives; no ``ctx.send``."""
 
         topics = (topic,)
         counts = Table(TABLE, default=int)
@@ -263,6 +309,61 @@ def _wordcount_app(app_id: str, topic: str, url: str, store_dir: str, interval: 
     return App(
         app_id,
         processors=[WordCount],
+        broker_url=url,
+        store_url=f"leveldb://{store_dir}",
+        data_dir=store_dir,
+        commit_interval=interval,
+    )
+
+
+def _readme_app(
+    app_id: str,
+    topic: str,
+    output: str | None,
+    url: str,
+    store_dir: str,
+    interval: float,
+) -> Any:
+    """README.md's "A complete app" (``output=None``: without its ``ctx.send``).
+
+    The processors are the README's, with the benchmark's topic names; the
+    clock hooks sit on a base class of ``SplitWords``.
+    """
+    from statestream import App, Processor, Table, repartition
+
+    class Clock(Processor):
+        def on_assigned(self, partition: int) -> None:
+            _HOOK_TIMES["assigned"].append(time.perf_counter())
+
+        def on_revoked(self, partition: int) -> None:
+            _HOOK_TIMES["revoked"].append(time.perf_counter())
+
+    class SplitWords(Clock):
+        topics = [topic]  # noqa: RUF012 (as in the README)
+
+        def process(self, message, ctx):
+            for word in message.value.lower().split():
+                ctx.group_by("words", word, 1)  # re-key: each word to its own partition
+
+    class CountWords(Processor):
+        topics = [repartition("words")]  # noqa: RUF012
+        outputs = [output]  # noqa: RUF012
+        counts = Table("counts", default=int)
+
+        def process(self, message, ctx):
+            self.counts[message.key] += message.value
+            ctx.send(output, message.key, self.counts[message.key])
+
+    class CountWordsNoOutputs(Processor):
+        topics = [repartition("words")]  # noqa: RUF012
+        counts = Table("counts", default=int)
+
+        def process(self, message, ctx):
+            self.counts[message.key] += message.value
+
+    return App(
+        app_id,
+        processors=[SplitWords, CountWords if output is not None else CountWordsNoOutputs],
         broker_url=url,
         store_url=f"leveldb://{store_dir}",
         data_dir=store_dir,
@@ -321,17 +422,30 @@ def run_worker(
     topic: str,
     store_dir: str,
     records: int,
+    words: int,
     partitions: int,
     interval: float,
     timeout: float,
+    kind: str,
     profile: bool,
     progress: Any,
 ) -> dict:
-    """Child: run the word-count app with a Worker until it processed ``records``."""
+    """Child: run the ``kind`` app with a Worker until it processed every record.
+
+    ``records`` is the number of sentences; the re-keying apps also process
+    one re-keyed record per word, ``words`` of them.
+    """
     from statestream.worker.runner import Worker, WorkerStatus
 
-    app_id = f"bench-worker-{uuid.uuid4().hex[:8]}"
-    app = _wordcount_app(app_id, topic, url, store_dir, interval)
+    app_id = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
+    output = None
+    if kind == "count-only":
+        app = _wordcount_app(app_id, topic, url, store_dir, interval)
+        target = records
+    else:
+        output = f"{app_id}-word-counts" if kind == "readme" else None
+        app = _readme_app(app_id, topic, output, url, store_dir, interval)
+        target = records + words
     deadline = time.monotonic() + timeout
     timed_out = False
 
@@ -340,7 +454,7 @@ def run_worker(
         processed = status.counters.get("processed", 0)
         progress[0] = processed
         progress[1] = _leveldb_memory(worker)
-        if processed >= records:
+        if processed >= target:
             worker.request_stop()
         elif time.monotonic() > deadline:
             timed_out = True
@@ -358,7 +472,8 @@ def run_worker(
     if main_profiler is not None:
         main_profiler.disable()
     counters = worker.counters()
-    progress[0] = counters.get("processed", 0)
+    processed = counters.get("processed", 0)
+    progress[0] = processed
     peak = peak_rss_kb()
     if timed_out:
         raise RuntimeError(f"timed out after {timeout:.0f} s with counters {counters}")
@@ -367,12 +482,22 @@ def run_worker(
         "seconds": max(_HOOK_TIMES["revoked"]) - min(_HOOK_TIMES["assigned"]),
         "wall": ended - started,
         "cpu": cpu,
-        "records": counters.get("processed", 0),
+        # More than one on_assigned per partition: a rebalance inside the clock.
+        "rebalanced": len(_HOOK_TIMES["assigned"]) > partitions,
+        # Sentences: every processed record is one unless the app re-keys.
+        "records": processed if kind == "count-only" else processed - words,
+        "processed": processed,
+        "target": target,
         "commits": counters.get("commits", 0),
+        "duplicates": counters.get("duplicates", 0),
         "words": total,
         "keys": keys,
         "rss_before_kb": before,
         "rss_peak_kb": peak,
+        "topics": {
+            "repartition": None if kind == "count-only" else app.repartition_topic("words"),
+            "output": output,
+        },
     }
     if profiles is not None:
         result["profile"] = profiles.report()
@@ -390,7 +515,8 @@ def run_raw(
     timeout: float,
     progress: Any,
 ) -> dict:
-    """Child: a bare consume / count / produce changelog / commit / WriteBatch loop."""
+    """Child (``count only raw``): a bare consume / count / produce changelog /
+    commit / WriteBatch loop."""
     import struct
 
     import plyvel
@@ -533,11 +659,129 @@ def run_raw(
         "wall": wall,
         "cpu": cpu,
         "records": count,
+        "processed": count,
+        "target": records,
         "commits": commits,
         "words": total,
         "keys": keys,
         "rss_before_kb": before,
         "rss_peak_kb": peak,
+    }
+
+
+def run_raw_rekey(
+    bootstrap: str,
+    topic: str,
+    repart: str,
+    output: str,
+    records: int,
+    words: int,
+    interval: float,
+    timeout: float,
+    progress: Any,
+) -> dict:
+    """Child (``raw kafka-python``): split, re-key through ``repart`` and read it
+    back, count in a dict, one output per word to ``output``, all in one loop."""
+    from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+    from kafka.structs import OffsetAndMetadata
+
+    from statestream.log.kafka_options import KafkaOptions
+
+    options = KafkaOptions()
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-rekey-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_uncommitted",
+        **options.consumer_config(),
+    )
+    producer = KafkaProducer(bootstrap_servers=bootstrap, **options.producer_config())
+    producer.partitions_for(repart)  # metadata outside the clock
+    producer.partitions_for(output)
+    assigned_at: list[float] = []
+
+    class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            pass
+
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            if assigned:
+                assigned_at.append(time.perf_counter())
+
+    counts: dict[bytes, int] = {}
+    get = counts.get
+    positions: dict[Any, int] = {}
+    json_loads = json.loads
+    json_key = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode
+    send = producer.send
+    commits = sentences = rekeyed = outputs = 0
+
+    def commit() -> None:
+        nonlocal commits
+        producer.flush()  # re-keyed and output records acknowledged first
+        consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in positions.items()})
+        commits += 1
+
+    before = peak_rss_kb()
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    deadline = time.monotonic() + timeout
+    consumer.subscribe([topic, repart], listener=Listener())
+    next_commit = time.monotonic() + interval
+    try:
+        while sentences < records or rekeyed < words:
+            polled = consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=POLL_RECORDS)
+            for ktp, batch in polled.items():
+                if ktp.topic == topic:
+                    for record in batch:
+                        for word in json_loads(record.value).lower().split():
+                            send(repart, key=json_key(word).encode("utf-8"), value=b"1")
+                    sentences += len(batch)
+                else:
+                    for record in batch:
+                        key = record.key
+                        count = counts[key] = get(key, 0) + int(record.value)
+                        send(output, key=key, value=str(count).encode("ascii"))
+                    rekeyed += len(batch)
+                    outputs += len(batch)
+                positions[ktp] = batch[-1].offset + 1
+            now = time.monotonic()
+            if now >= next_commit:
+                commit()
+                progress[0] = sentences + rekeyed
+                next_commit = time.monotonic() + interval
+                if now > deadline:
+                    raise RuntimeError(
+                        f"timed out after {timeout:.0f} s at {sentences} sentences, "
+                        f"{rekeyed} re-keyed records"
+                    )
+        commit()
+        ended = time.perf_counter()
+        cpu = time.process_time() - cpu_started
+        progress[0] = sentences + rekeyed
+        peak = peak_rss_kb()
+    finally:
+        consumer.close(autocommit=False)
+        producer.close()
+    return {
+        "seconds": ended - assigned_at[0],
+        "wall": time.perf_counter() - started,
+        "cpu": cpu,
+        "rebalanced": len(assigned_at) > 1,
+        "records": sentences,
+        "processed": sentences + rekeyed,
+        "target": records + words,
+        "commits": commits,
+        "duplicates": 0,
+        "words": sum(counts.values()),
+        "keys": len(counts),
+        "outputs": outputs,
+        "rss_before_kb": before,
+        "rss_peak_kb": peak,
+        "topics": {"repartition": repart, "output": output},
     }
 
 
@@ -613,7 +857,7 @@ def in_child(name: str, target: Callable[..., dict], *args: Any) -> dict:
                 samples.append((elapsed, int(progress[0]), rss, int(progress[1]) // 1024))
                 if len(samples) % 15 == 0:
                     print(
-                        f"progress: {name:<11} {elapsed:5.0f} s {progress[0]:>11,} records, "
+                        f"progress: {name:<16} {elapsed:5.0f} s {progress[0]:>11,} records, "
                         f"VmRSS {rss / 1024:.0f} MiB",
                         file=sys.stderr,
                         flush=True,
@@ -645,27 +889,55 @@ def in_child(name: str, target: Callable[..., dict], *args: Any) -> dict:
 # -- the comparison -------------------------------------------------------------------
 
 
-def check(side: Side, result: dict, records: int, words: int) -> None:
-    if result["records"] != records or result["words"] != words:
-        raise SystemExit(
-            f"{side.name}: processed {result['records']:,} records and counted "
-            f"{result['words']:,} words, expected {records:,} and {words:,}"
+def topic_records(bootstrap: str, topic: str, partitions: int) -> int:
+    """Records in ``topic`` (the sum of its partitions' end offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        ends = consumer.end_offsets([TopicPartition(topic, i) for i in range(partitions)])
+        return int(sum(ends.values()))
+    finally:
+        consumer.close()
+
+
+def check(
+    side: Side, result: dict, records: int, words: int, bootstrap: str | None, partitions: int
+) -> None:
+    """Refuse a run whose counts (or re-keyed and output topics) are not exact."""
+    problems = []
+    if result["processed"] != result["target"] or result["records"] != records:
+        problems.append(
+            f"processed {result['processed']:,} records, expected {result['target']:,} "
+            f"({records:,} sentences)"
         )
+    if result["words"] != words:
+        problems.append(f"counted {result['words']:,} words, expected {words:,}")
+    for role, topic in (result.get("topics") or {}).items():
+        if topic is None or bootstrap is None:
+            continue
+        found = result[f"{role}_records"] = topic_records(bootstrap, topic, partitions)
+        if found != words:
+            problems.append(f"{role} topic {topic} holds {found:,} records, expected {words:,}")
+    if problems:
+        raise SystemExit(f"{side.name}: " + "; ".join(problems))
     rate = result["records"] / result["seconds"]
+    rebalanced = ", with a rebalance inside the clock" if result.get("rebalanced") else ""
     print(
-        f"progress: {side.name:<11} {rate:>10,.0f} records/s, {result['seconds']:.1f} s "
-        f"(wall {result['wall']:.1f} s), CPU {result['cpu'] / result['records'] * 1e6:.1f} "
-        f"us/record (all threads), {result['commits']} commits, "
-        f"peak RSS {result['rss_peak_kb'] / 1024:.0f} MiB",
+        f"progress: {side.name:<16} {rate:>10,.0f} sentences/s, {result['seconds']:.1f} s "
+        f"(wall {result['wall']:.1f} s), CPU {result['cpu'] / result['records'] * 1e6:.0f} "
+        f"us/sentence (all threads), {result['commits']} commits, "
+        f"peak RSS {result['rss_peak_kb'] / 1024:.0f} MiB{rebalanced}",
         file=sys.stderr,
         flush=True,
     )
     side.runs.append(result)
 
 
-def rss_summary(result: dict, records: int) -> list[str]:
+def rss_summary(result: dict) -> list[str]:
     """Lines showing the child's VmRSS over its run, with and without LevelDB's memory."""
     samples = result["samples"]
+    records = result["target"]  # records processed, re-keyed ones included
     if not samples:
         return ["  (no VmRSS samples)"]
 
@@ -696,27 +968,81 @@ def rss_summary(result: dict, records: int) -> list[str]:
     return lines
 
 
+# -- the command line -----------------------------------------------------------------
+
+#: Every variant, in the order of the table: (label, what it is).
+VARIANTS: dict[str, tuple[str, str]] = {
+    "readme": (
+        "readme",
+        "README app: split, group_by word, count in a Table, one output per word",
+    ),
+    "no-outputs": ("no outputs", "the README app without its ctx.send (re-keying kept)"),
+    "raw-kafka-python": (
+        "raw kafka-python",
+        "one KafkaConsumer + KafkaProducer.send: re-key, read back, dict, output",
+    ),
+    "count-only": ("count only", "Worker, one processor counting words in place, no outputs"),
+    "count-only-raw": (
+        "count only raw",
+        "KafkaConsumer, dict per partition, changelog send, plyvel WriteBatch",
+    ),
+    "embedded": ("embedded", "the count only Worker on the embedded log"),
+}
+#: (numerator, denominator, target, how the target reads)
+RATIOS = (
+    ("readme", "raw-kafka-python", 1.5, ">= 1.5x"),
+    ("readme", "no-outputs", 0.5, ">= 0.5"),
+    ("count-only", "count-only-raw", 0.6, ">= 60%"),
+)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", help="host:port of a broker (default: start one)")
-    parser.add_argument("--records", type=int, default=1_000_000, help="sentences (1000000)")
+    parser.add_argument(
+        "--sentences",
+        "--records",
+        dest="records",
+        metavar="N",
+        type=int,
+        default=100_000,
+        help="input sentences (100000)",
+    )
     parser.add_argument("--partitions", type=int, default=4, help="source partitions (4)")
     parser.add_argument(
         "--commit-interval", type=float, default=1.0, help="seconds between commits (1.0)"
     )
     parser.add_argument("--vocabulary", type=int, default=10_000, help="distinct words (10000)")
-    parser.add_argument("--repeat", type=int, default=1, help="timed runs per side (1)")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per variant (1)")
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="give up a run after this many s (1800)"
     )
-    parser.add_argument("--profile", action="store_true", help="cProfile one more Kafka worker")
-    parser.add_argument("--skip-embedded", action="store_true", help="measure Kafka only")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated subset of {', '.join(VARIANTS)} (all)",
+    )
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="readme",
+        choices=("readme", "no-outputs", "count-only"),
+        help="cProfile one more worker of this variant (readme)",
+    )
+    parser.add_argument("--skip-embedded", action="store_true", help="leave out embedded")
     parser.add_argument("--json", action="store_true", help="JSON on stdout, report on stderr")
     args = parser.parse_args(argv)
     if min(args.records, args.partitions, args.vocabulary, args.repeat) < 1:
-        parser.error("--records, --partitions, --vocabulary and --repeat must be >= 1")
+        parser.error("--sentences, --partitions, --vocabulary and --repeat must be >= 1")
     if args.commit_interval <= 0:
         parser.error("--commit-interval must be > 0")
+    chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown or not chosen:
+        parser.error(f"--variants takes a subset of {', '.join(VARIANTS)}, got {args.variants!r}")
+    if args.skip_embedded and "embedded" in chosen:
+        chosen.remove("embedded")
+    args.variants = [v for v in VARIANTS if v in chosen]
     return args
 
 
@@ -730,10 +1056,8 @@ def main(argv: list[str] | None = None) -> int:
     produced: dict[str, dict] = {}
     profile_text = None
     n, p, ci, limit = args.records, args.partitions, args.commit_interval, args.timeout
-    statestream = Side("statestream", "Worker + word-count app, kafka transport, LevelDBStore")
-    raw = Side("raw", "bare KafkaConsumer/KafkaProducer loop, dict, plyvel WriteBatch")
-    embedded = Side("embedded", "the same Worker on the embedded log, LevelDBStore")
-    sides = [statestream, raw]
+    sides = {key: Side(label, what) for key, (label, what) in VARIANTS.items()}
+    on_kafka = [v for v in args.variants if v != "embedded"]
     try:
         bootstrap = args.bootstrap
         if bootstrap is None:
@@ -745,25 +1069,27 @@ def main(argv: list[str] | None = None) -> int:
         produced["kafka"] = produce_kafka(bootstrap, topic, n, args.vocabulary, p)
         words = produced["kafka"]["words"]
 
-        def worker_run(broker_url: str, profile: bool = False) -> dict:
+        def worker_run(kind: str, broker_url: str, profile: bool = False) -> dict:
             store = tempfile.mkdtemp(prefix="worker-", dir=root)
             try:
                 return in_child(
-                    "statestream" if broker_url == url else "embedded",
+                    sides[kind if broker_url == url else "embedded"].name,
                     run_worker,
                     broker_url,
                     topic,
                     store,
                     n,
+                    words,
                     p,
                     ci,
                     limit,
+                    kind,
                     profile,
                 )
             finally:
                 shutil.rmtree(store, ignore_errors=True)
 
-        def raw_run() -> dict:
+        def count_raw_run() -> dict:
             from statestream.log.base import TopicSpec
 
             changelog = f"bench-raw-{uuid.uuid4().hex[:8]}-{TABLE}-changelog"
@@ -780,33 +1106,69 @@ def main(argv: list[str] | None = None) -> int:
             )
             store = tempfile.mkdtemp(prefix="raw-", dir=root)
             try:
-                return in_child("raw", run_raw, bootstrap, topic, changelog, store, n, p, ci, limit)
+                return in_child(
+                    sides["count-only-raw"].name,
+                    run_raw,
+                    bootstrap,
+                    topic,
+                    changelog,
+                    store,
+                    n,
+                    p,
+                    ci,
+                    limit,
+                )
             finally:
                 shutil.rmtree(store, ignore_errors=True)
 
+        def raw_rekey_run() -> dict:
+            from statestream.log.base import TopicSpec
+
+            prefix = f"bench-raw-rekey-{uuid.uuid4().hex[:8]}"
+            repart, output = f"{prefix}-words-repartition", f"{prefix}-word-counts"
+            create_topics(
+                url,
+                [TopicSpec(repart, p, cleanup_policy="delete"), TopicSpec(output, p)],
+            )
+            return in_child(
+                sides["raw-kafka-python"].name,
+                run_raw_rekey,
+                bootstrap,
+                topic,
+                repart,
+                output,
+                n,
+                words,
+                ci,
+                limit,
+            )
+
+        runners: dict[str, Callable[[], dict]] = {
+            "readme": lambda: worker_run("readme", url),
+            "no-outputs": lambda: worker_run("no-outputs", url),
+            "raw-kafka-python": raw_rekey_run,
+            "count-only": lambda: worker_run("count-only", url),
+            "count-only-raw": count_raw_run,
+        }
         for i in range(args.repeat):
-            if i % 2 == 0:
-                check(statestream, worker_run(url), n, words)
-                check(raw, raw_run(), n, words)
-            else:
-                check(raw, raw_run(), n, words)
-                check(statestream, worker_run(url), n, words)
+            for variant in on_kafka if i % 2 == 0 else on_kafka[::-1]:
+                check(sides[variant], runners[variant](), n, words, bootstrap, p)
         if args.profile:
-            print("profiling one more Kafka worker run ...", file=sys.stderr, flush=True)
-            profile_text = worker_run(url, profile=True)["profile"]
-        if not args.skip_embedded:
+            print(f"profiling one more {args.profile} worker run ...", file=sys.stderr, flush=True)
+            profile_text = worker_run(args.profile, url, profile=True)["profile"]
+        if "embedded" in args.variants:
             embedded_url = f"embedded://{root}/log"
             print("producing the same sentences to the embedded log ...", file=sys.stderr)
             produced["embedded"] = produce_embedded(embedded_url, topic, n, args.vocabulary, p)
             for _ in range(args.repeat):
-                check(embedded, worker_run(embedded_url), n, words)
-            sides.append(embedded)
+                check(sides["embedded"], worker_run("count-only", embedded_url), n, words, None, p)
     finally:
         if broker is not None:
             broker.stop()
         shutil.rmtree(root, ignore_errors=True)
     total = time.perf_counter() - started
     out = sys.stderr if args.json else sys.stdout
+    ran = [v for v in args.variants if sides[v].runs]
     import plyvel
 
     print(
@@ -818,8 +1180,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"input: {n:,} sentences ({words:,} words, vocabulary {args.vocabulary:,}), "
-        f"{p} partitions; commit interval {ci:g} s; no output topic on either side; "
-        f"best of R={args.repeat}, each run in a spawned child",
+        f"{p} partitions; commit interval {ci:g} s; best of R={args.repeat}, "
+        "each run in a spawned child",
         file=out,
     )
     print(
@@ -829,41 +1191,54 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(file=out)
     columns = (
-        f"{'side':<12} {'records/s':>10} {'ratio':>7} {'seconds':>8} {'wall':>7} "
+        f"{'variant':<16} {'sentences/s':>11} {'seconds':>8} {'wall':>7} {'CPU us/s.':>9} "
         f"{'commits':>7} {'keys':>6} {'RSS before':>10} {'RSS peak':>9}  what"
     )
     print(columns, file=out)
-    print("-" * (len(columns) + 50), file=out)
-    raw_rate = raw.rate
-    for side in sides:
+    print("-" * (len(columns) + 66), file=out)
+    for variant in ran:
+        side = sides[variant]
         best = side.best
-        ratio = f"{side.rate / raw_rate:>7.1%}" if side is not embedded else f"{'-':>7}"
         print(
-            f"{side.name:<12} {side.rate:>10,.0f} {ratio} {best['seconds']:>8.1f} "
-            f"{best['wall']:>7.1f} {best['commits']:>7} {best['keys']:>6,} "
-            f"{best['rss_before_kb'] / 1024:>6.0f} MiB {best['rss_peak_kb'] / 1024:>5.0f} MiB  "
-            f"{side.description}",
+            f"{side.name:<16} {side.rate:>11,.0f} {best['seconds']:>8.1f} {best['wall']:>7.1f} "
+            f"{best['cpu'] / best['records'] * 1e6:>9.0f} {best['commits']:>7} "
+            f"{best['keys']:>6,} {best['rss_before_kb'] / 1024:>6.0f} MiB "
+            f"{best['rss_peak_kb'] / 1024:>5.0f} MiB  {side.description}",
             file=out,
         )
     print(
-        "ratio = statestream records/s / raw records/s on Kafka (target: >= 60%); seconds: "
-        "first partition ready to last final commit; wall: the whole run() / subscribe..close",
+        "seconds: first partition ready to last final commit; wall: the whole run() / "
+        "subscribe..close; CPU us/s.: process CPU time (all threads) per sentence",
         file=out,
     )
+    ratios = {}
+    for top, bottom, target, reads in RATIOS:
+        if sides[top].runs and sides[bottom].runs:
+            ratio = sides[top].rate / sides[bottom].rate
+            ratios[f"{top}/{bottom}"] = ratio
+            print(
+                f"{sides[top].name} / {sides[bottom].name}: {ratio:.2f} (target {reads}: "
+                f"{'met' if ratio >= target else 'MISSED'})",
+                file=out,
+            )
     print(file=out)
-    for side in sides:
-        print(f"{side.name}: RSS over the fastest run", file=out)
-        for line in rss_summary(side.best, n):
+    for variant in ran:
+        print(f"{sides[variant].name}: RSS over the fastest run", file=out)
+        for line in rss_summary(sides[variant].best):
             print(line, file=out)
     print(f"total time {total:.0f} s", file=out)
     if profile_text is not None:
         print(file=out)
-        print("cProfile of one Kafka worker run (in its child, one profiler per thread):", file=out)
+        print(
+            f"cProfile of one {args.profile} worker run (in its child, one profiler per thread):",
+            file=out,
+        )
         print(profile_text, file=out)
     if args.json:
         json.dump(
             {
                 "records": n,
+                "sentences": n,
                 "words": words,
                 "partitions": p,
                 "commit_interval": ci,
@@ -871,7 +1246,8 @@ def main(argv: list[str] | None = None) -> int:
                 "repeat": args.repeat,
                 "produce": produced,
                 "total_seconds": total,
-                "sides": [s.as_json() for s in sides],
+                "ratios": ratios,
+                "sides": [sides[v].as_json() for v in ran],
                 "profile": profile_text,
             },
             sys.stdout,
