@@ -462,13 +462,13 @@ class _PasswordMemoryStore(MemoryStore):
 def test_worker_start_log_hides_secrets(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from examples.wordcount import WordCount
+    from examples.wordcount import CountWords, SplitWords
     from statestream.worker.runner import Worker
 
     monkeypatch.setitem(registry.BUILTIN_STORES, "pwmemory", f"{__name__}:_PasswordMemoryStore")  # type: ignore[index]
     app = App(
         "secrets",
-        [WordCount],
+        [SplitWords, CountWords],
         broker_url=f"embedded://{tmp_path}/log",
         store_url=f"pwmemory://?password={AERO}",
         partitions=1,
