@@ -531,6 +531,11 @@ class Transport(ABC):
     def supports_transactions(self) -> bool:
         """Whether producers of this transport can run transactions."""
 
+    @property
+    def group_of_one(self) -> bool:
+        """Whether a group has at most one member (then no member can keep standbys)."""
+        return False
+
     @abstractmethod
     def close(self) -> None:
         """Close the transport and every client it made."""

@@ -182,6 +182,12 @@ class Worker:
         config = self.app.config
         self._check_store_urls()
         self._transport = self._given_transport or open_transport(config.broker_url)
+        if config.num_standby_replicas and self._transport.group_of_one:
+            raise ConfigurationError(
+                f"num_standby_replicas={config.num_standby_replicas} needs Kafka: the embedded "
+                "log serves one worker process, so there is no other member to keep a standby "
+                "copy; set it to 0, or run the workers on Kafka (--broker-url kafka://...)"
+            )
         admin = self._transport.admin()
         try:
             partitions = self._ensure_topics(admin)
@@ -228,7 +234,8 @@ class Worker:
             num_standbys=config.num_standby_replicas,
             acceptable_recovery_lag=config.acceptable_recovery_lag,
         )
-        if self._local_tables:
+        # A group of one never gets standby or warm-up tasks: no thread for them.
+        if self._local_tables and not self._transport.group_of_one:
             self._standby = StandbyThread(
                 manager,
                 self._transport,
@@ -298,12 +305,6 @@ class Worker:
         self._local_tables = [
             t for t in self.app.tables() if not registry.is_shared(t.store_url or config.store_url)
         ]
-        if config.num_standby_replicas and not config.broker_url.startswith("kafka:"):
-            raise ConfigurationError(
-                f"num_standby_replicas={config.num_standby_replicas} needs Kafka: the embedded "
-                "log serves one worker process, so there is no other member to keep a standby "
-                "copy; set it to 0, or run the workers on Kafka (--broker-url kafka://...)"
-            )
 
     def _ensure_topics(self, admin: Admin) -> int:
         config = self.app.config

@@ -254,6 +254,11 @@ class EmbeddedTransport(Transport):
         return member
 
     @property
+    def group_of_one(self) -> bool:
+        """One process owns the log, so a group has one member."""
+        return True
+
+    @property
     def supports_transactions(self) -> bool:
         return True
 
