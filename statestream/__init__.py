@@ -11,14 +11,19 @@ from statestream.context import Context, Message
 from statestream.errors import StateStreamError
 from statestream.processor import Processor, repartition
 from statestream.tables.table import Table
+from statestream.tables.windowed import ClosedWindow, LateRecord, WindowedTable, WindowedValue
 
 __all__ = [
     "App",
+    "ClosedWindow",
     "Context",
+    "LateRecord",
     "Message",
     "Processor",
     "StateStreamError",
     "Table",
+    "WindowedTable",
+    "WindowedValue",
     "__version__",
     "repartition",
 ]

@@ -20,6 +20,7 @@ from statestream.errors import ConfigurationError
 from statestream.processor import REPARTITION_PREFIX, Processor
 from statestream.serde import Codec, get_codec
 from statestream.tables.table import Table
+from statestream.tables.windowed import WindowedTable
 
 __all__ = ["App"]
 
@@ -124,11 +125,14 @@ class App:
         return [t for t in self.source_topics() if t in internal]
 
     def output_topics(self) -> list[str]:
-        """Every declared output topic."""
+        """Every declared output topic, windowed tables' final topics included."""
         seen: dict[str, None] = {}
         for proc in self.processors:
             for topic in proc.outputs:
                 seen[topic] = None
+        for table in self._tables:
+            if isinstance(table, WindowedTable) and table.final_topic is not None:
+                seen[table.final_topic] = None
         return list(seen)
 
     def codecs(self, topic: str) -> tuple[Codec, Codec]:

@@ -291,6 +291,17 @@ class TableContextError(TableError):
     """
 
 
+class EventTimeError(TableError, ValueError):
+    """A windowed table's event time is not an int of milliseconds (or none could be found).
+
+    The event time is the record's timestamp unless the table names an
+    ``event_time`` function; fix that function so it returns an ``int`` of
+    milliseconds since the epoch (``int(seconds * 1000)``). Windowed tables
+    can only be written while a record is processed, which is what gives the
+    write its time.
+    """
+
+
 class RestoreError(StateStreamError):
     """Restoring a table partition from its changelog failed or stalled.
 

@@ -29,6 +29,7 @@ from statestream.context import Context, Message
 from statestream.errors import ConfigurationError
 from statestream.serde import Codec
 from statestream.tables.table import Table
+from statestream.tables.windowed_shard import ClosedWindow
 
 __all__ = ["REPARTITION_PREFIX", "Processor", "repartition"]
 
@@ -65,6 +66,17 @@ class Processor:
 
     def on_assigned(self, partition: int) -> None:
         """Called on the partition thread once ``partition`` is restored and ready."""
+
+    def on_window_close(self, key: Any, window: ClosedWindow, value: Any) -> None:
+        """Called when a window of a windowed table this class declares closes.
+
+        ``window`` names the table and the bounds (``[start, end)``, ms);
+        ``value`` is the window's final value. Runs on the partition thread,
+        as part of processing the record whose write moved stream time past
+        the window's end plus grace, so ``ctx.send`` outputs commit with that
+        record. At-least-once: after a crash a window may close (and this be
+        called) again; it is never skipped.
+        """
 
     def on_revoked(self, partition: int) -> None:
         """Called on the partition thread before ``partition`` is closed.

@@ -41,6 +41,8 @@ from statestream.tables.local import LocalOffsets
 from statestream.tables.recovery import EPOCH_META, ProgressCallback, RestoreOutcome, restore
 from statestream.tables.shard import Change, TableShard
 from statestream.tables.table import Table
+from statestream.tables.windowed import WindowedTable
+from statestream.tables.windowed_shard import WindowedShard
 from statestream.types import TopicPartition
 
 __all__ = ["PartitionState", "PendingCommit", "TableManager"]
@@ -126,6 +128,8 @@ class TableManager:
         # Partitions this manager held and closed (reported as CLOSED).
         self._closed: set[int] = set()
         self._lock = threading.Lock()
+        # Per table, how its store-only entries follow from changelog records.
+        self._derive = {t.name: d for t in self.tables if (d := t.derive()) is not None}
         #: Offsets of the local stores, for the assignor (see LocalOffsets).
         self.local = local if local is not None else LocalOffsets()
 
@@ -135,6 +139,27 @@ class TableManager:
         """Return the changelog topic name of ``table``: ``{app_id}-{table}-changelog``."""
         name = table if isinstance(table, str) else table.name
         return f"{self.app_id}-{name}-changelog"
+
+    def changelog_spec(self, table: Table[Any, Any], partitions: int) -> TopicSpec:
+        """The changelog topic ``table`` needs.
+
+        Compacted; a windowed table's is ``compact,delete`` as well, with a
+        retention covering a window's whole life (size, grace, retention)
+        and a day more, so expired windows leave the topic even if their
+        tombstones were compacted away.
+        """
+        config = {"min.compaction.lag.ms": str(self.compaction_lag_ms)}
+        if isinstance(table, WindowedTable):
+            return TopicSpec(
+                self.changelog_topic(table),
+                partitions,
+                cleanup_policy="compact,delete",
+                retention_ms=table.changelog_retention_ms(),
+                config=config,
+            )
+        return TopicSpec(
+            self.changelog_topic(table), partitions, cleanup_policy="compact", config=config
+        )
 
     def ensure_changelogs(self, partitions: int) -> None:
         """Create or validate every changelog topic (compacted, ``partitions`` partitions).
@@ -146,14 +171,7 @@ class TableManager:
         admin = self.transport.admin()
         try:
             for table in self.tables:
-                admin.ensure_topic(
-                    TopicSpec(
-                        self.changelog_topic(table),
-                        partitions,
-                        cleanup_policy="compact",
-                        config={"min.compaction.lag.ms": str(self.compaction_lag_ms)},
-                    )
-                )
+                admin.ensure_topic(self.changelog_spec(table, partitions))
         finally:
             admin.close()
 
@@ -176,15 +194,7 @@ class TableManager:
                     table.store_url or self.store_url, table.name, partition
                 )
                 changelog = TopicPartition(self.changelog_topic(table), partition)
-                shards[table.name] = TableShard(
-                    table.name,
-                    partition,
-                    store,
-                    table.key_codec,
-                    table.value_codec,
-                    changelog,
-                    cache_size=table.cache_size,
-                )
+                shards[table.name] = table.make_shard(partition, store, changelog)
         except BaseException:
             for shard in shards.values():
                 shard.store.close()
@@ -318,6 +328,7 @@ class TableManager:
             cancel=cancel,
             progress=self.progress,
             stall_timeout=self.stall_timeout,
+            derive=self._derive.get(shard.table),
         )
 
     def epoch(self, partition: int) -> int:
@@ -377,6 +388,28 @@ class TableManager:
     def shard(self, table: str, partition: int) -> TableShard:
         """Return the shard of ``table`` for ``partition``."""
         return self._partition(partition).shards[table]
+
+    def windowed(self, table: str, partition: int) -> WindowedShard:
+        """Return the windowed state of windowed ``table`` for ``partition``."""
+        windowed = self.shard(table, partition).windowed
+        if windowed is None:
+            raise TableError(f"table {table!r} is not windowed")
+        return windowed
+
+    def windowed_shards(self, partition: int) -> list[WindowedShard]:
+        """The windowed states of ``partition``'s windowed tables, in table order."""
+        shards = self._partition(partition).shards.values()
+        return [s.windowed for s in shards if s.windowed is not None]
+
+    def set_event_source(self, partition: int, source: Callable[[], Any]) -> None:
+        """Give ``partition``'s windowed tables the message being processed.
+
+        ``source()`` returns it (anything with a ``timestamp``): the worker
+        passes its context's current message. Windowed writes take their
+        event time from it.
+        """
+        for windowed in self.windowed_shards(partition):
+            windowed.event_source = source
 
     # -- the halves of the commit protocol (run by statestream.tables.commit) ----
 

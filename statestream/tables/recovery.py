@@ -67,6 +67,7 @@ from statestream.types import Record, TopicPartition
 __all__ = [
     "EPOCH_META",
     "ChangelogReader",
+    "Derive",
     "ReaderMode",
     "RestoreOutcome",
     "RestoreProgress",
@@ -120,6 +121,12 @@ class RestoreOutcome:
 
 ProgressCallback = Callable[[RestoreProgress], None]
 
+#: Adds the store entries a changelog record implies besides itself to a batch:
+#: ``derive(key, value, batch)``. A windowed table's time index is kept only
+#: in its store (it follows from the window keys), so restores and standbys
+#: derive it from the window records they apply.
+Derive = Callable[[bytes, "bytes | None", dict[bytes, "bytes | None"]], None]
+
 
 def should_skip(source: tuple[str, int] | None, committed: Mapping[str, int | None]) -> bool:
     if source is None:
@@ -168,9 +175,13 @@ class ChangelogReader:
         progress: ProgressCallback | None = None,
         progress_interval: float = 1.0,
         mode: ReaderMode = "restoring",
+        *,
+        derive: Derive | None = None,
     ) -> None:
         self.store = store
         self.mode = mode
+        #: Adds the store-only entries each applied record implies (see Derive).
+        self.derive = derive
         self.changelog = changelog
         self.committed = committed
         #: (standby) The record the reader waits at, and the source offset it waits for.
@@ -257,6 +268,8 @@ class ChangelogReader:
             return True
         if record.key is not None:
             self.batch[record.key] = record.value
+            if self.derive is not None:
+                self.derive(record.key, record.value, self.batch)
             if self.hold is not None and self.mode == "standby":
                 self._rewritten(record.key)
         self.applied += 1
@@ -320,6 +333,7 @@ def restore(
     progress_interval: float = 1.0,
     stall_timeout: float = 60.0,
     poll_timeout: float = 0.5,
+    derive: Derive | None = None,
 ) -> RestoreOutcome:
     """Bring ``store`` up to the changelog's high watermark (see module docstring).
 
@@ -335,7 +349,9 @@ def restore(
         log.warning("%s: %s", changelog, cleared)
         store.clear()
         offset = None
-    run = ChangelogReader(store, changelog, committed, batch_size, progress, progress_interval)
+    run = ChangelogReader(
+        store, changelog, committed, batch_size, progress, progress_interval, derive=derive
+    )
     start = low if offset is None else offset + 1
     if start >= high:
         return run.outcome(cleared, True)

@@ -22,12 +22,15 @@ import enum
 import heapq
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from statestream.serde import Codec, JsonCodec, encode_prefix
 from statestream.stores.base import Store, key_bounds
 from statestream.tables.keyguard import CHECK_EVERY, CHECK_FIRST
 from statestream.types import TopicPartition
+
+if TYPE_CHECKING:
+    from statestream.tables.windowed_shard import WindowedShard
 
 __all__ = ["Change", "EntryState", "TableShard"]
 
@@ -114,7 +117,9 @@ class TableShard:
         # changed (a value must be read to be mutated in place).
         self._touched: set[bytes] = set()
         self._cache_size = cache_size
-        self._json = isinstance(value_codec, JsonCodec)
+        # Whether ints and strings always encode, so they can be encoded once
+        # at commit (a windowed table's codec wraps the table's: see its `defers`).
+        self._json = isinstance(value_codec, JsonCodec) or getattr(value_codec, "defers", False)
         self._memo_key: Any = None
         self._memo_kb = b""
         # Encoded str keys: a hot key is encoded once, not at every access.
@@ -136,6 +141,14 @@ class TableShard:
         #: source topic (see statestream.tables.keyguard); None: unchecked.
         self.key_guard: Callable[[bytes, str | None], None] | None = None
         self._new_keys = 0
+        #: First bytes of keys kept in the store only, never changelogged: they
+        #: follow from other keys (a windowed table's time index), and
+        #: restores derive them (see statestream.tables.recovery.Derive).
+        self.local_tags: frozenset[bytes] = frozenset()
+        #: The windowed view of this shard, for a windowed table (its windows,
+        #: index and stream time are keys of this shard; see
+        #: statestream.tables.windowed_shard).
+        self.windowed: WindowedShard | None = None
 
     # -- reads -----------------------------------------------------------------
 
@@ -237,6 +250,10 @@ class TableShard:
             if count <= CHECK_FIRST or not count % CHECK_EVERY:
                 source = self.source
                 guard(kb, None if source is None else source[0])
+        return self._put(kb, value, state)
+
+    def _put(self, kb: bytes, value: Any, state: EntryState) -> _Entry:
+        """Buffer a new entry for ``kb`` (it has none): the unguarded half of :meth:`_assign`."""
         if state is _DELETED or (self._json and type(value) in _ALWAYS_JSON):
             encoded = None
         else:
@@ -266,6 +283,74 @@ class TableShard:
             self._assign(kb, None, _DELETED)
         return existed
 
+    # -- encoded keys (for layers that lay out their own keys: windowed tables) --
+
+    def get_encoded(self, kb: bytes, default: Any = None) -> Any:
+        """Return the value stored under the store key ``kb`` (buffer first), or ``default``."""
+        entry = self._lookup(kb)
+        return default if entry is None else entry.obj
+
+    def set_encoded(self, kb: bytes, value: Any) -> None:
+        """Buffer ``value`` under the store key ``kb``; the key guard is not consulted
+        (``kb`` is not a table key; the caller checks its table key itself)."""
+        entry = self._entries.get(kb)
+        if entry is not None:
+            self._update(entry, value, _SET)
+        else:
+            self._put(kb, value, _SET)
+
+    def delete_encoded(self, kb: bytes) -> None:
+        """Buffer a tombstone for the store key ``kb`` (known to exist: no store read)."""
+        entry = self._entries.get(kb)
+        if entry is not None:
+            self._update(entry, None, _DELETED)
+        else:
+            self._put(kb, None, _DELETED)
+
+    def iterate_encoded(
+        self,
+        lo: bytes | None,
+        hi: bytes | None,
+        reverse: bool = False,
+        written: Iterable[bytes] | None = None,
+    ) -> Iterator[tuple[bytes, Any]]:
+        """Yield ``(store key, value)`` with ``lo <= key < hi``, the buffer merged over the store.
+
+        ``written``, if given, is a superset of the keys in the range that
+        were written (set or deleted) since the last commit: the caller
+        knows them, so the buffer is not searched for them (which costs a
+        pass over every buffered key).
+        """
+        if lo is not None and hi is not None and lo >= hi:
+            return
+        touched = self._touched
+        if written is None:
+            candidates: Iterable[bytes] = touched
+        else:
+            candidates = (kb for kb in written if kb in touched)
+        overlay = sorted(
+            {kb for kb in candidates if (lo is None or kb >= lo) and (hi is None or kb < hi)},
+            reverse=reverse,
+        )
+        entries = self._entries
+        decode = self.value_codec.decode
+        stored = self.store.iterate(lo, hi, None, reverse)
+        tagged_store = ((kb, True, raw) for kb, raw in stored)
+        tagged_overlay = ((kb, False, None) for kb in overlay)
+        merged = heapq.merge(tagged_overlay, tagged_store, key=lambda t: t[0], reverse=reverse)
+        last: bytes | None = None
+        for kb, from_store, raw in merged:
+            if kb == last:
+                continue  # in the buffer and in the store: answered once, by the buffer
+            last = kb
+            entry = entries.get(kb) if kb in touched else None
+            if entry is not None:
+                if entry.state is not _DELETED:
+                    yield kb, entry.obj
+            elif from_store:
+                assert raw is not None
+                yield kb, decode(raw)
+
     # -- per-record rollback ----------------------------------------------------
 
     def begin(self, source: tuple[str, int]) -> None:
@@ -273,6 +358,8 @@ class TableShard:
         self.source = source
         if self._undo:
             self._undo.clear()
+        if self.windowed is not None:
+            self.windowed.begin()
 
     def rollback(self) -> None:
         """Undo what the current record did (its processing failed).
@@ -291,6 +378,8 @@ class TableShard:
                 entry = entries[kb]
                 entry.obj, entry.encoded, entry.state, entry.source = previous
         self._undo.clear()
+        if self.windowed is not None:
+            self.windowed.rollback()
 
     # -- iteration -------------------------------------------------------------
 
@@ -358,12 +447,17 @@ class TableShard:
         ``last_source`` is the last source record processed this interval:
         an in-place mutation is attributed to it (it happened no later).
         """
+        if self.windowed is not None:
+            self.windowed.flush_meta()
         out: list[Change] = []
         append = out.append
         new = tuple.__new__  # Change(...) without its generated __new__ frame
         encode = self.value_codec.encode
         entries = self._entries
+        local = self.local_tags
         for kb in self._touched:
+            if local and kb[:1] in local:
+                continue  # kept in the store only (see local_tags)
             entry = entries[kb]
             state = entry.state
             if state is _DELETED:
@@ -391,10 +485,15 @@ class TableShard:
         Called only after the changelog records of ``changes`` were flushed
         (and, by the caller, the source offsets committed).
         """
-        if changes:
-            self.store.write({c.key: c.value for c in changes}, changelog_offset)
+        local = self._local_changes() if self.local_tags else []
+        if changes or local:
+            batch = {c.key: c.value for c in changes}
+            batch.update(local)
+            self.store.write(batch, changelog_offset if changes else None)
         entries = self._entries
         size = len(entries)
+        if local:
+            self._clean(local)
         for change in changes:
             if change.value is None:
                 entries.pop(change.key, None)
@@ -414,6 +513,33 @@ class TableShard:
                 del entries[kb]
         if len(entries) != size:
             self._str_index.clear()  # it may name entries that left
+        if self.windowed is not None:
+            self.windowed.committed()
+
+    def _clean(self, written: list[tuple[bytes, bytes | None]]) -> None:
+        """Mark store-only entries written by a commit clean (deleted ones leave)."""
+        entries = self._entries
+        for kb, value in written:
+            if value is None:
+                entries.pop(kb, None)
+            else:
+                entry = entries[kb]
+                entry.state, entry.encoded, entry.source = _CLEAN, value, None
+
+    def _local_changes(self) -> list[tuple[bytes, bytes | None]]:
+        """The store-only keys' changes since the last commit (see ``local_tags``)."""
+        local = self.local_tags
+        encode = self.value_codec.encode
+        out: list[tuple[bytes, bytes | None]] = []
+        for kb in self._touched:
+            if kb[:1] not in local:
+                continue
+            entry = self._entries[kb]
+            if entry.state is _DELETED:
+                out.append((kb, None))
+            elif entry.state is _SET:
+                out.append((kb, entry.encoded if entry.encoded is not None else encode(entry.obj)))
+        return out
 
     def rewrite(self, keys: Iterable[bytes]) -> None:
         """Mark ``keys`` dirty with their stored value (or a tombstone if they have none).
@@ -441,6 +567,8 @@ class TableShard:
         self._str_index.clear()
         self._touched.clear()
         self._undo.clear()
+        if self.windowed is not None:
+            self.windowed.reset()
 
     @property
     def dirty(self) -> bool:

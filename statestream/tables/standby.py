@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from statestream.log.base import Fetcher
 from statestream.stores.base import Store
-from statestream.tables.recovery import ChangelogReader, clear_reason
+from statestream.tables.recovery import ChangelogReader, Derive, clear_reason
 from statestream.types import Record, TopicPartition
 
 __all__ = ["StandbyReplica"]
@@ -41,13 +41,17 @@ class StandbyReplica:
         committed: Mapping[str, int | None],
         *,
         batch_size: int = 10_000,
+        derive: Derive | None = None,
     ) -> None:
         self.table = table
         self.partition = partition
         self.store = store
         self.changelog = changelog
         self.batch_size = batch_size
-        self.reader = ChangelogReader(store, changelog, committed, batch_size, mode="standby")
+        self.derive = derive
+        self.reader = ChangelogReader(
+            store, changelog, committed, batch_size, mode="standby", derive=derive
+        )
         #: Records applied since the replica started.
         self.applied = 0
 
@@ -66,7 +70,12 @@ class StandbyReplica:
             self.store.clear()
             offset = None
         self.reader = ChangelogReader(
-            self.store, self.changelog, self.reader.committed, self.batch_size, mode="standby"
+            self.store,
+            self.changelog,
+            self.reader.committed,
+            self.batch_size,
+            mode="standby",
+            derive=self.derive,
         )
         fetcher.seek(self.changelog, low if offset is None else offset + 1)
 

@@ -23,14 +23,20 @@ order); JSON numbers do not sort numerically.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import threading
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from statestream.errors import ConfigurationError, TableContextError
 from statestream.serde import Codec, get_codec
-from statestream.stores.base import check_table_name
+from statestream.stores.base import Store, check_table_name
 from statestream.tables.shard import TableShard
+from statestream.types import TopicPartition
+
+if TYPE_CHECKING:
+    from statestream.tables.recovery import Derive
+    from statestream.tables.windowed import LateRecord, WindowedTable
 
 __all__ = ["Table"]
 
@@ -72,6 +78,144 @@ class Table(MutableMapping[K, V], Generic[K, V]):
         #: a warning (see statestream.tables.keyguard; the app can set it too).
         self.strict_keys = strict_keys
         self._local = threading.local()
+
+    def make_shard(self, partition: int, store: Store, changelog: TopicPartition) -> TableShard:
+        """Return this table's shard of ``partition`` over ``store`` (the manager calls it)."""
+        return TableShard(
+            self.name,
+            partition,
+            store,
+            self.key_codec,
+            self.value_codec,
+            changelog,
+            cache_size=self.cache_size,
+        )
+
+    def derive(self) -> Derive | None:
+        """How this table's store-only entries follow from its changelog records (None: none)."""
+        return None
+
+    # -- windows (see statestream.tables.windowed) ---------------------------------
+
+    def tumbling(
+        self,
+        size: int | datetime.timedelta,
+        *,
+        grace: int | datetime.timedelta = 0,
+        retention: int | datetime.timedelta = 86_400_000,
+        event_time: Callable[[Any], int] | None = None,
+        on_late: Callable[[LateRecord], None] | None = None,
+        final_topic: str | None = None,
+    ) -> WindowedTable:
+        """This table as back-to-back windows of ``size`` (ms or timedelta) on event time.
+
+        ``grace``: how long after a window's end late records are still
+        counted; ``retention``: how long a closed window stays readable;
+        ``event_time``: the event time of a message (default: its timestamp);
+        ``on_late``: called with each dropped late record (default: logged);
+        ``final_topic``: where each window's final value goes once it closes.
+        """
+        from statestream.tables.windowed import WindowedTable
+
+        return WindowedTable(
+            self,
+            "tumbling",
+            size,
+            grace=grace,
+            retention=retention,
+            event_time=event_time,
+            on_late=on_late,
+            final_topic=final_topic,
+        )
+
+    def hopping(
+        self,
+        size: int | datetime.timedelta,
+        step: int | datetime.timedelta,
+        *,
+        grace: int | datetime.timedelta = 0,
+        retention: int | datetime.timedelta = 86_400_000,
+        event_time: Callable[[Any], int] | None = None,
+        on_late: Callable[[LateRecord], None] | None = None,
+        final_topic: str | None = None,
+    ) -> WindowedTable:
+        """This table as windows of ``size`` starting every ``step``.
+
+        Options: see :meth:`tumbling`.
+        """
+        from statestream.tables.windowed import WindowedTable
+
+        return WindowedTable(
+            self,
+            "hopping",
+            size,
+            step,
+            grace=grace,
+            retention=retention,
+            event_time=event_time,
+            on_late=on_late,
+            final_topic=final_topic,
+        )
+
+    def sliding(
+        self,
+        size: int | datetime.timedelta,
+        *,
+        grace: int | datetime.timedelta = 0,
+        retention: int | datetime.timedelta = 86_400_000,
+        event_time: Callable[[Any], int] | None = None,
+        on_late: Callable[[LateRecord], None] | None = None,
+        final_topic: str | None = None,
+        merge: Callable[[Any, Any], Any] | None = None,
+    ) -> WindowedTable:
+        """This table as sliding windows: records less than ``size`` apart share a window.
+
+        ``merge(a, b)`` combines two partial values (default ``a + b``).
+        Other options: see :meth:`tumbling`.
+        """
+        from statestream.tables.windowed import WindowedTable
+
+        return WindowedTable(
+            self,
+            "sliding",
+            size,
+            grace=grace,
+            retention=retention,
+            event_time=event_time,
+            on_late=on_late,
+            final_topic=final_topic,
+            merge=merge,
+        )
+
+    def session(
+        self,
+        gap: int | datetime.timedelta,
+        *,
+        grace: int | datetime.timedelta = 0,
+        retention: int | datetime.timedelta = 86_400_000,
+        event_time: Callable[[Any], int] | None = None,
+        on_late: Callable[[LateRecord], None] | None = None,
+        final_topic: str | None = None,
+        merge: Callable[[Any, Any], Any] | None = None,
+    ) -> WindowedTable:
+        """This table as per-key sessions: records at most ``gap`` apart form one.
+
+        A record bridging two sessions merges them with ``merge(a, b)``
+        (default ``a + b``). Other options: see :meth:`tumbling`.
+        """
+        from statestream.tables.windowed import WindowedTable
+
+        return WindowedTable(
+            self,
+            "session",
+            gap,
+            grace=grace,
+            retention=retention,
+            event_time=event_time,
+            on_late=on_late,
+            final_topic=final_topic,
+            merge=merge,
+        )
 
     # -- binding -----------------------------------------------------------------
 

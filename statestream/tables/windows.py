@@ -26,10 +26,15 @@ import struct
 
 __all__ = [
     "Window",
+    "decode_time",
     "decode_window_key",
+    "encode_time",
     "encode_window_key",
     "hopping_windows",
+    "key_prefix",
     "key_range",
+    "left_window",
+    "right_window",
     "tumbling_window",
 ]
 
@@ -38,6 +43,7 @@ Window = tuple[int, int]
 
 _LENGTH = struct.Struct(">I")
 _BOUNDS = struct.Struct(">QQ")
+_TIME = struct.Struct(">Q")
 # Shifts signed 64-bit times onto unsigned ones, keeping their order (the
 # sign bit flipped: negative times sort first).
 _OFFSET = 1 << 63
@@ -52,6 +58,22 @@ def _check_time(name: str, value: int) -> None:
 def _check_size(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive int of milliseconds, got {value!r}")
+
+
+def encode_time(t: int) -> bytes:
+    """Return ``t`` as 8 bytes that sort like the number (sign bit flipped, big-endian)."""
+    return _TIME.pack(t + _OFFSET)
+
+
+def decode_time(raw: bytes, at: int = 0) -> int:
+    """Return the time :func:`encode_time` wrote at ``raw[at:at + 8]``."""
+    (shifted,) = _TIME.unpack_from(raw, at)
+    return int(shifted) - _OFFSET
+
+
+def key_prefix(key: bytes) -> bytes:
+    """Return the part of a windowed store key that names ``key`` (length, then key)."""
+    return _LENGTH.pack(len(key)) + key
 
 
 def encode_window_key(key: bytes, window: Window) -> bytes:
@@ -127,3 +149,13 @@ def hopping_windows(t: int, size: int, step: int) -> list[Window]:
         start -= step
     windows.reverse()
     return windows
+
+
+def left_window(t: int, size: int) -> Window:
+    """The sliding window of ``size`` ms that ends with event time ``t`` (``t`` included)."""
+    return (t - size + 1, t + 1)
+
+
+def right_window(t: int, size: int) -> Window:
+    """The sliding window of ``size`` ms that starts just after event time ``t``."""
+    return (t + 1, t + 1 + size)

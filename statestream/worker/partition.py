@@ -46,6 +46,8 @@ from statestream.tables.commit import CommitCoordinator, CommitRequest, CommitSo
 from statestream.tables.keyguard import KeyGuard
 from statestream.tables.manager import TableManager
 from statestream.tables.shard import TableShard
+from statestream.tables.windowed import WindowedTable
+from statestream.tables.windowed_shard import WindowedShard
 from statestream.types import Headers, Record, TopicPartition
 from statestream.worker.outputs import OutputBuffer
 from statestream.worker.rounds import CommitTicket
@@ -145,6 +147,9 @@ class PartitionTask(threading.Thread):
         #: Set by the poll thread to ask for this partition's part of a commit
         #: round; taken by the partition thread between two records.
         self.ticket: CommitTicket | None = None
+        # Windowed tables of this partition, with the processor instances
+        # declaring each (they hear of its closed windows).
+        self._windowed: list[tuple[WindowedShard, WindowedTable, tuple[Processor, ...]]] = []
 
     # -- called from the poll thread ---------------------------------------------
 
@@ -195,9 +200,10 @@ class PartitionTask(threading.Thread):
         )
         self.manager.bind(self.partition)
         self._guard_keys()
+        ctx = Context(self._out.add, self.app.codecs, self._repartition)
+        self.manager.set_event_source(self.partition, lambda: ctx.message)
         instances = self._start_processors()
         self.ready.set()
-        ctx = Context(self._out.add, self.app.codecs, self._repartition)
         while not self.stopping.is_set():
             try:
                 batch = self.queue.get(timeout=0.05)
@@ -264,6 +270,11 @@ class PartitionTask(threading.Thread):
                 tuple(self._processors[topic]),
                 None if dedup is None else self.manager.shard(dedup.name, self.partition),
             )
+        for table in self.app.tables():
+            if isinstance(table, WindowedTable):
+                declaring = tuple(p for p in instances if table in type(p).tables())
+                shard = self.manager.windowed(table.name, self.partition)
+                self._windowed.append((shard, table, declaring))
         for proc in instances:
             proc.on_assigned(self.partition)
         return instances
@@ -332,6 +343,8 @@ class PartitionTask(threading.Thread):
             ctx.message = message
             for proc in route.processors:
                 proc.process(message, ctx)
+            if self._windowed:
+                self._window_closes(ctx)
         except FATAL_ERRORS:
             raise  # not the record's fault: the worker stops, nothing is committed
         except Exception as exc:  # the error policy decides; nothing is dropped silently
@@ -344,6 +357,24 @@ class PartitionTask(threading.Thread):
             ctx.message = None
         self._positions[route.tp] = offset + 1
         self._uncommitted = True
+
+    def _window_closes(self, ctx: Context) -> None:
+        """Hand the windows the record closed to on_window_close and the final topic.
+
+        Part of the record's processing: its outputs commit with it, and an
+        error goes through the error policy (and rolls the closing back, so
+        the windows close again with a later record: at-least-once).
+        """
+        for shard, table, declaring in self._windowed:
+            closed = shard.take_closed()
+            if not closed:
+                continue
+            final = table.final_topic
+            for window, key, value in closed:
+                for proc in declaring:
+                    proc.on_window_close(key, window, value)
+                if final is not None:
+                    ctx.send(final, key, {"start": window.start, "end": window.end, "value": value})
 
     def _on_error(self, record: Record, exc: Exception) -> None:
         where = f"topic {record.topic!r} partition {record.partition} offset {record.offset}"

@@ -223,7 +223,9 @@ class StandbyThread:
         except StoreError as exc:
             log.warning("standby of table %r partition %d not kept: %s", table.name, task, exc)
             return
-        self._replicas[changelog] = StandbyReplica(table.name, task, store, changelog, committed)
+        self._replicas[changelog] = StandbyReplica(
+            table.name, task, store, changelog, committed, derive=table.derive()
+        )
 
     def _start(self, replica: StandbyReplica, fetcher: Fetcher) -> None:
         replica.start(fetcher)

@@ -1,0 +1,747 @@
+"""``WindowedShard``: one windowed table's windows in one partition, on event time.
+
+A windowed table keeps everything in the one store of its (table, partition),
+as keys of an ordinary :class:`~statestream.tables.shard.TableShard`, so the
+write buffer, the commit protocol, the changelog, restores and standbys treat
+windows like any other state. The layout (times are 8 bytes, big-endian, sign
+bit flipped, so they sort numerically; ``K`` is the key's length (4 bytes)
+and the key as the table's key codec encodes it)::
+
+    b"w" K start end        -> the window's value
+    b"e" due K start end    -> b"" (the time index: windows in the order they close)
+    b"p" K t                -> a sliding table's point aggregate of time t
+    b"q" t+size K t         -> b"" (the points' time index)
+    b"m"                    -> stream time and close watermark (JSON)
+
+One key's windows are one contiguous range ordered by start, so reads of a
+key are range scans of that key; closing and expiry walk the time index from
+its low end, so they touch only windows that are due, never live ones.
+
+**Stream time** is the highest event time written to the table on this
+partition. Only a write advances it; it is kept under ``b"m"``, committed
+with the data it describes, so it survives restarts, restores and standby
+promotions, and windows restored from a changelog expire exactly like the
+others. A window *closes* when stream time reaches its due time plus grace
+(``due`` is the window's end; for a session, its last record plus the gap),
+and is *deleted* (tombstones, through the changelog) once stream time
+reaches due + grace + retention. Closed windows are reported in due order
+(:meth:`take_closed`); the close watermark under ``b"m"`` makes each close
+reported once per committed history (after a crash, windows closed by
+uncommitted work close again: at-least-once).
+
+Thread ownership: the partition thread of its shard, like the shard itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
+
+from sortedcontainers import SortedSet
+
+from statestream.errors import EventTimeError, TableContextError, TableError
+from statestream.serde import Codec, JsonCodec
+from statestream.tables.keyguard import CHECK_EVERY, CHECK_FIRST
+from statestream.tables.shard import TableShard
+from statestream.tables.windows import hopping_windows, key_prefix
+
+__all__ = [
+    "ClosedWindow",
+    "LateRecord",
+    "RawValue",
+    "TaggedCodec",
+    "WindowKind",
+    "WindowSpec",
+    "WindowedShard",
+    "WindowedValue",
+    "derive_index",
+]
+
+log = logging.getLogger("statestream.tables")
+
+WindowKind = Literal["tumbling", "hopping", "sliding", "session"]
+
+_DATA, _INDEX, _POINT, _POINT_INDEX, _META = b"w", b"e", b"p", b"q", b"m"
+_DATA_END, _INDEX_END, _POINT_INDEX_END = b"x", b"f", b"r"
+_OFFSET = 1 << 63
+_MIN, _MAX = -(1 << 63), (1 << 63) - 1
+_NEVER = 1 << 64  # a due time no stream time reaches
+_one = struct.Struct(">Q").pack
+_pair = struct.Struct(">QQ").pack
+_unpack_one = struct.Struct(">Q").unpack_from
+_unpack_pair = struct.Struct(">QQ").unpack_from
+_unpack_len = struct.Struct(">I").unpack_from
+_MISSING: Any = object()
+#: Seconds between two log lines about late records of one shard.
+_LATE_LOG_INTERVAL = 10.0
+
+
+class WindowedValue(NamedTuple):
+    """A window's value with its bounds: ``[start, end)`` in milliseconds."""
+
+    start: int
+    end: int
+    value: Any
+
+
+class ClosedWindow(NamedTuple):
+    """A window that closed: its table and bounds (``[start, end)``, milliseconds)."""
+
+    table: str
+    start: int
+    end: int
+
+
+class LateRecord(NamedTuple):
+    """A write dropped because every window it belonged to had closed."""
+
+    table: str
+    key: Any
+    event_time: int
+    stream_time: int
+    message: Any
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How a windowed table windows time (milliseconds throughout).
+
+    ``size`` is the window size (for sessions: the inactivity gap); ``step``
+    the hop of hopping windows (``size`` for the others).
+    """
+
+    kind: WindowKind
+    size: int
+    step: int
+    grace: int
+    retention: int
+    merge: Callable[[Any, Any], Any] | None = None
+
+    @property
+    def longest(self) -> int:
+        """How long after its start a window (or a session's last record) falls due."""
+        return self.size
+
+
+class RawValue(bytes):
+    """A value statestream stores in a windowed table for itself (index, metadata)."""
+
+
+class TaggedCodec:
+    """The table's value codec, with statestream's own raw values told apart by a tag byte.
+
+    User values are ``b"\\x01"`` + the table codec's bytes; :class:`RawValue`
+    is ``b"\\x00"`` + its bytes.
+    """
+
+    def __init__(self, inner: Codec) -> None:
+        self.inner = inner
+        self.name = f"windowed-{inner.name}"
+        #: Whether ints and strings always encode (lets the shard encode them at commit).
+        self.defers = isinstance(inner, JsonCodec)
+
+    def encode(self, obj: Any) -> bytes:
+        if type(obj) is RawValue:
+            return b"\x00" + obj
+        return b"\x01" + self.inner.encode(obj)
+
+    def decode(self, data: bytes) -> Any:
+        if data[:1] == b"\x00":
+            return RawValue(data[1:])
+        return self.inner.decode(data[1:])
+
+
+_EMPTY = RawValue(b"")
+
+
+def _t(raw: bytes, at: int) -> int:
+    return int(_unpack_one(raw, at)[0]) - _OFFSET
+
+
+#: Tags of the keys a windowed table keeps in its store only: the two time
+#: indexes follow from the window and point keys, so they are not written to
+#: the changelog (half the records, for windows written once) and restores
+#: and standbys derive them (:func:`derive_index`).
+LOCAL_TAGS = frozenset({_INDEX, _POINT_INDEX})
+#: An index entry's stored bytes: a raw, empty value (TaggedCodec's tag 0).
+_EMPTY_STORED = b"\x00"
+
+
+def derive_index(
+    spec: WindowSpec,
+) -> Callable[[bytes, bytes | None, dict[bytes, bytes | None]], None]:
+    """Return the function that adds the index entry of a restored window or point record."""
+    size = spec.size
+    session = spec.kind == "session"
+
+    def derive(key: bytes, value: bytes | None, batch: dict[bytes, bytes | None]) -> None:
+        tag = key[:1]
+        if tag == _DATA:
+            (length,) = _unpack_len(key, 1)
+            end = _t(key, 5 + length + 8)
+            due = end - 1 + size if session else end
+            index = _INDEX + _one(due + _OFFSET) + key[1:]
+        elif tag == _POINT:
+            (length,) = _unpack_len(key, 1)
+            t = _t(key, 5 + length)
+            index = _POINT_INDEX + _one(t + size + _OFFSET) + key[1:]
+        else:
+            return
+        batch[index] = None if value is None else _EMPTY_STORED
+
+    return derive
+
+
+class WindowedShard:
+    """Windows of one table in one partition (see the module docstring).
+
+    ``event_source`` returns the message being processed (anything with a
+    ``timestamp``; the worker passes its context's current message).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec: WindowSpec,
+        shard: TableShard,
+        *,
+        default: Callable[[], Any] | None,
+        event_time: Callable[[Any], int] | None = None,
+        on_late: Callable[[LateRecord], None] | None = None,
+        count_late: Callable[[int], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.shard = shard
+        self.default = default
+        self.event_time = event_time
+        self.on_late = on_late
+        self._count_late = count_late
+        self.event_source: Callable[[], Any] | None = None
+        #: Late writes dropped on this shard since it was opened.
+        self.late = 0
+        self._last_late_log = 0.0
+        self._time_of: Any = None
+        self._time = 0
+        self._loaded = False
+        self._stream_time: int | None = None
+        self._closed: int | None = None
+        self._next_close: int | None = None  # None: unknown, look
+        self._next_expire: int | None = None
+        self._next_point: int | None = None
+        self._meta_dirty = False
+        self._events: list[tuple[ClosedWindow, Any, Any]] = []
+        # Keys written since the last commit, per key range (b"w"/b"p" + K) and
+        # for the two indexes, so range reads need not search the whole buffer.
+        self._written: dict[bytes, set[bytes]] = {}
+        # Sorted: closing scans run often (a session table's dues are spread
+        # out) and must find the buffered index entries of their range
+        # without a pass over all of them.
+        self._written_index: SortedSet = SortedSet()
+        self._written_points: SortedSet = SortedSet()
+        self._prefixes: dict[str, bytes] = {}
+        self._undo: tuple[Any, ...] | None = None
+        self._new_keys = 0
+
+    # -- hooks of the shard's life (called by TableShard) ------------------------
+
+    def begin(self) -> None:
+        """A record starts: remember what a rollback restores."""
+        self._load()
+        self._undo = (
+            self._stream_time,
+            self._closed,
+            self._next_close,
+            self._next_expire,
+            self._next_point,
+            self._meta_dirty,
+            len(self._events),
+        )
+
+    def rollback(self) -> None:
+        """The record failed: its stream time, closes and late count are undone."""
+        undo, self._undo = self._undo, None
+        if undo is None:
+            return  # nothing began (the shard rolled back before any record)
+        (
+            self._stream_time,
+            self._closed,
+            self._next_close,
+            self._next_expire,
+            self._next_point,
+            self._meta_dirty,
+            events,
+        ) = undo
+        del self._events[events:]
+
+    def flush_meta(self) -> None:
+        """Before a commit collects changes: buffer the stream time if it moved."""
+        if self._meta_dirty:
+            meta = {"stream_time": self._stream_time, "closed": self._closed}
+            self.shard.set_encoded(_META, RawValue(json.dumps(meta).encode()))
+            self._meta_dirty = False
+
+    def committed(self) -> None:
+        """The buffer was applied to the store: nothing is written any more."""
+        self._written.clear()
+        self._written_index.clear()
+        self._written_points.clear()
+        self._undo = None
+
+    def reset(self) -> None:
+        """The buffer was thrown away (or the store restored): reload on next use."""
+        self._loaded = False
+        self._events.clear()
+        self.committed()
+
+    # -- time ----------------------------------------------------------------------
+
+    def stream_time(self) -> int | None:
+        """The highest event time written on this partition (None before any)."""
+        self._load()
+        return self._stream_time
+
+    def now(self) -> int:
+        """The event time of the record being processed."""
+        source = self.event_source
+        message = None if source is None else source()
+        if message is None:
+            raise TableContextError(
+                f"windowed table {self.name!r}: no record is being processed, so there is no "
+                "event time; write windowed tables from process(), or read a given time "
+                "with table[key].at(t)"
+            )
+        if message is self._time_of:
+            return self._time
+        t = message.timestamp if self.event_time is None else self.event_time(message)
+        if type(t) is not int or not _MIN <= t <= _MAX:
+            raise EventTimeError(
+                f"windowed table {self.name!r}: event time must be an int of milliseconds, "
+                f"got {t!r}" + ("" if self.event_time is None else " from its event_time function")
+            )
+        self._time_of, self._time = message, t
+        return t
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        raw = self.shard.get_encoded(_META)
+        meta = {} if raw is None else json.loads(bytes(raw))
+        self._stream_time = meta.get("stream_time")
+        self._closed = meta.get("closed")
+        self._next_close = self._next_expire = self._next_point = None
+        self._meta_dirty = False
+        self._loaded = True
+
+    def _advance(self, t: int) -> int:
+        """Move stream time to ``t`` if it is later; close and expire what fell due."""
+        self._load()
+        st = self._stream_time
+        if st is not None and t <= st:
+            return st
+        self._stream_time = t
+        self._meta_dirty = True
+        spec = self.spec
+        cutoff = t - spec.grace
+        due = self._next_close
+        if due is None or due <= cutoff:
+            self._close_through(cutoff)
+        due = self._next_expire
+        if due is None or due <= cutoff - spec.retention:
+            self._expire_through(cutoff - spec.retention)
+        if spec.kind == "sliding":
+            due = self._next_point
+            if due is None or due <= cutoff:
+                self._expire_points(cutoff)
+        return t
+
+    # -- closing and expiry ------------------------------------------------------
+
+    def _index_scan(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, Any]]:
+        written = self._written_index.irange(lo, hi, inclusive=(True, False))
+        return self.shard.iterate_encoded(lo, hi, written=written)
+
+    def _first_due(self, lo: bytes) -> int:
+        for kb, _ in self._index_scan(lo, _INDEX_END):
+            return _t(kb, 1)
+        return _NEVER
+
+    def _close_through(self, cutoff: int) -> None:
+        """Report every window with ``closed < due <= cutoff``, in due order."""
+        closed = self._closed
+        if closed is None or cutoff > closed:
+            lo = _INDEX if closed is None else _INDEX + _one(closed + 1 + _OFFSET)
+            hi = _INDEX + _one(cutoff + 1 + _OFFSET)
+            decode_key = self.shard.key_codec.decode
+            for kb, _ in list(self._index_scan(lo, hi)):
+                rest = kb[9:]
+                value = self.shard.get_encoded(_DATA + rest, _MISSING)
+                if value is _MISSING:
+                    continue
+                (length,) = _unpack_len(rest)
+                start, end = _unpack_pair(rest, 4 + length)
+                window = ClosedWindow(self.name, start - _OFFSET, end - _OFFSET)
+                self._events.append((window, decode_key(rest[4 : 4 + length]), value))
+            self._closed = cutoff
+            self._meta_dirty = True
+        self._next_close = self._first_due(_INDEX + _one(cutoff + 1 + _OFFSET))
+
+    def _expire_through(self, cutoff: int) -> None:
+        """Delete every window with ``due <= cutoff`` (found through the time index)."""
+        hi = _INDEX + _one(cutoff + 1 + _OFFSET)
+        for kb, _ in list(self._index_scan(_INDEX, hi)):
+            self._delete(kb)
+            self._delete(_DATA + kb[9:])
+        self._next_expire = self._first_due(_INDEX)
+
+    def _expire_points(self, cutoff: int) -> None:
+        """Delete the point aggregates no window that can still change contains."""
+        hi = _POINT_INDEX + _one(cutoff + 1 + _OFFSET)
+        written = self._written_points.irange(_POINT_INDEX, hi, inclusive=(True, False))
+        scan = self.shard.iterate_encoded(_POINT_INDEX, hi, written=written)
+        for kb, _ in list(scan):
+            self._delete(kb)
+            self._delete(_POINT + kb[9:])
+        nxt = _NEVER
+        scan = self.shard.iterate_encoded(
+            _POINT_INDEX,
+            _POINT_INDEX_END,
+            written=list(self._written_points.irange(maximum=_POINT_INDEX_END)),
+        )
+        for kb, _ in scan:
+            nxt = _t(kb, 1)
+            break
+        self._next_point = nxt
+
+    def take_closed(self) -> list[tuple[ClosedWindow, Any, Any]]:
+        """Return and forget the ``(window, key, value)`` closed since the last call."""
+        events = self._events
+        if not events:
+            return []
+        self._events = []
+        return events
+
+    # -- writes --------------------------------------------------------------------
+
+    def _prefix(self, key: Any) -> bytes:
+        if type(key) is str:
+            prefix = self._prefixes.get(key)
+            if prefix is None:
+                if len(self._prefixes) >= 100_000:
+                    self._prefixes.clear()
+                prefix = self._prefixes[key] = key_prefix(self.shard.key_codec.encode(key))
+            return prefix
+        return key_prefix(self.shard.key_codec.encode(key))
+
+    def _set(self, kb: bytes, value: Any, range_prefix: bytes) -> None:
+        """Buffer ``kb`` (in the key range ``range_prefix``: its tag and K)."""
+        self.shard.set_encoded(kb, value)
+        written = self._written.get(range_prefix)
+        if written is None:
+            written = self._written[range_prefix] = set()
+        written.add(kb)
+
+    def _delete(self, kb: bytes) -> None:
+        self.shard.delete_encoded(kb)
+        tag = kb[:1]
+        if tag == _INDEX:
+            self._written_index.add(kb)
+        elif tag == _POINT_INDEX:
+            self._written_points.add(kb)
+        else:
+            self._written.setdefault(kb[: 5 + _unpack_len(kb, 1)[0]], set()).add(kb)
+
+    def _scan(
+        self, lo: bytes, hi: bytes, range_prefix: bytes, reverse: bool = False
+    ) -> Iterator[tuple[bytes, Any]]:
+        written = self._written.get(range_prefix, ())
+        return self.shard.iterate_encoded(lo, hi, reverse, written=written)
+
+    def _create(self, prefix: bytes, start: int, end: int, due: int, value: Any) -> None:
+        """Write a new window and its index entry."""
+        bounds = _pair(start + _OFFSET, end + _OFFSET)
+        self._set(_DATA + prefix + bounds, value, _DATA + prefix)
+        index = _INDEX + _one(due + _OFFSET) + prefix + bounds
+        self.shard.set_encoded(index, _EMPTY)
+        self._written_index.add(index)
+        if self._next_close is not None and due < self._next_close:
+            self._next_close = due
+        if self._next_expire is not None and due < self._next_expire:
+            self._next_expire = due
+        guard = self.shard.key_guard
+        if guard is not None:
+            self._new_keys = count = self._new_keys + 1
+            if count <= CHECK_FIRST or not count % CHECK_EVERY:
+                source = self.shard.source
+                guard(prefix[4:], None if source is None else source[0])
+
+    def _remove(self, prefix: bytes, start: int, end: int, due: int) -> None:
+        bounds = _pair(start + _OFFSET, end + _OFFSET)
+        self._delete(_DATA + prefix + bounds)
+        self._delete(_INDEX + _one(due + _OFFSET) + prefix + bounds)
+
+    def _fresh(self, key: Any) -> Any:
+        if self.default is None:
+            raise KeyError(key)
+        return self.default()
+
+    def update(self, key: Any, fn: Callable[[Any], Any]) -> None:
+        """Apply ``fn`` to every open window of ``key`` containing the current event time."""
+        self._write(key, fn, _MISSING)
+
+    def assign(self, key: Any, value: Any) -> None:
+        """Set ``value`` in every open window of ``key`` containing the current event time."""
+        if self.spec.kind == "sliding":
+            raise TableError(
+                f"sliding windowed table {self.name!r}: a window's value is the merge of "
+                "the records it holds, so it cannot be assigned; update it with "
+                "table[key] += x or table[key].update(fn)"
+            )
+        self._write(key, None, value)
+
+    def _write(self, key: Any, fn: Callable[[Any], Any] | None, value: Any) -> None:
+        t = self.now()
+        st = self._advance(t)
+        kind = self.spec.kind
+        if kind == "session":
+            self._write_session(key, t, st, fn, value)
+        elif kind == "sliding":
+            assert fn is not None
+            self._write_sliding(key, t, st, fn)
+        else:
+            self._write_fixed(key, t, st, fn, value)
+
+    def _write_fixed(
+        self, key: Any, t: int, st: int, fn: Callable[[Any], Any] | None, value: Any
+    ) -> None:
+        spec = self.spec
+        cutoff = st - spec.grace
+        if spec.kind == "tumbling":
+            start = t - t % spec.size
+            windows: list[tuple[int, int]] = [(start, start + spec.size)]
+        else:
+            windows = hopping_windows(t, spec.size, spec.step)
+        prefix = self._prefix(key)
+        data = _DATA + prefix
+        get = self.shard.get_encoded
+        updated = 0
+        for start, end in windows:
+            if end <= cutoff:
+                continue  # closed: this write is late for it
+            kb = data + _pair(start + _OFFSET, end + _OFFSET)
+            current = get(kb, _MISSING)
+            if current is _MISSING:
+                new = value if fn is None else fn(self._fresh(key))
+                self._create(prefix, start, end, end, new)
+            else:
+                self._set(kb, value if fn is None else fn(current), data)
+            updated += 1
+        if not updated:
+            self._late(key, t, st)
+
+    def _write_sliding(self, key: Any, t: int, st: int, fn: Callable[[Any], Any]) -> None:
+        spec = self.spec
+        size = spec.size
+        if t + 1 <= st - spec.grace:  # the window ending with t closed
+            self._late(key, t, st)
+            return
+        merge = spec.merge
+        assert merge is not None
+        prefix = self._prefix(key)
+        pp = _POINT + prefix
+        points: dict[int, Any] = {}
+        lo, hi = pp + _one(t - size + _OFFSET), pp + _one(t + size + 1 + _OFFSET)
+        at = len(pp)
+        for kb, point in self._scan(lo, hi, pp):
+            points[_t(kb, at)] = point
+        old = points.get(t, _MISSING)
+        new_point = fn(self._fresh(key) if old is _MISSING else old)
+        point_kb = pp + _one(t + _OFFSET)
+        self._set(point_kb, new_point, pp)
+        if old is _MISSING:
+            index = _POINT_INDEX + _one(t + size + _OFFSET) + prefix + _one(t + _OFFSET)
+            self.shard.set_encoded(index, _EMPTY)
+            self._written_points.add(index)
+            if self._next_point is not None and t + size < self._next_point:
+                self._next_point = t + size
+        points[t] = new_point
+        needed: dict[tuple[int, int], None] = {(t - size + 1, t + 1): None}
+        later = False
+        for p in sorted(points):
+            if t - size <= p < t:
+                needed[(p + 1, p + 1 + size)] = None  # p's right window holds t
+            elif t < p < t + size:
+                needed[(p - size + 1, p + 1)] = None  # p's left window holds t
+            if t < p <= t + size:
+                later = True
+        if later:
+            needed[(t + 1, t + 1 + size)] = None  # t's right window (without t)
+        get = self.shard.get_encoded
+        for start, end in needed:
+            kb = _DATA + prefix + _pair(start + _OFFSET, end + _OFFSET)
+            current = get(kb, _MISSING)
+            if current is _MISSING:
+                inside = [points[p] for p in sorted(points) if start <= p < end]
+                self._create(prefix, start, end, end, functools.reduce(merge, inside))
+            elif start <= t < end:
+                self._set(kb, fn(current), _DATA + prefix)
+
+    def _write_session(
+        self, key: Any, t: int, st: int, fn: Callable[[Any], Any] | None, value: Any
+    ) -> None:
+        spec = self.spec
+        gap, cutoff = spec.size, st - spec.grace
+        prefix = self._prefix(key)
+        dp = _DATA + prefix
+        touching: list[tuple[int, int, Any]] = []
+        hi = dp + _one(t + gap + 1 + _OFFSET)
+        for kb, current in self._scan(dp, hi, dp, reverse=True):
+            start, end = _t(kb, len(dp)), _t(kb, len(dp) + 8)
+            if end - 1 < t - gap:
+                break  # sessions are disjoint: every earlier one ends earlier
+            touching.append((start, end, current))
+        touching.reverse()
+        if t + gap <= cutoff or any(end - 1 + gap <= cutoff for _, end, _ in touching):
+            self._late(key, t, st)
+            return
+        if fn is None:
+            new = value
+        else:
+            values = [v for _, _, v in touching]
+            if values:
+                merge = spec.merge
+                assert merge is not None
+                base = functools.reduce(merge, values)
+            else:
+                base = self._fresh(key)
+            new = fn(base)
+        start = min([t] + [s for s, _, _ in touching])
+        end = max([t + 1] + [e for _, e, _ in touching])
+        if len(touching) == 1 and touching[0][:2] == (start, end):
+            self._set(dp + _pair(start + _OFFSET, end + _OFFSET), new, dp)
+            return
+        for s, e, _ in touching:
+            self._remove(prefix, s, e, e - 1 + gap)
+        self._create(prefix, start, end, end - 1 + gap, new)
+
+    def _late(self, key: Any, t: int, st: int) -> None:
+        self.late += 1
+        if self._count_late is not None:
+            self._count_late(1)
+        if self.on_late is not None:
+            message = None if self.event_source is None else self.event_source()
+            self.on_late(LateRecord(self.name, key, t, st, message))
+            return
+        now = time.monotonic()
+        if now - self._last_late_log >= _LATE_LOG_INTERVAL:
+            self._last_late_log = now
+            log.warning(
+                "table %r partition %d: dropped a late record (key %r, event time %d, stream "
+                "time %d): its windows closed (grace %d ms); %d late so far on this partition",
+                self.name,
+                self.shard.partition,
+                key,
+                t,
+                st,
+                self.spec.grace,
+                self.late,
+            )
+
+    def delete_key(self, key: Any) -> bool:
+        """Delete every window (and point) of ``key``; return whether it had any."""
+        prefix = self._prefix(key)
+        found = False
+        gap = self.spec.size if self.spec.kind == "session" else 0
+        for start, end, _ in self.windows(key):
+            due = end - 1 + gap if gap else end
+            self._remove(prefix, start, end, due)
+            found = True
+        pp = _POINT + prefix
+        for kb, _ in list(self._scan(pp, pp + b"\xff" * 9, pp)):
+            t = _t(kb, len(pp))
+            self._delete(kb)
+            self._delete(_POINT_INDEX + _one(t + self.spec.size + _OFFSET) + prefix + kb[len(pp) :])
+        return found
+
+    # -- reads -----------------------------------------------------------------------
+
+    def windows(
+        self,
+        key: Any,
+        start_from: int | None = None,
+        start_to: int | None = None,
+        reverse: bool = False,
+        limit: int | None = None,
+    ) -> list[WindowedValue]:
+        """Windows of ``key`` with ``start_from <= start < start_to`` (None: open), by start
+        (``reverse``: latest first), at most ``limit`` of them."""
+        self._load()
+        dp = _DATA + self._prefix(key)
+        lo = dp if start_from is None else dp + _one(max(start_from, _MIN) + _OFFSET)
+        hi = dp + b"\xff" * 17 if start_to is None else dp + _one(min(start_to, _MAX) + _OFFSET)
+        at = len(dp)
+        found: list[WindowedValue] = []
+        for kb, value in self._scan(lo, hi, dp, reverse):
+            found.append(WindowedValue(_t(kb, at), _t(kb, at + 8), value))
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def get(self, key: Any, start: int, end: int) -> WindowedValue | None:
+        """The window ``[start, end)`` of ``key``, if it has a value."""
+        self._load()
+        kb = _DATA + self._prefix(key) + _pair(start + _OFFSET, end + _OFFSET)
+        value = self.shard.get_encoded(kb, _MISSING)
+        return None if value is _MISSING else WindowedValue(start, end, value)
+
+    def at(self, key: Any, t: int) -> WindowedValue | None:
+        """The window of ``key`` that holds time ``t`` (see WindowedTable for which)."""
+        spec = self.spec
+        if spec.kind == "tumbling":
+            start = t - t % spec.size
+            return self.get(key, start, start + spec.size)
+        if spec.kind == "hopping":
+            start = t - t % spec.step
+            return self.get(key, start, start + spec.size)
+        if spec.kind == "sliding":
+            return self.get(key, t - spec.size + 1, t + 1)
+        for window in self.windows(key, None, t + 1, reverse=True, limit=1):
+            return window if window.end > t else None
+        return None
+
+    def windows_at(self, key: Any, t: int) -> list[WindowedValue]:
+        """Every window of ``key`` holding time ``t``, by start."""
+        if self.spec.kind == "session":
+            found = self.at(key, t)
+            return [] if found is None else [found]
+        return [w for w in self.windows(key, t - self.spec.size + 1, t + 1) if w.end > t]
+
+    def overlapping(self, key: Any, t1: int, t2: int) -> list[WindowedValue]:
+        """Windows of ``key`` with ``start < t2`` and ``end > t1``, by start."""
+        start_from = None if self.spec.kind == "session" else t1 - self.spec.size + 1
+        return [w for w in self.windows(key, start_from, t2) if w.end > t1]
+
+    def keys(self) -> Iterator[Any]:
+        """Yield the distinct keys with windows, in encoded-key order (a scan)."""
+        decode = self.shard.key_codec.decode
+        last: bytes | None = None
+        for kb, _ in self.shard.iterate_encoded(_DATA, _DATA_END):
+            (length,) = _unpack_len(kb, 1)
+            key = kb[5 : 5 + length]
+            if key != last:
+                last = key
+                yield decode(key)
+
+    def items(self) -> Iterator[tuple[Any, WindowedValue]]:
+        """Yield ``(key, window)`` for every window, by key then start (a scan)."""
+        decode = self.shard.key_codec.decode
+        for kb, value in self.shard.iterate_encoded(_DATA, _DATA_END):
+            (length,) = _unpack_len(kb, 1)
+            at = 5 + length
+            yield decode(kb[5:at]), WindowedValue(_t(kb, at), _t(kb, at + 8), value)
