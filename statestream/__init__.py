@@ -10,6 +10,7 @@ from statestream.app import App
 from statestream.context import Context, Message
 from statestream.errors import StateStreamError
 from statestream.processor import Processor, repartition
+from statestream.tables.globaltable import GlobalTable
 from statestream.tables.table import Table
 from statestream.tables.windowed import ClosedWindow, LateRecord, WindowedTable, WindowedValue
 
@@ -17,6 +18,7 @@ __all__ = [
     "App",
     "ClosedWindow",
     "Context",
+    "GlobalTable",
     "LateRecord",
     "Message",
     "Processor",

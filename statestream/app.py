@@ -19,6 +19,7 @@ from statestream.config import AppConfig
 from statestream.errors import ConfigurationError
 from statestream.processor import REPARTITION_PREFIX, Processor
 from statestream.serde import Codec, get_codec
+from statestream.tables.globaltable import GlobalTable
 from statestream.tables.table import Table
 from statestream.tables.windowed import WindowedTable
 
@@ -79,6 +80,7 @@ class App:
                 raise ConfigurationError(f"table name {seen.name!r} is reserved for statestream")
             self._dedup[topic] = names[seen.name] = seen
         self._tables = list(names.values())
+        self._globals = self._collect_globals(set(names))
 
     @property
     def app_id(self) -> str:
@@ -88,6 +90,67 @@ class App:
     def tables(self) -> list[Table[Any, Any]]:
         """Every table declared by the app's processors."""
         return list(self._tables)
+
+    def global_tables(self) -> list[GlobalTable[Any, Any]]:
+        """Every global table declared by the app's processors."""
+        return list(self._globals.values())
+
+    def global_topic(self, table: GlobalTable[Any, Any]) -> str:
+        """The topic that feeds ``table``: its ``topic``, else ``<app id>-<name>-changelog``."""
+        return table.topic or f"{self.app_id}-{table.name}-changelog"
+
+    def _collect_globals(self, table_names: set[str]) -> dict[str, GlobalTable[Any, Any]]:
+        """Find the global tables; check their names and topics; register their codecs.
+
+        Names are unique across tables and global tables (both name stores).
+        A global table's topic is its own: not another's, not a table's
+        changelog or a repartition stream (their records are not table data
+        as they are). Its codecs are the topic's, so ``ctx.send`` to it
+        encodes them; ``topic_codecs`` may name them instead.
+        """
+        found: dict[str, GlobalTable[Any, Any]] = {}
+        for proc in self.processors:
+            for table in proc.global_tables():
+                if found.get(table.name, table) is not table:
+                    raise ConfigurationError(
+                        f"two different global tables are named {table.name!r}"
+                    )
+                if table.name in table_names:
+                    raise ConfigurationError(
+                        f"a table and a global table are both named {table.name!r}; table names "
+                        "are unique across both kinds (they name the local stores): rename one"
+                    )
+                found[table.name] = table
+        internal = {f"{self.app_id}-{name}-changelog" for name in table_names}
+        internal.update(self.repartition_topics())
+        readers: dict[str, str] = {}
+        for name, table in found.items():
+            topic = self.global_topic(table)
+            if topic in internal:
+                raise ConfigurationError(
+                    f"global table {name!r} cannot read topic {topic!r}: statestream writes it "
+                    "for a table or a repartition stream; name a topic of its own"
+                )
+            if topic in readers:
+                raise ConfigurationError(
+                    f"global tables {readers[topic]!r} and {name!r} both read topic {topic!r}; "
+                    "declare one and use it from both processors"
+                )
+            readers[topic] = name
+            codecs = (table.key_codec, table.value_codec)
+            current = self._codecs.get(topic)
+            if topic in self._topic_codecs:
+                continue
+            if current is not None and (current[0].name, current[1].name) != (
+                codecs[0].name,
+                codecs[1].name,
+            ):
+                raise ConfigurationError(
+                    f"topic {topic!r} is read by a processor with other codecs than global "
+                    f"table {name!r}'s; declare the same codecs on both"
+                )
+            self._codecs[topic] = codecs
+        return found
 
     def _resolve(self, topic: str) -> str:
         if topic.startswith(REPARTITION_PREFIX):

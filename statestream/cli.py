@@ -59,6 +59,8 @@ class _Secrets:
         self.add_url(app.config.store_url)
         for table in app.tables():
             self.add_url(table.store_url)
+        for global_table in app.global_tables():
+            self.add_url(global_table.store_url)
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every known secret, and every URL's secrets, as ``***``."""
@@ -345,10 +347,12 @@ def _run_worker(args: argparse.Namespace, secrets: _Secrets) -> int:
 
 
 def _run_tables(args: argparse.Namespace, secrets: _Secrets) -> int:
-    from statestream.inspect import describe_tables
+    from statestream.inspect import describe_global_tables, describe_tables
 
     app = _load(args, secrets)
     for line in describe_tables(app):
+        print(line)
+    for line in describe_global_tables(app):
         print(line)
     return 0
 

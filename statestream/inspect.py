@@ -1,4 +1,4 @@
-"""Describe an app's tables from outside a worker: topics, stores, local state.
+"""Describe an app's tables and global tables from outside a worker: topics, stores, local state.
 
 Used by ``statestream tables``. Opens the log and each local store briefly;
 a store (or embedded log) held by a running worker is reported as such. URLs
@@ -14,10 +14,11 @@ from statestream.errors import LogLockedError, StateStreamError, StoreLockedErro
 from statestream.log import open_transport
 from statestream.secrets import redact_text, redact_url, url_secrets
 from statestream.stores.registry import open_store
-from statestream.tables.local import read_status, status_path
+from statestream.tables.local import read_global_status, read_status, status_path
+from statestream.tables.recovery import stored_global_offset
 from statestream.types import TopicPartition
 
-__all__ = ["describe_tables"]
+__all__ = ["describe_global_tables", "describe_tables"]
 
 
 def describe_tables(app: App) -> Iterator[str]:
@@ -94,5 +95,73 @@ def _local(store_url: str, table: str, partition: int, high: int) -> str:
         behind = max(high - 1 - offset, 0)
         state = "up to date" if behind == 0 else f"{behind} offsets behind"
         return f"local store at offset {offset} ({state})"
+    finally:
+        store.close()
+
+
+def describe_global_tables(app: App) -> Iterator[str]:
+    """Yield lines about every global table of ``app``: topic, and this worker's copy.
+
+    A running worker's copy is shown with role ``global`` and its lag per
+    topic partition, as the worker reports it.
+    """
+    config = app.config
+    running = read_global_status(status_path(config.data_dir, config.app_id)) or {}
+    try:
+        transport = open_transport(config.broker_url)
+    except LogLockedError:
+        transport = None  # a running worker holds the embedded log: its report only
+    try:
+        admin = None if transport is None else transport.admin()
+        fetcher = None if transport is None else transport.fetcher()
+        for table in app.global_tables():
+            topic = app.global_topic(table)
+            store_url = table.store_url or config.store_url
+            described = None if admin is None else admin.describe_topic(topic)
+            shape = "" if described is None else f" ({described.partitions} partitions)"
+            yield f"global table {table.name}: topic {topic}{shape}, store {redact_url(store_url)}"
+            reported = running.get(table.name)
+            if reported is not None:
+                for p, entry in sorted(reported.items()):
+                    yield f"  partition {p}: global on this worker, {_global_entry(entry)}"
+            elif transport is None:
+                yield "  (the embedded log is held by another process: stop it to inspect the copy)"
+            elif described is not None and fetcher is not None:
+                highs = [
+                    fetcher.watermarks(TopicPartition(topic, p))[1]
+                    for p in range(described.partitions)
+                ]
+                yield from _global_local(store_url, table.name, highs)
+        for client in (fetcher, admin):
+            if client is not None:
+                client.close()
+    finally:
+        if transport is not None:
+            transport.close()
+
+
+def _global_entry(entry: dict[str, object]) -> str:
+    offset, lag = entry.get("offset"), entry.get("lag")
+    where = f"local offset {offset}" if isinstance(offset, int) else "nothing applied yet"
+    return f"{where}, lag {lag if isinstance(lag, int) else 'unknown'}"
+
+
+def _global_local(store_url: str, name: str, highs: list[int]) -> Iterator[str]:
+    try:
+        store = open_store(store_url, name, 0)
+    except StoreLockedError:
+        yield "  local copy held by a running worker"
+        return
+    except StateStreamError as exc:
+        yield f"  local copy unavailable: {redact_text(str(exc), url_secrets(store_url))}"
+        return
+    try:
+        if not store.persistent:
+            yield "  in-memory copy (restored on each start)"
+            return
+        for p, high in enumerate(highs):
+            offset = stored_global_offset(store, p)
+            behind = high if offset is None else max(high - 1 - offset, 0)
+            yield f"  partition {p}: local copy at offset {offset}, {behind} offsets behind"
     finally:
         store.close()

@@ -13,8 +13,8 @@
 Class attributes configure it: ``topics`` (source topics, co-partitioned),
 ``outputs`` (topics it sends to; created with the source partition count if
 missing), ``key_codec``/``value_codec`` for its source topics, and
-``error_policy`` (overrides the app's). Tables are declared as class
-attributes and found automatically.
+``error_policy`` (overrides the app's). Tables and global tables are
+declared as class attributes and found automatically.
 
 One instance is created per assigned partition, on that partition's thread,
 so instance attributes are private to a partition and need no locking.
@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 from statestream.context import Context, Message
 from statestream.errors import ConfigurationError
 from statestream.serde import Codec
+from statestream.tables.globaltable import GlobalTable
 from statestream.tables.table import Table
 from statestream.tables.windowed_shard import ClosedWindow
 
@@ -104,6 +105,17 @@ class Processor:
                 if isinstance(value, Table):
                     found[attribute] = value
         return found
+
+    @classmethod
+    def global_tables(cls) -> list[GlobalTable[Any, Any]]:
+        """Return the global tables declared on this class and its bases
+        (a subclass's attribute wins; the app checks that names are unique)."""
+        found: dict[str, GlobalTable[Any, Any]] = {}
+        for klass in reversed(cls.__mro__):
+            for attribute, value in vars(klass).items():
+                if isinstance(value, GlobalTable):
+                    found[attribute] = value
+        return list({id(t): t for t in found.values()}.values())
 
     @classmethod
     def validate(cls) -> None:

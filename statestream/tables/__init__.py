@@ -2,9 +2,11 @@
 
 :class:`Table` is what processors use; :class:`TableManager` owns the shards
 of the assigned partitions, runs the commit protocol and restores partitions
-from their changelogs.
+from their changelogs. :class:`GlobalTable` is a complete, read-only copy of
+a topic on every worker (its :class:`GlobalCopy`).
 """
 
+from statestream.tables.globaltable import GlobalCopy, GlobalTable
 from statestream.tables.manager import PartitionState, PendingCommit, TableManager
 from statestream.tables.recovery import RestoreOutcome, RestoreProgress, restore
 from statestream.tables.shard import Change, TableShard
@@ -12,6 +14,8 @@ from statestream.tables.table import Table
 
 __all__ = [
     "Change",
+    "GlobalCopy",
+    "GlobalTable",
     "PartitionState",
     "PendingCommit",
     "RestoreOutcome",

@@ -9,7 +9,8 @@ commit protocol) and the standby thread (after every batch it applies).
 Running workers also write a small status file (:func:`write_status`) into
 their data directory, which ``statestream tables`` reads to show each
 partition's role (active, restoring, standby, warm-up), offset and lag while
-the stores are locked by the worker.
+the stores are locked by the worker, and each global table's copy (role
+``global``) per topic partition.
 
 Thread ownership: any thread; every method takes the index's lock.
 """
@@ -25,7 +26,14 @@ from typing import Any
 
 from statestream.types import TopicPartition
 
-__all__ = ["STATUS_STALE_AFTER", "LocalOffsets", "read_status", "status_path", "write_status"]
+__all__ = [
+    "STATUS_STALE_AFTER",
+    "LocalOffsets",
+    "read_global_status",
+    "read_status",
+    "status_path",
+    "write_status",
+]
 
 
 class LocalOffsets:
@@ -72,17 +80,24 @@ def status_path(data_dir: str, app_id: str) -> str:
     return os.path.join(data_dir, f"{app_id}.worker-status.json")
 
 
-def write_status(path: str, partitions: Mapping[int, Mapping[str, Any]]) -> None:
+def write_status(
+    path: str,
+    partitions: Mapping[int, Mapping[str, Any]],
+    global_tables: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
     """Atomically write a worker's view of its partitions (see :func:`read_status`).
 
     ``partitions`` maps partition number to ``{"role": ..., "tables": {name:
     {"offset": int | None, "lag": int | None}}}``; roles are ``active``,
-    ``restoring``, ``standby`` and ``warm-up``.
+    ``restoring``, ``standby`` and ``warm-up``. ``global_tables`` maps each
+    global table's name to ``{"topic": ..., "partitions": {"<n>": {"offset":
+    ..., "lag": ...}}}`` (see :func:`read_global_status`).
     """
     document = {
         "pid": os.getpid(),
         "written": time.time(),
         "partitions": {str(p): dict(v) for p, v in sorted(partitions.items())},
+        "globals": {name: dict(v) for name, v in sorted((global_tables or {}).items())},
     }
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
@@ -98,11 +113,39 @@ def read_status(path: str) -> dict[int, dict[str, Any]] | None:
     None when there is no file, it is unreadable, or it was last written more
     than :data:`STATUS_STALE_AFTER` seconds ago (the worker stopped).
     """
+    document = _read_fresh(path)
+    if document is None:
+        return None
+    try:
+        return {int(p): dict(v) for p, v in document["partitions"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def read_global_status(path: str) -> dict[str, dict[int, dict[str, Any]]] | None:
+    """Return ``{global table: {topic partition: {"offset", "lag"}}}`` of a running worker.
+
+    None as for :func:`read_status`; ``{}`` from a worker without global tables.
+    """
+    document = _read_fresh(path)
+    if document is None:
+        return None
+    try:
+        return {
+            name: {int(p): dict(v) for p, v in table["partitions"].items()}
+            for name, table in document.get("globals", {}).items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _read_fresh(path: str) -> dict[str, Any] | None:
+    """The status document at ``path``, unless missing, unreadable or stale."""
     try:
         with open(path, encoding="utf-8") as fh:
             document = json.load(fh)
         if time.time() - float(document["written"]) > STATUS_STALE_AFTER:
             return None
-        return {int(p): dict(v) for p, v in document["partitions"].items()}
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return document if isinstance(document, dict) else None

@@ -32,26 +32,41 @@ just below the first skipped record (the data after it is still applied):
 a crash or a cancelled restore before the repair reads those records again
 and the repair is not forgotten.
 
-One reader, two modes (:class:`ChangelogReader`): **restoring** (above:
-read to the high watermark, then the partition processes) and **standby**
-(tail for ever, see :mod:`statestream.tables.standby`). They apply records
-the same way, with the same fencing; they differ in what an uncommitted
-record means. A restore skips it (its work is redone) and leaves its key to
-the owner's repair. A standby cannot know yet whether the record's work will
-be committed, so it stops at the record and waits until the committed source
-offset passes it, then applies it; records are applied in changelog order,
-never around a waiting one. A fenced record's key is pending in both modes;
-a standby holds its offset below the first fenced record until a record of a
-live writer has rewritten every pending key (the new owner's repair does),
-so a promotion before that reads them again.
+One reader, three modes (:class:`ChangelogReader`): **restoring** (above:
+read to the high watermark, then the partition processes), **standby**
+(tail for ever, see :mod:`statestream.tables.standby`) and **global** (see
+below). The first two apply records the same way, with the same fencing;
+they differ in what an uncommitted record means. A restore skips it (its
+work is redone) and leaves its key to the owner's repair. A standby cannot
+know yet whether the record's work will be committed, so it stops at the
+record and waits until the committed source offset passes it, then applies
+it; records are applied in changelog order, never around a waiting one. A
+fenced record's key is pending in both modes; a standby holds its offset
+below the first fenced record until a record of a live writer has rewritten
+every pending key (the new owner's repair does), so a promotion before that
+reads them again.
+
+The **global** mode feeds a global table's copy
+(:mod:`statestream.tables.globaltable`) from its topic, which any producer
+writes (``ctx.send`` of any processor, any client): there are no source or
+epoch headers to fence on, so every record is applied as it is, a ``None``
+value deleting its key (a record without a key has nothing to apply and is
+counted as skipped). One store holds every partition of the topic, so the
+reader does not write the store's offset: it writes the offset of the last
+record read of *its* partition into the store's metadata
+(:func:`global_offset_name`), atomically with the batch, so a restart reads
+each partition from its own offset. Batching and progress reports are the
+other modes'.
 
 Thread ownership: runs on the thread that owns the store (the partition
-thread, or the standby thread); it owns the fetcher it is given.
+thread, or the standby thread; for a global copy, the global reader thread
+while it holds the copy's lock); it owns the fetcher it is given.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -72,18 +87,24 @@ __all__ = [
     "RestoreOutcome",
     "RestoreProgress",
     "clear_reason",
+    "global_offset_name",
     "restore",
     "should_skip",
     "stored_epoch",
+    "stored_global_offset",
 ]
 
-#: How a :class:`ChangelogReader` treats a record of uncommitted work.
-ReaderMode = Literal["restoring", "standby"]
+#: How a :class:`ChangelogReader` treats a record of uncommitted work
+#: (``"global"``: there is no such thing, every record is applied).
+ReaderMode = Literal["restoring", "standby", "global"]
 
 #: Store metadata name of the highest writer epoch applied (8 bytes).
 EPOCH_META = "epoch"
 
 log = logging.getLogger("statestream.recovery")
+
+# A global offset in store metadata: 8 bytes big-endian (offsets are signed 64-bit).
+_GLOBAL_OFFSET = struct.Struct(">q")
 
 
 @dataclass(frozen=True)
@@ -143,6 +164,21 @@ def stored_epoch(store: Store) -> int | None:
     return unpack_epoch(store.meta(EPOCH_META))
 
 
+def global_offset_name(partition: int) -> str:
+    """Store metadata name of the last offset applied of topic partition ``partition``
+    (global mode: one store holds every partition of a global table's topic)."""
+    return f"offset_{partition}"
+
+
+def stored_global_offset(store: Store, partition: int) -> int | None:
+    """Return the last offset of topic partition ``partition`` applied to a global copy."""
+    raw = store.meta(global_offset_name(partition))
+    if raw is None or len(raw) != _GLOBAL_OFFSET.size:
+        return None
+    offset: int = _GLOBAL_OFFSET.unpack(raw)[0]
+    return offset
+
+
 def clear_reason(offset: int | None, low: int, high: int, has_data: bool) -> str | None:
     if offset is not None and offset >= high:
         return (
@@ -163,7 +199,8 @@ class ChangelogReader:
     """Applies one changelog partition's records to its store (see the module docstring).
 
     ``committed`` maps each source topic to its committed offset for the
-    partition; a standby's caller replaces it as the offsets move.
+    partition; a standby's caller replaces it as the offsets move (a global
+    reader ignores it: pass ``{}``).
     """
 
     def __init__(
@@ -195,8 +232,12 @@ class ChangelogReader:
         self.skipped_keys: set[bytes] = set()
         self.batch: dict[bytes, bytes | None] = {}
         self.last_offset: int | None = None
-        self.epoch = stored_epoch(store)
+        self.epoch = None if mode == "global" else stored_epoch(store)
         self.written_epoch = self.epoch
+        #: (global) The offset of this partition last written to the store's metadata.
+        self.written: int | None = None
+        if mode == "global":
+            self.written = self.last_offset = stored_global_offset(store, changelog.partition)
         # Set at the first skipped record: (offset just below it, epoch then).
         self.hold: tuple[int | None, int | None] | None = None
         self.began = self.last_report = time.monotonic()
@@ -205,8 +246,12 @@ class ChangelogReader:
         """Write the batch with the offset of the last record read (if anything moved).
 
         While a skipped record awaits its repair, the offset (and epoch)
-        written stay those just below it.
+        written stay those just below it. In global mode the offset goes to
+        the partition's metadata entry, not to the store's offset.
         """
+        if self.mode == "global":
+            self._flush_global()
+            return
         last, epoch = (self.last_offset, self.epoch) if self.hold is None else self.hold
         if last is None:
             if self.batch:
@@ -217,6 +262,18 @@ class ChangelogReader:
             meta = None if epoch is None else {EPOCH_META: pack_epoch(epoch)}
             self.store.write(self.batch, last, meta)
             self.written_epoch = epoch
+        self.batch = {}
+
+    def _flush_global(self) -> None:
+        last = self.last_offset
+        if last is None:
+            # Nothing read yet (records have offsets, so nothing to apply either).
+            self.batch = {}
+            return
+        if self.batch or last != self.written:
+            name = global_offset_name(self.changelog.partition)
+            self.store.write(self.batch, None, {name: _GLOBAL_OFFSET.pack(last)})
+            self.written = last
         self.batch = {}
 
     def _skip(self, record: Record) -> None:
@@ -233,7 +290,11 @@ class ChangelogReader:
         In standby mode, reading stops at the first record of uncommitted
         work: :attr:`waiting` names it, and the records from it on are not
         taken (the caller reads them again once the committed offset passed it).
+        In global mode every record is applied as it is.
         """
+        if self.mode == "global":
+            self._take_global(records, high)
+            return
         for record in records:
             if high is not None and record.offset >= high:
                 continue  # written after the restore began: the owner processes it
@@ -253,6 +314,20 @@ class ChangelogReader:
                     break
             self.last_offset = record.offset
         if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def _take_global(self, records: list[Record], high: int | None) -> None:
+        batch = self.batch
+        for record in records:
+            if high is not None and record.offset >= high:
+                continue
+            if record.key is None:
+                self.skipped += 1  # nothing to key it by: not table data
+            else:
+                batch[record.key] = record.value
+                self.applied += 1
+            self.last_offset = record.offset
+        if len(batch) >= self.batch_size:
             self.flush()
 
     def _take_live(self, record: Record) -> bool:
@@ -313,7 +388,7 @@ class ChangelogReader:
             self.skipped,
             cleared,
             completed,
-            self.store.offset(),
+            self.written if self.mode == "global" else self.store.offset(),
             frozenset(self.skipped_keys),
             self.fenced,
             self.epoch,

@@ -271,6 +271,8 @@ class _WindowedView(_TableView[Any, Any], WindowedTable):
         return WindowSet(windowed, key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        if type(value) is WindowSet and value.shard is self._shard.windowed and value.key == key:
+            return  # `table[key] += x` already updated the windows in place
         WindowedTable.__setitem__(self, key, value)
 
 
@@ -294,7 +296,7 @@ class WindowSet:
         return self
 
     def __iadd__(self, amount: Any) -> WindowSet:
-        self.shard.update(self.key, lambda value: value + amount)
+        self.shard.add(self.key, amount)
         return self
 
     def __isub__(self, amount: Any) -> WindowSet:

@@ -173,6 +173,27 @@ LOCAL_TAGS = frozenset({_INDEX, _POINT_INDEX})
 _EMPTY_STORED = b"\x00"
 
 
+def _sliding_windows(points: dict[int, Any], t: int, size: int) -> list[tuple[int, int]]:
+    """The sliding windows a record at ``t`` needs, given the key's record times near it.
+
+    Every window holding ``t``: its own left window, the right windows of
+    earlier records and the left windows of later ones within ``size``;
+    and ``t``'s right window if a later record falls in it.
+    """
+    needed: dict[tuple[int, int], None] = {(t - size + 1, t + 1): None}
+    later = False
+    for p in sorted(points):
+        if t - size <= p < t:
+            needed[(p + 1, p + 1 + size)] = None  # p's right window holds t
+        elif t < p < t + size:
+            needed[(p - size + 1, p + 1)] = None  # p's left window holds t
+        if t < p <= t + size:
+            later = True
+    if later:
+        needed[(t + 1, t + 1 + size)] = None  # t's right window (without t)
+    return list(needed)
+
+
 def derive_index(
     spec: WindowSpec,
 ) -> Callable[[bytes, bytes | None, dict[bytes, bytes | None]], None]:
@@ -253,7 +274,8 @@ class WindowedShard:
 
     def begin(self) -> None:
         """A record starts: remember what a rollback restores."""
-        self._load()
+        if not self._loaded:
+            self._load()
         self._undo = (
             self._stream_time,
             self._closed,
@@ -495,6 +517,34 @@ class WindowedShard:
         """Apply ``fn`` to every open window of ``key`` containing the current event time."""
         self._write(key, fn, _MISSING)
 
+    def add(self, key: Any, amount: Any) -> None:
+        """``table[key] += amount``: :meth:`update` with ``value + amount``.
+
+        Tumbling windows, the commonest case, take a path of their own: one
+        window per write, found without building a list.
+        """
+        spec = self.spec
+        if spec.kind != "tumbling":
+            self._write(key, lambda value: value + amount, _MISSING)
+            return
+        t = self.now()
+        st = self._stream_time
+        if not self._loaded or st is None or t > st:
+            st = self._advance(t)
+        start = t - t % spec.size
+        end = start + spec.size
+        if end <= st - spec.grace:
+            self._late(key, t, st)
+            return
+        prefix = self._prefix(key)
+        data = _DATA + prefix
+        kb = data + _pair(start + _OFFSET, end + _OFFSET)
+        current = self.shard.get_encoded(kb, _MISSING)
+        if current is _MISSING:
+            self._create(prefix, start, end, end, self._fresh(key) + amount)
+        else:
+            self._set(kb, current + amount, data)
+
     def assign(self, key: Any, value: Any) -> None:
         """Set ``value`` in every open window of ``key`` containing the current event time."""
         if self.spec.kind == "sliding":
@@ -548,7 +598,8 @@ class WindowedShard:
     def _write_sliding(self, key: Any, t: int, st: int, fn: Callable[[Any], Any]) -> None:
         spec = self.spec
         size = spec.size
-        if t + 1 <= st - spec.grace:  # the window ending with t closed
+        cutoff = st - spec.grace
+        if t + size <= cutoff:  # even the latest window that can hold t closed
             self._late(key, t, st)
             return
         merge = spec.merge
@@ -571,19 +622,10 @@ class WindowedShard:
             if self._next_point is not None and t + size < self._next_point:
                 self._next_point = t + size
         points[t] = new_point
-        needed: dict[tuple[int, int], None] = {(t - size + 1, t + 1): None}
-        later = False
-        for p in sorted(points):
-            if t - size <= p < t:
-                needed[(p + 1, p + 1 + size)] = None  # p's right window holds t
-            elif t < p < t + size:
-                needed[(p - size + 1, p + 1)] = None  # p's left window holds t
-            if t < p <= t + size:
-                later = True
-        if later:
-            needed[(t + 1, t + 1 + size)] = None  # t's right window (without t)
         get = self.shard.get_encoded
-        for start, end in needed:
+        for start, end in _sliding_windows(points, t, size):
+            if end <= cutoff:
+                continue  # closed: its value is final, this write is late for it
             kb = _DATA + prefix + _pair(start + _OFFSET, end + _OFFSET)
             current = get(kb, _MISSING)
             if current is _MISSING:

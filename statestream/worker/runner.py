@@ -17,6 +17,10 @@ commits source offsets when a task asks, and runs the rebalance callbacks:
   or committing anything: another member owns those partitions now, and has
   fenced this member's changelog records (:mod:`statestream.tables.headers`).
 
+An app with global tables has them restored first, before the group is
+joined (:mod:`statestream.worker.globals`), and kept up to date by their
+own thread for as long as the worker runs.
+
 Every commit goes through the commit coordinator
 (:mod:`statestream.tables.commit`): every interval one round of all ready
 partitions (:mod:`statestream.worker.rounds`), run on this thread.
@@ -64,6 +68,11 @@ from statestream.tables.manager import TableManager
 from statestream.tables.recovery import RestoreProgress
 from statestream.tables.table import Table
 from statestream.types import Record, TopicPartition
+from statestream.worker.globals import (
+    GlobalTablesThread,
+    check_global_stores,
+    ensure_global_topics,
+)
 from statestream.worker.partition import PartitionTask
 from statestream.worker.rounds import run_round
 from statestream.worker.standby import StandbyThread
@@ -131,6 +140,7 @@ class Worker:
         self._member: GroupMember | None = None
         self._started = False
         self._standby: StandbyThread | None = None
+        self._globals: GlobalTablesThread | None = None
         # The latest assignment the assignor received (group client thread)
         # and the last one applied to the standby thread (poll thread).
         self._info_lock = threading.Lock()
@@ -171,7 +181,8 @@ class Worker:
         """
         try:
             self._start()
-            self._loop()
+            if self._member is not None:  # None: stopped while global tables restored
+                self._loop()
         finally:
             self._shutdown()
         if self._fatal is not None:
@@ -205,6 +216,14 @@ class Worker:
         )
         self._coordinator = CommitCoordinator(self._manager, self._producer)
         self._manager.ensure_changelogs(partitions)
+        if self.app.global_tables():
+            # Every global table is complete before anything is processed.
+            self._globals = GlobalTablesThread(
+                self.app, self._transport, progress=self._on_progress
+            )
+            self._globals.start()
+            if not self._globals.wait_ready(self._stop):
+                return
         self._member = self._join_group(partitions)
         self._member.subscribe(self.app.source_topics(), self)
         self._started = True
@@ -302,6 +321,7 @@ class Worker:
         config = self.app.config
         for url in sorted({t.store_url or config.store_url for t in self.app.tables()}):
             registry.check(url)
+        check_global_stores(self.app)
         self._local_tables = [
             t for t in self.app.tables() if not registry.is_shared(t.store_url or config.store_url)
         ]
@@ -333,6 +353,7 @@ class Worker:
                 "an input topic (repartition streams are fed by ctx.group_by)"
             )
         partitions = next(iter(counts.values()))
+        ensure_global_topics(admin, self.app, partitions)
         for topic in internal:
             # Re-keyed records: kept a week like Kafka's default, not compacted
             # (every record counts, not only the latest per key).
@@ -382,6 +403,8 @@ class Worker:
                 task.enqueue(batch)
             self._backpressure()
             self._check_tasks()
+            if self._globals is not None and self._globals.failure is not None:
+                self._fail(self._globals.failure)
             if time.monotonic() >= next_status:
                 next_status = time.monotonic() + self.status_interval
                 self._write_status()
@@ -467,8 +490,11 @@ class Worker:
                 role = "warm-up" if replica.partition in warmups else "standby"
                 entry = partitions.setdefault(replica.partition, {"role": role, "tables": {}})
                 entry["tables"][replica.table] = {"offset": replica.offset, "lag": replica.lag}
+        global_tables = None if self._globals is None else self._globals.status_document()
         try:
-            write_status(status_path(self.app.config.data_dir, self.app.app_id), partitions)
+            write_status(
+                status_path(self.app.config.data_dir, self.app.app_id), partitions, global_tables
+            )
         except OSError as exc:
             log.debug("cannot write the status file: %s", exc)
 
@@ -649,6 +675,8 @@ class Worker:
         ]
         if self._member is not None:
             steps.append(self._member.close)
+        if self._globals is not None:
+            steps.append(self._globals.stop)
         if self._standby is not None:
             steps.append(self._standby.stop)
         if self._marks_fetcher is not None:
