@@ -42,6 +42,10 @@ _STR_KEY_CACHE = 100_000
 _ALWAYS_JSON = frozenset({int, str, bool, type(None)})
 
 
+def _no_value(raw: bytes) -> None:
+    return None
+
+
 class EntryState(enum.Enum):
     """What the buffer knows about a key."""
 
@@ -313,27 +317,30 @@ class TableShard:
         hi: bytes | None,
         reverse: bool = False,
         written: Iterable[bytes] | None = None,
+        *,
+        values: bool = True,
     ) -> Iterator[tuple[bytes, Any]]:
         """Yield ``(store key, value)`` with ``lo <= key < hi``, the buffer merged over the store.
 
-        ``written``, if given, is a superset of the keys in the range that
-        were written (set or deleted) since the last commit: the caller
-        knows them, so the buffer is not searched for them (which costs a
-        pass over every buffered key).
+        ``written``, if given, holds every key in the range written (set or
+        deleted) since the last commit, *in the order of the iteration* and
+        within the range: the caller keeps them sorted, so the buffer is not
+        searched and sorted for them (a pass over every buffered key).
+        With ``values=False`` the values are not decoded (``None`` instead).
         """
         if lo is not None and hi is not None and lo >= hi:
             return
         touched = self._touched
+        overlay: Iterable[bytes]
         if written is None:
-            candidates: Iterable[bytes] = touched
+            overlay = sorted(
+                (kb for kb in touched if (lo is None or kb >= lo) and (hi is None or kb < hi)),
+                reverse=reverse,
+            )
         else:
-            candidates = (kb for kb in written if kb in touched)
-        overlay = sorted(
-            {kb for kb in candidates if (lo is None or kb >= lo) and (hi is None or kb < hi)},
-            reverse=reverse,
-        )
+            overlay = (kb for kb in written if kb in touched)
         entries = self._entries
-        decode = self.value_codec.decode
+        decode = self.value_codec.decode if values else _no_value
         stored = self.store.iterate(lo, hi, None, reverse)
         tagged_store = ((kb, True, raw) for kb, raw in stored)
         tagged_overlay = ((kb, False, None) for kb in overlay)

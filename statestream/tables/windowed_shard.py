@@ -10,7 +10,7 @@ and the key as the table's key codec encodes it)::
     b"w" K start end        -> the window's value
     b"e" due K start end    -> b"" (the time index: windows in the order they close)
     b"p" K t                -> a sliding table's point aggregate of time t
-    b"q" t+size K t         -> b"" (the points' time index)
+    b"q" t+size+1 K t       -> b"" (the points' time index)
     b"m"                    -> stream time and close watermark (JSON)
 
 One key's windows are one contiguous range ordered by start, so reads of a
@@ -22,7 +22,8 @@ partition. Only a write advances it; it is kept under ``b"m"``, committed
 with the data it describes, so it survives restarts, restores and standby
 promotions, and windows restored from a changelog expire exactly like the
 others. A window *closes* when stream time reaches its due time plus grace
-(``due`` is the window's end; for a session, its last record plus the gap),
+(``due`` is the window's end; for a session, its end plus the gap: one
+past the last time a record can still join it),
 and is *deleted* (tombstones, through the changelog) once stream time
 reaches due + grace + retention. Closed windows are reported in due order
 (:meth:`take_closed`); the close watermark under ``b"m"`` makes each close
@@ -80,6 +81,10 @@ _unpack_len = struct.Struct(">I").unpack_from
 _MISSING: Any = object()
 #: Seconds between two log lines about late records of one shard.
 _LATE_LOG_INTERVAL = 10.0
+#: Most windows closed (or deleted) while one record is processed; the rest
+#: follow with the next records, so one record that moves stream time far
+#: never stalls its partition, or grows the write buffer, without bound.
+_BUDGET = 10_000
 
 
 class WindowedValue(NamedTuple):
@@ -206,12 +211,12 @@ def derive_index(
         if tag == _DATA:
             (length,) = _unpack_len(key, 1)
             end = _t(key, 5 + length + 8)
-            due = end - 1 + size if session else end
+            due = end + size if session else end
             index = _INDEX + _one(due + _OFFSET) + key[1:]
         elif tag == _POINT:
             (length,) = _unpack_len(key, 1)
             t = _t(key, 5 + length)
-            index = _POINT_INDEX + _one(t + size + _OFFSET) + key[1:]
+            index = _POINT_INDEX + _one(t + size + 1 + _OFFSET) + key[1:]
         else:
             return
         batch[index] = None if value is None else _EMPTY_STORED
@@ -256,6 +261,15 @@ class WindowedShard:
         self._next_close: int | None = None  # None: unknown, look
         self._next_expire: int | None = None
         self._next_point: int | None = None
+        # What this shard deleted already (in memory: the deletes reach the
+        # store at the next commit; until then the scans skip them).
+        self._expired: int | None = None
+        self._points_expired: int | None = None
+        # Closes or deletes left over by the budget of one record.
+        self._backlog = False
+        #: Whether closed windows are collected for take_closed (the worker
+        #: turns it off when no processor listens and no final topic is set).
+        self.report_closes = True
         self._meta_dirty = False
         self._events: list[tuple[ClosedWindow, Any, Any]] = []
         # Keys written since the last commit, per key range (b"w"/b"p" + K) and
@@ -282,6 +296,9 @@ class WindowedShard:
             self._next_close,
             self._next_expire,
             self._next_point,
+            self._expired,
+            self._points_expired,
+            self._backlog,
             self._meta_dirty,
             len(self._events),
         )
@@ -297,6 +314,9 @@ class WindowedShard:
             self._next_close,
             self._next_expire,
             self._next_point,
+            self._expired,
+            self._points_expired,
+            self._backlog,
             self._meta_dirty,
             events,
         ) = undo
@@ -358,6 +378,8 @@ class WindowedShard:
         self._stream_time = meta.get("stream_time")
         self._closed = meta.get("closed")
         self._next_close = self._next_expire = self._next_point = None
+        self._expired = self._points_expired = None
+        self._backlog = False
         self._meta_dirty = False
         self._loaded = True
 
@@ -366,80 +388,135 @@ class WindowedShard:
         self._load()
         st = self._stream_time
         if st is not None and t <= st:
+            if self._backlog:
+                self._sweep(st - self.spec.grace)
             return st
         self._stream_time = t
         self._meta_dirty = True
+        self._sweep(t - self.spec.grace)
+        return t
+
+    def _sweep(self, cutoff: int) -> None:
+        """Close, then delete, what is due at ``cutoff`` (stream time minus grace)."""
         spec = self.spec
-        cutoff = t - spec.grace
+        self._backlog = False
         due = self._next_close
         if due is None or due <= cutoff:
             self._close_through(cutoff)
+        # Never delete a window before its close was reported.
+        ecut = cutoff - spec.retention
+        if self._closed is not None and self._closed < ecut:
+            ecut = self._closed
         due = self._next_expire
-        if due is None or due <= cutoff - spec.retention:
-            self._expire_through(cutoff - spec.retention)
+        if due is None or due <= ecut:
+            self._expire_through(ecut)
         if spec.kind == "sliding":
             due = self._next_point
             if due is None or due <= cutoff:
                 self._expire_points(cutoff)
-        return t
 
     # -- closing and expiry ------------------------------------------------------
 
-    def _index_scan(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, Any]]:
+    def _index_scan(self, lo: bytes, hi: bytes, values: bool = True) -> Iterator[tuple[bytes, Any]]:
         written = self._written_index.irange(lo, hi, inclusive=(True, False))
-        return self.shard.iterate_encoded(lo, hi, written=written)
+        return self.shard.iterate_encoded(lo, hi, written=written, values=values)
 
-    def _first_due(self, lo: bytes) -> int:
-        for kb, _ in self._index_scan(lo, _INDEX_END):
+    def _first_due(self, after: int | None) -> int:
+        """The due time of the first window due after ``after`` (None: of the first)."""
+        lo = _INDEX if after is None else _INDEX + _one(after + 1 + _OFFSET)
+        for kb, _ in self._index_scan(lo, _INDEX_END, values=False):
             return _t(kb, 1)
         return _NEVER
+
+    def _due_batch(
+        self, scan: Iterator[tuple[bytes, Any]], cutoff: int
+    ) -> tuple[list[tuple[bytes, Any]], int]:
+        """Take up to :data:`_BUDGET` entries of ``scan`` (every one of the last due time).
+
+        Returns them and the due time they are complete through: ``cutoff``
+        if the scan ended, else the last due taken.
+        """
+        taken: list[tuple[bytes, Any]] = []
+        last: int | None = None
+        for kb, value in scan:
+            due = _t(kb, 1)
+            if len(taken) >= _BUDGET and due != last:
+                assert last is not None
+                self._backlog = True  # the rest follows with the next records
+                return taken, last
+            taken.append((kb, value))
+            last = due
+        return taken, cutoff
 
     def _close_through(self, cutoff: int) -> None:
         """Report every window with ``closed < due <= cutoff``, in due order."""
         closed = self._closed
         if closed is None or cutoff > closed:
-            lo = _INDEX if closed is None else _INDEX + _one(closed + 1 + _OFFSET)
-            hi = _INDEX + _one(cutoff + 1 + _OFFSET)
-            decode_key = self.shard.key_codec.decode
-            for kb, _ in list(self._index_scan(lo, hi)):
-                rest = kb[9:]
-                value = self.shard.get_encoded(_DATA + rest, _MISSING)
-                if value is _MISSING:
-                    continue
-                (length,) = _unpack_len(rest)
-                start, end = _unpack_pair(rest, 4 + length)
-                window = ClosedWindow(self.name, start - _OFFSET, end - _OFFSET)
-                self._events.append((window, decode_key(rest[4 : 4 + length]), value))
-            self._closed = cutoff
+            if self.report_closes:
+                lo = _INDEX if closed is None else _INDEX + _one(closed + 1 + _OFFSET)
+                hi = _INDEX + _one(cutoff + 1 + _OFFSET)
+                taken, reached = self._due_batch(self._index_scan(lo, hi, values=False), cutoff)
+                decode_key = self.shard.key_codec.decode
+                for kb, _ in taken:
+                    rest = kb[9:]
+                    value = self.shard.get_encoded(_DATA + rest, _MISSING)
+                    if value is _MISSING:
+                        continue
+                    (length,) = _unpack_len(rest)
+                    start, end = _unpack_pair(rest, 4 + length)
+                    window = ClosedWindow(self.name, start - _OFFSET, end - _OFFSET)
+                    self._events.append((window, decode_key(rest[4 : 4 + length]), value))
+            else:
+                reached = cutoff  # nobody listens: only the watermark moves
+            self._closed = closed = reached
             self._meta_dirty = True
-        self._next_close = self._first_due(_INDEX + _one(cutoff + 1 + _OFFSET))
+        self._next_close = self._first_due(closed)
 
     def _expire_through(self, cutoff: int) -> None:
-        """Delete every window with ``due <= cutoff`` (found through the time index)."""
+        """Delete every window with ``due <= cutoff`` (found through the time index).
+
+        The scan starts past what this shard expired already (those entries
+        stay in the store until the commit), so each is read once.
+        """
+        done = self._expired
+        lo = _INDEX if done is None else _INDEX + _one(done + 1 + _OFFSET)
         hi = _INDEX + _one(cutoff + 1 + _OFFSET)
-        for kb, _ in list(self._index_scan(_INDEX, hi)):
-            self._delete(kb)
-            self._delete(_DATA + kb[9:])
-        self._next_expire = self._first_due(_INDEX)
+        reached = cutoff
+        if done is None or cutoff > done:
+            taken, reached = self._due_batch(self._index_scan(lo, hi, values=False), cutoff)
+            for kb, _ in taken:
+                self._delete(kb)
+                self._delete(_DATA + kb[9:])
+            self._expired = done = reached
+        self._next_expire = self._first_due(done)
 
     def _expire_points(self, cutoff: int) -> None:
         """Delete the point aggregates no window that can still change contains."""
+        done = self._points_expired
+        lo = _POINT_INDEX if done is None else _POINT_INDEX + _one(done + 1 + _OFFSET)
         hi = _POINT_INDEX + _one(cutoff + 1 + _OFFSET)
-        written = self._written_points.irange(_POINT_INDEX, hi, inclusive=(True, False))
-        scan = self.shard.iterate_encoded(_POINT_INDEX, hi, written=written)
-        for kb, _ in list(scan):
-            self._delete(kb)
-            self._delete(_POINT + kb[9:])
+        if done is None or cutoff > done:
+            written = self._written_points.irange(lo, hi, inclusive=(True, False))
+            scan = self.shard.iterate_encoded(lo, hi, written=written, values=False)
+            taken, reached = self._due_batch(scan, cutoff)
+            for kb, _ in taken:
+                self._delete(kb)
+                self._delete(_POINT + kb[9:])
+            self._points_expired = done = reached
+        lo = _POINT_INDEX + _one(done + 1 + _OFFSET)
+        written = self._written_points.irange(lo, _POINT_INDEX_END, inclusive=(True, False))
         nxt = _NEVER
-        scan = self.shard.iterate_encoded(
-            _POINT_INDEX,
-            _POINT_INDEX_END,
-            written=list(self._written_points.irange(maximum=_POINT_INDEX_END)),
-        )
+        scan = self.shard.iterate_encoded(lo, _POINT_INDEX_END, written=written, values=False)
         for kb, _ in scan:
             nxt = _t(kb, 1)
             break
         self._next_point = nxt
+
+    @property
+    def backlog(self) -> bool:
+        """Whether closes or deletes wait for the next write (one write does at most
+        :data:`_BUDGET` of each)."""
+        return self._backlog
 
     def take_closed(self) -> list[tuple[ClosedWindow, Any, Any]]:
         """Return and forget the ``(window, key, value)`` closed since the last call."""
@@ -482,8 +559,11 @@ class WindowedShard:
     def _scan(
         self, lo: bytes, hi: bytes, range_prefix: bytes, reverse: bool = False
     ) -> Iterator[tuple[bytes, Any]]:
-        written = self._written.get(range_prefix, ())
-        return self.shard.iterate_encoded(lo, hi, reverse, written=written)
+        written = self._written.get(range_prefix)
+        ordered = (
+            sorted((kb for kb in written if lo <= kb < hi), reverse=reverse) if written else ()
+        )
+        return self.shard.iterate_encoded(lo, hi, reverse, written=ordered)
 
     def _create(self, prefix: bytes, start: int, end: int, due: int, value: Any) -> None:
         """Write a new window and its index entry."""
@@ -529,7 +609,7 @@ class WindowedShard:
             return
         t = self.now()
         st = self._stream_time
-        if not self._loaded or st is None or t > st:
+        if not self._loaded or st is None or t > st or self._backlog:
             st = self._advance(t)
         start = t - t % spec.size
         end = start + spec.size
@@ -616,23 +696,30 @@ class WindowedShard:
         point_kb = pp + _one(t + _OFFSET)
         self._set(point_kb, new_point, pp)
         if old is _MISSING:
-            index = _POINT_INDEX + _one(t + size + _OFFSET) + prefix + _one(t + _OFFSET)
+            # Due with its right window [t + 1, t + 1 + size), the last that t defines.
+            index = _POINT_INDEX + _one(t + size + 1 + _OFFSET) + prefix + _one(t + _OFFSET)
             self.shard.set_encoded(index, _EMPTY)
             self._written_points.add(index)
-            if self._next_point is not None and t + size < self._next_point:
-                self._next_point = t + size
+            if self._next_point is not None and t + size + 1 < self._next_point:
+                self._next_point = t + size + 1
         points[t] = new_point
         get = self.shard.get_encoded
+        del fn  # applied to the point; windows are merges of points
+        times = sorted(points)
         for start, end in _sliding_windows(points, t, size):
             if end <= cutoff:
                 continue  # closed: its value is final, this write is late for it
             kb = _DATA + prefix + _pair(start + _OFFSET, end + _OFFSET)
             current = get(kb, _MISSING)
+            if current is not _MISSING and not start <= t < end:
+                continue  # an existing window without t: unchanged
+            # A window's value is the merge of the points inside it, whatever
+            # fn is (fn applies to the point at t, not to merged values).
+            value = functools.reduce(merge, [points[p] for p in times if start <= p < end])
             if current is _MISSING:
-                inside = [points[p] for p in sorted(points) if start <= p < end]
-                self._create(prefix, start, end, end, functools.reduce(merge, inside))
-            elif start <= t < end:
-                self._set(kb, fn(current), _DATA + prefix)
+                self._create(prefix, start, end, end, value)
+            else:
+                self._set(kb, value, _DATA + prefix)
 
     def _write_session(
         self, key: Any, t: int, st: int, fn: Callable[[Any], Any] | None, value: Any
@@ -649,7 +736,9 @@ class WindowedShard:
                 break  # sessions are disjoint: every earlier one ends earlier
             touching.append((start, end, current))
         touching.reverse()
-        if t + gap <= cutoff or any(end - 1 + gap <= cutoff for _, end, _ in touching):
+        last = max([t] + [e - 1 for _, e, _ in touching])
+        if last + 1 + gap <= cutoff or any(end + gap <= cutoff for _, end, _ in touching):
+            # The session it would make, or one it would join, closed.
             self._late(key, t, st)
             return
         if fn is None:
@@ -669,8 +758,8 @@ class WindowedShard:
             self._set(dp + _pair(start + _OFFSET, end + _OFFSET), new, dp)
             return
         for s, e, _ in touching:
-            self._remove(prefix, s, e, e - 1 + gap)
-        self._create(prefix, start, end, end - 1 + gap, new)
+            self._remove(prefix, s, e, e + gap)
+        self._create(prefix, start, end, end + gap, new)
 
     def _late(self, key: Any, t: int, st: int) -> None:
         self.late += 1
@@ -701,14 +790,15 @@ class WindowedShard:
         found = False
         gap = self.spec.size if self.spec.kind == "session" else 0
         for start, end, _ in self.windows(key):
-            due = end - 1 + gap if gap else end
+            due = end + gap
             self._remove(prefix, start, end, due)
             found = True
         pp = _POINT + prefix
         for kb, _ in list(self._scan(pp, pp + b"\xff" * 9, pp)):
             t = _t(kb, len(pp))
             self._delete(kb)
-            self._delete(_POINT_INDEX + _one(t + self.spec.size + _OFFSET) + prefix + kb[len(pp) :])
+            due = t + self.spec.size + 1
+            self._delete(_POINT_INDEX + _one(due + _OFFSET) + prefix + kb[len(pp) :])
         return found
 
     # -- reads -----------------------------------------------------------------------

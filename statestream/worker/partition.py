@@ -272,9 +272,17 @@ class PartitionTask(threading.Thread):
             )
         for table in self.app.tables():
             if isinstance(table, WindowedTable):
-                declaring = tuple(p for p in instances if table in type(p).tables())
+                declaring = tuple(
+                    p
+                    for p in instances
+                    if table in type(p).tables()
+                    and type(p).on_window_close is not Processor.on_window_close
+                )
                 shard = self.manager.windowed(table.name, self.partition)
-                self._windowed.append((shard, table, declaring))
+                # Nobody to tell: closing only moves the watermark (no reads).
+                shard.report_closes = bool(declaring) or table.final_topic is not None
+                if shard.report_closes:
+                    self._windowed.append((shard, table, declaring))
         for proc in instances:
             proc.on_assigned(self.partition)
         return instances
