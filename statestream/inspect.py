@@ -16,6 +16,7 @@ from statestream.secrets import redact_text, redact_url, url_secrets
 from statestream.stores.registry import open_store
 from statestream.tables.local import read_global_status, read_status, status_path
 from statestream.tables.recovery import stored_global_offset
+from statestream.tables.windowed import WindowedTable
 from statestream.types import TopicPartition
 
 __all__ = ["describe_global_tables", "describe_tables"]
@@ -53,6 +54,8 @@ def describe_tables(app: App) -> Iterator[str]:
                 f"table {table.name}: changelog {topic} ({described.partitions} partitions, "
                 f"{described.cleanup_policy}), store {shown}"
             )
+            if isinstance(table, WindowedTable):
+                yield f"  {_windows(table)}"
             for p in range(described.partitions):
                 low, high = fetcher.watermarks(TopicPartition(topic, p))
                 reported = (running or {}).get(p)
@@ -65,6 +68,19 @@ def describe_tables(app: App) -> Iterator[str]:
         admin.close()
     finally:
         transport.close()
+
+
+def _windows(table: WindowedTable) -> str:
+    """One line naming a windowed table's windows (milliseconds)."""
+    spec = table.spec
+    if spec.kind == "hopping":
+        shape = f"hopping windows of {spec.size} ms every {spec.step} ms"
+    elif spec.kind == "session":
+        shape = f"sessions with a gap of {spec.size} ms"
+    else:
+        shape = f"{spec.kind} windows of {spec.size} ms"
+    final = "" if table.final_topic is None else f", final values to {table.final_topic}"
+    return f"{shape}, grace {spec.grace} ms, retention {spec.retention} ms{final}"
 
 
 def _reported(role: str, table: dict[str, object], high: int) -> str:
