@@ -835,7 +835,8 @@ def print_report(args: argparse.Namespace, report: dict, out: Any) -> None:
             file=out,
         )
         print(
-            f"  trigger: {e['trigger_records']:,} records (a budget of 10,000 deletes each) "
+            f"  trigger: {e['trigger_records']:,} records (each deletes up to 10,000 windows, "
+            "or every window of one due time) "
             f"processing {e['process_seconds']:.2f} s + commit "
             f"{e['commit_seconds']:.2f} s (store write {e['store_write_seconds']:.2f} s) = "
             f"{e['process_seconds'] + e['commit_seconds']:.2f} s; closed "
