@@ -303,6 +303,21 @@ class TableShard:
         else:
             self._put(kb, value, _SET)
 
+    def add_encoded(self, kb: bytes, amount: Any) -> bool:
+        """Add ``amount`` to the value under the store key ``kb``; False if it has none.
+
+        ``table[key] += x`` on a windowed table in one lookup of the buffer.
+        """
+        entry = self._entries.get(kb)
+        if entry is None:
+            entry = self._lookup(kb)
+            if entry is None:
+                return False
+        elif entry.state is _DELETED:
+            return False
+        self._update(entry, entry.obj + amount, _SET)
+        return True
+
     def delete_encoded(self, kb: bytes) -> None:
         """Buffer a tombstone for the store key ``kb`` (known to exist: no store read)."""
         entry = self._entries.get(kb)

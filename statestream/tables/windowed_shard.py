@@ -267,6 +267,8 @@ class WindowedShard:
         self._points_expired: int | None = None
         # Closes or deletes left over by the budget of one record.
         self._backlog = False
+        # Below this cutoff nothing can be due (see _set_sweep_at).
+        self._sweep_at = _MIN - 1
         #: Whether closed windows are collected for take_closed (the worker
         #: turns it off when no processor listens and no final topic is set).
         self.report_closes = True
@@ -281,6 +283,8 @@ class WindowedShard:
         self._written_index: SortedSet = SortedSet()
         self._written_points: SortedSet = SortedSet()
         self._prefixes: dict[str, bytes] = {}
+        # (K, b"w" + K) of str keys: the same bytes objects, hashed once.
+        self._data_keys: dict[str, tuple[bytes, bytes]] = {}
         self._undo: tuple[Any, ...] | None = None
         self._new_keys = 0
 
@@ -299,6 +303,7 @@ class WindowedShard:
             self._expired,
             self._points_expired,
             self._backlog,
+            self._sweep_at,
             self._meta_dirty,
             len(self._events),
         )
@@ -317,6 +322,7 @@ class WindowedShard:
             self._expired,
             self._points_expired,
             self._backlog,
+            self._sweep_at,
             self._meta_dirty,
             events,
         ) = undo
@@ -380,6 +386,7 @@ class WindowedShard:
         self._next_close = self._next_expire = self._next_point = None
         self._expired = self._points_expired = None
         self._backlog = False
+        self._sweep_at = _MIN - 1
         self._meta_dirty = False
         self._loaded = True
 
@@ -393,7 +400,9 @@ class WindowedShard:
             return st
         self._stream_time = t
         self._meta_dirty = True
-        self._sweep(t - self.spec.grace)
+        cutoff = t - self.spec.grace
+        if cutoff >= self._sweep_at:
+            self._sweep(cutoff)
         return t
 
     def _sweep(self, cutoff: int) -> None:
@@ -414,6 +423,17 @@ class WindowedShard:
             due = self._next_point
             if due is None or due <= cutoff:
                 self._expire_points(cutoff)
+        self._set_sweep_at()
+
+    def _set_sweep_at(self) -> None:
+        """The cutoff at which the next close, expiry or point expiry can be due."""
+        spec = self.spec
+        nxt = [self._next_close, self._next_expire, self._next_point]
+        if nxt[1] is not None:
+            nxt[1] += spec.retention
+        if spec.kind != "sliding":
+            nxt[2] = _NEVER
+        self._sweep_at = _MIN - 1 if None in nxt else min(n for n in nxt if n is not None)
 
     # -- closing and expiry ------------------------------------------------------
 
@@ -576,6 +596,7 @@ class WindowedShard:
             self._next_close = due
         if self._next_expire is not None and due < self._next_expire:
             self._next_expire = due
+        self._sweep_at = min(self._sweep_at, due)
         guard = self.shard.key_guard
         if guard is not None:
             self._new_keys = count = self._new_keys + 1
@@ -611,19 +632,29 @@ class WindowedShard:
         st = self._stream_time
         if not self._loaded or st is None or t > st or self._backlog:
             st = self._advance(t)
-        start = t - t % spec.size
-        end = start + spec.size
+        size = spec.size
+        start = t - t % size
+        end = start + size
         if end <= st - spec.grace:
             self._late(key, t, st)
             return
-        prefix = self._prefix(key)
-        data = _DATA + prefix
+        cached = self._data_keys.get(key) if type(key) is str else None
+        if cached is None:
+            prefix = self._prefix(key)
+            cached = (prefix, _DATA + prefix)
+            if type(key) is str:
+                if len(self._data_keys) >= 100_000:
+                    self._data_keys.clear()
+                self._data_keys[key] = cached
+        prefix, data = cached
         kb = data + _pair(start + _OFFSET, end + _OFFSET)
-        current = self.shard.get_encoded(kb, _MISSING)
-        if current is _MISSING:
-            self._create(prefix, start, end, end, self._fresh(key) + amount)
+        if self.shard.add_encoded(kb, amount):
+            written = self._written.get(data)
+            if written is None:
+                written = self._written[data] = set()
+            written.add(kb)
         else:
-            self._set(kb, current + amount, data)
+            self._create(prefix, start, end, end, self._fresh(key) + amount)
 
     def assign(self, key: Any, value: Any) -> None:
         """Set ``value`` in every open window of ``key`` containing the current event time."""
@@ -702,6 +733,7 @@ class WindowedShard:
             self._written_points.add(index)
             if self._next_point is not None and t + size + 1 < self._next_point:
                 self._next_point = t + size + 1
+            self._sweep_at = min(self._sweep_at, t + size + 1)
         points[t] = new_point
         get = self.shard.get_encoded
         del fn  # applied to the point; windows are merges of points
