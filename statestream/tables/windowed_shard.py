@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import operator
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -85,6 +86,20 @@ _LATE_LOG_INTERVAL = 10.0
 #: follow with the next records, so one record that moves stream time far
 #: never stalls its partition, or grows the write buffer, without bound.
 _BUDGET = 10_000
+#: What a record may change of a shard's own state, so what a rollback restores.
+_UNDONE = (
+    "_stream_time",
+    "_closed",
+    "_next_close",
+    "_next_expire",
+    "_next_point",
+    "_expired",
+    "_points_expired",
+    "_backlog",
+    "_sweep_at",
+    "_meta_dirty",
+)
+_saved = operator.attrgetter(*_UNDONE)
 
 
 class WindowedValue(NamedTuple):
@@ -282,9 +297,7 @@ class WindowedShard:
         # without a pass over all of them.
         self._written_index: SortedSet = SortedSet()
         self._written_points: SortedSet = SortedSet()
-        self._prefixes: dict[str, bytes] = {}
-        # (K, b"w" + K) of str keys: the same bytes objects, hashed once.
-        self._data_keys: dict[str, tuple[bytes, bytes]] = {}
+        self._key_cache: dict[str, tuple[bytes, bytes]] = {}
         self._undo: tuple[Any, ...] | None = None
         self._new_keys = 0
 
@@ -294,39 +307,16 @@ class WindowedShard:
         """A record starts: remember what a rollback restores."""
         if not self._loaded:
             self._load()
-        self._undo = (
-            self._stream_time,
-            self._closed,
-            self._next_close,
-            self._next_expire,
-            self._next_point,
-            self._expired,
-            self._points_expired,
-            self._backlog,
-            self._sweep_at,
-            self._meta_dirty,
-            len(self._events),
-        )
+        self._undo = (*_saved(self), len(self._events))
 
     def rollback(self) -> None:
         """The record failed: its stream time, closes and late count are undone."""
         undo, self._undo = self._undo, None
         if undo is None:
             return  # nothing began (the shard rolled back before any record)
-        (
-            self._stream_time,
-            self._closed,
-            self._next_close,
-            self._next_expire,
-            self._next_point,
-            self._expired,
-            self._points_expired,
-            self._backlog,
-            self._sweep_at,
-            self._meta_dirty,
-            events,
-        ) = undo
-        del self._events[events:]
+        for name, value in zip(_UNDONE, undo, strict=False):
+            setattr(self, name, value)
+        del self._events[undo[-1] :]
 
     def flush_meta(self) -> None:
         """Before a commit collects changes: buffer the stream time if it moved."""
@@ -548,15 +538,24 @@ class WindowedShard:
 
     # -- writes --------------------------------------------------------------------
 
-    def _prefix(self, key: Any) -> bytes:
+    def _keys(self, key: Any) -> tuple[bytes, bytes]:
+        """``(K, b"w" + K)`` of ``key``: its store-key prefix, and its windows' range.
+
+        Cached for str keys: the same bytes objects each time, hashed once.
+        """
         if type(key) is str:
-            prefix = self._prefixes.get(key)
-            if prefix is None:
-                if len(self._prefixes) >= 100_000:
-                    self._prefixes.clear()
-                prefix = self._prefixes[key] = key_prefix(self.shard.key_codec.encode(key))
-            return prefix
-        return key_prefix(self.shard.key_codec.encode(key))
+            cached = self._key_cache.get(key)
+            if cached is None:
+                if len(self._key_cache) >= 100_000:
+                    self._key_cache.clear()
+                prefix = key_prefix(self.shard.key_codec.encode(key))
+                cached = self._key_cache[key] = (prefix, _DATA + prefix)
+            return cached
+        prefix = key_prefix(self.shard.key_codec.encode(key))
+        return prefix, _DATA + prefix
+
+    def _prefix(self, key: Any) -> bytes:
+        return self._keys(key)[0]
 
     def _set(self, kb: bytes, value: Any, range_prefix: bytes) -> None:
         """Buffer ``kb`` (in the key range ``range_prefix``: its tag and K)."""
@@ -638,15 +637,7 @@ class WindowedShard:
         if end <= st - spec.grace:
             self._late(key, t, st)
             return
-        cached = self._data_keys.get(key) if type(key) is str else None
-        if cached is None:
-            prefix = self._prefix(key)
-            cached = (prefix, _DATA + prefix)
-            if type(key) is str:
-                if len(self._data_keys) >= 100_000:
-                    self._data_keys.clear()
-                self._data_keys[key] = cached
-        prefix, data = cached
+        prefix, data = self._keys(key)
         kb = data + _pair(start + _OFFSET, end + _OFFSET)
         if self.shard.add_encoded(kb, amount):
             written = self._written.get(data)
