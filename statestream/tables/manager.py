@@ -75,13 +75,22 @@ class PendingCommit:
 
 
 class _Partition:
-    __slots__ = ("epoch", "last_source", "next_offsets", "number", "shards", "state")
+    __slots__ = (
+        "epoch",
+        "last_source",
+        "next_offsets",
+        "number",
+        "previous_source",
+        "shards",
+        "state",
+    )
 
     def __init__(self, number: int, shards: dict[str, TableShard]) -> None:
         self.number = number
         self.shards = shards
         self.state = PartitionState.RESTORING
         self.last_source: tuple[str, int] | None = None
+        self.previous_source: tuple[str, int] | None = None
         #: This member's writer epoch for the partition (set by its claim).
         self.epoch = 0
         #: Per table, the offset this member's next changelog record should
@@ -376,14 +385,17 @@ class TableManager:
         """Note the source record about to be processed (changes will name it)."""
         part = self._partitions[partition]
         source = (topic, offset)
-        part.last_source = source
+        part.previous_source, part.last_source = part.last_source, source
         for shard in part.shards.values():
             shard.begin(source)
 
     def rollback_record(self, partition: int) -> None:
         """Undo the table changes of the record being processed (it failed)."""
-        for shard in self._partitions[partition].shards.values():
+        part = self._partitions[partition]
+        for shard in part.shards.values():
             shard.rollback()
+        # In-place mutations found at the commit belong to an earlier record.
+        part.last_source = part.previous_source
 
     def shard(self, table: str, partition: int) -> TableShard:
         """Return the shard of ``table`` for ``partition``."""

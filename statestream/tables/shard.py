@@ -113,6 +113,7 @@ class TableShard:
         self.value_codec = value_codec
         self.changelog = changelog
         self.source: tuple[str, int] | None = None
+        self._previous_source: tuple[str, int] | None = None
         # Decoded values: this interval's reads and writes, plus committed
         # values kept (up to cache_size) so the next interval need not read
         # and decode them from the store again.
@@ -377,6 +378,7 @@ class TableShard:
 
     def begin(self, source: tuple[str, int]) -> None:
         """Start processing the source record ``source``; forget the previous undo log."""
+        self._previous_source = self.source
         self.source = source
         if self._undo:
             self._undo.clear()
@@ -400,6 +402,9 @@ class TableShard:
                 entry = entries[kb]
                 entry.obj, entry.encoded, entry.state, entry.source = previous
         self._undo.clear()
+        # What is written later (the stream time of a windowed table at the
+        # commit) belongs to the last record that succeeded, not this one.
+        self.source = self._previous_source
         if self.windowed is not None:
             self.windowed.rollback()
 

@@ -205,9 +205,17 @@ class WindowedTable(Table[Any, Any]):
     # -- the mapping API ---------------------------------------------------------------
 
     def __getitem__(self, key: Any) -> WindowSet:
-        return WindowSet(self.windowed_shard(), key)
+        # The binding is read directly (as Table does): `table[key] += x`
+        # runs this and __setitem__ for every write.
+        shard = getattr(self._local, "shard", None)
+        windowed = None if shard is None else shard.windowed
+        return WindowSet(self.windowed_shard() if windowed is None else windowed, key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
+        if type(value) is WindowSet and value.key == key:
+            shard = getattr(self._local, "shard", None)
+            if shard is not None and value.shard is shard.windowed:
+                return  # `table[key] += x` already updated the windows in place
         if isinstance(value, WindowSet):
             if value.key != key or value.shard is not self.windowed_shard():
                 raise TableError(

@@ -52,6 +52,7 @@ from statestream.serde import Codec, JsonCodec
 from statestream.tables.keyguard import CHECK_EVERY, CHECK_FIRST
 from statestream.tables.shard import TableShard
 from statestream.tables.windows import hopping_windows, key_prefix
+from statestream.tables.written import WrittenKeys
 
 __all__ = [
     "ClosedWindow",
@@ -80,6 +81,11 @@ _unpack_one = struct.Struct(">Q").unpack_from
 _unpack_pair = struct.Struct(">QQ").unpack_from
 _unpack_len = struct.Struct(">I").unpack_from
 _MISSING: Any = object()
+#: Key types the tumbling += fast path remembers (hashable, and immutable:
+#: a remembered key must keep meaning the same store key).
+_FAST_KEYS = frozenset({str, int, bytes})
+#: Most keys the fast path remembers (it starts over beyond).
+_FAST_MAX = 100_000
 #: Seconds between two log lines about late records of one shard.
 _LATE_LOG_INTERVAL = 10.0
 #: Most windows closed (or deleted) while one record is processed; the rest
@@ -88,6 +94,7 @@ _LATE_LOG_INTERVAL = 10.0
 _BUDGET = 10_000
 #: What a record may change of a shard's own state, so what a rollback restores.
 _UNDONE = (
+    "late",
     "_stream_time",
     "_closed",
     "_next_close",
@@ -295,9 +302,24 @@ class WindowedShard:
         # Sorted: closing scans run often (a session table's dues are spread
         # out) and must find the buffered index entries of their range
         # without a pass over all of them.
-        self._written_index: SortedSet = SortedSet()
+        self._written_index: SortedSet | WrittenKeys = (
+            WrittenKeys() if spec.kind in ("tumbling", "hopping") else SortedSet()
+        )
         self._written_points: SortedSet = SortedSet()
         self._key_cache: dict[str, tuple[bytes, bytes]] = {}
+        # Tumbling +=: the store key of each key's window [lo, hi) (the window
+        # of the latest += of the shard), for keys written since the last
+        # commit; the next += of the same key in that window needs no
+        # encoding, window arithmetic or range bookkeeping.
+        self._fast: dict[Any, tuple[bytes, bytes, int]] = {}
+        self._fast_bounds: tuple[int, int] = (0, 0)
+        # Store keys of the windows [_fast_bounds) created since they began,
+        # and whether that is every one there is.
+        self._fast_created: set[bytes] = set()
+        self._fast_all = False
+        # Commits so far: an entry of _fast from an earlier one must list its
+        # key in _written again (the commit cleared it).
+        self._generation = 0
         self._undo: tuple[Any, ...] | None = None
         self._new_keys = 0
 
@@ -310,13 +332,23 @@ class WindowedShard:
         self._undo = (*_saved(self), len(self._events))
 
     def rollback(self) -> None:
-        """The record failed: its stream time, closes and late count are undone."""
+        """The record failed: its stream time, closes and late count are undone.
+
+        (An ``on_late`` handler it called, or a line it logged, stays.)"""
         undo, self._undo = self._undo, None
         if undo is None:
             return  # nothing began (the shard rolled back before any record)
+        late = self.late
         for name, value in zip(_UNDONE, undo, strict=False):
             setattr(self, name, value)
         del self._events[undo[-1] :]
+        if self._count_late is not None and self.late != late:
+            self._count_late(self.late - late)  # the table's count too
+        # The fast path may name windows the record created (now undone).
+        self._fast.clear()
+        self._fast_created.clear()
+        self._fast_bounds = (0, 0)
+        self._fast_all = False
 
     def flush_meta(self) -> None:
         """Before a commit collects changes: buffer the stream time if it moved."""
@@ -330,12 +362,17 @@ class WindowedShard:
         self._written.clear()
         self._written_index.clear()
         self._written_points.clear()
+        self._generation += 1
         self._undo = None
 
     def reset(self) -> None:
         """The buffer was thrown away (or the store restored): reload on next use."""
         self._loaded = False
         self._events.clear()
+        self._fast.clear()
+        self._fast_created.clear()
+        self._fast_bounds = (0, 0)
+        self._fast_all = False
         self.committed()
 
     # -- time ----------------------------------------------------------------------
@@ -587,7 +624,10 @@ class WindowedShard:
     def _create(self, prefix: bytes, start: int, end: int, due: int, value: Any) -> None:
         """Write a new window and its index entry."""
         bounds = _pair(start + _OFFSET, end + _OFFSET)
-        self._set(_DATA + prefix + bounds, value, _DATA + prefix)
+        kb = _DATA + prefix + bounds
+        self._set(kb, value, _DATA + prefix)
+        if (start, end) == self._fast_bounds:
+            self._fast_created.add(kb)
         index = _INDEX + _one(due + _OFFSET) + prefix + bounds
         self.shard.set_encoded(index, _EMPTY)
         self._written_index.add(index)
@@ -627,9 +667,41 @@ class WindowedShard:
         if spec.kind != "tumbling":
             self._write(key, lambda value: value + amount, _MISSING)
             return
-        t = self.now()
-        st = self._stream_time
+        source = self.event_source
+        message = None if source is None else source()
+        t = self._time if message is self._time_of and message is not None else self.now()
+        lo, hi = self._fast_bounds
+        if lo <= t < hi:
+            # The window of this shard's last += : the key's store key there,
+            # if the key was written in it.
+            fast = self._fast.get(key)
+            if fast is not None:
+                kb, data, generation = fast
+                if generation != self._generation:
+                    self._fast[key] = (kb, data, self._generation)
+                    self._written.setdefault(data, set()).add(kb)
+                st = self._stream_time
+                assert st is not None  # _fast is filled only once loaded
+                if t > st:
+                    # _advance, inline: stream time moves with most records.
+                    self._stream_time = st = t
+                    self._meta_dirty = True
+                    if t - spec.grace >= self._sweep_at:
+                        self._sweep(t - spec.grace)
+                elif self._backlog:
+                    self._sweep(st - spec.grace)
+                if hi > st - spec.grace and self.shard.add_encoded(kb, amount):
+                    return
+        self._add_tumbling(key, amount, t)
+
+    def _add_tumbling(self, key: Any, amount: Any, t: int) -> None:
+        """``+=`` on a tumbling window the fast path of :meth:`add` does not know."""
+        spec = self.spec
+        st = prev = self._stream_time
         if not self._loaded or st is None or t > st or self._backlog:
+            if not self._loaded:
+                self._load()
+                prev = self._stream_time
             st = self._advance(t)
         size = spec.size
         start = t - t % size
@@ -639,13 +711,31 @@ class WindowedShard:
             return
         prefix, data = self._keys(key)
         kb = data + _pair(start + _OFFSET, end + _OFFSET)
-        if self.shard.add_encoded(kb, amount):
+        fast = self._fast
+        if self._fast_bounds != (start, end):
+            fast.clear()
+            self._fast_created.clear()
+            self._fast_bounds = (start, end)
+            # The first write at or after `start` (stream time was below it):
+            # no window [start, end) exists yet, so _create lists each one
+            # the table gets in _fast_created (until it overflows).
+            self._fast_all = prev is None or prev < start
+        elif len(fast) >= _FAST_MAX or len(self._fast_created) >= _FAST_MAX:
+            fast.clear()
+            self._fast_created.clear()
+            self._fast_all = False
+        if self._fast_all and kb not in self._fast_created:
+            # A new window for sure: no store read to find that out.
+            self._create(prefix, start, end, end, self._fresh(key) + amount)
+        elif self.shard.add_encoded(kb, amount):
             written = self._written.get(data)
             if written is None:
                 written = self._written[data] = set()
             written.add(kb)
         else:
             self._create(prefix, start, end, end, self._fresh(key) + amount)
+        if type(key) in _FAST_KEYS:
+            fast[key] = (kb, data, self._generation)
 
     def assign(self, key: Any, value: Any) -> None:
         """Set ``value`` in every open window of ``key`` containing the current event time."""

@@ -59,6 +59,7 @@ from tests.tables.windowed_harness import (
     model_op,
     ops_for,
     params_for,
+    table_op,
     windows,
 )
 
@@ -189,6 +190,22 @@ class WindowedRestoreMachine(RuleBasedStateMachine):
         assert self.table.late_count() == self.late == self.feeder.late(NAME)
         check_state(self.table, self.model, KEYS)
         assert as_tuple(self.table[key].current()) == self.model.at(key, t)
+
+    @rule(data=st.data(), count=st.integers(1, 3))
+    def fail(self, data: st.DataObject, count: int) -> None:
+        """A record whose processing fails after ``count`` writes: rolled back, no trace."""
+        assert self.node is not None
+        assert self.node.manager is not None
+        op, key, t, amount = self.draw_record(*data.draw(ops_for(self.kind), label="failed"))
+        self.feeder.begin(key, t, amount, offset=self.processed)
+        for _ in range(count):
+            table_op(self.table, op, key, amount)
+            if op == "del":
+                break  # a second delete of the same key raises KeyError
+        self.node.manager.rollback_record(0)
+        assert self.feeder.take_closed(NAME) == []
+        assert self.table.late_count() == self.late == self.feeder.late(NAME)
+        check_state(self.table, self.model, KEYS)
 
     @rule()
     def commit(self) -> None:
