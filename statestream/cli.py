@@ -1,21 +1,23 @@
-"""The ``statestream`` command: ``worker``, ``tables`` and ``demo``.
+"""The ``statestream`` command: ``worker``, ``tables``, ``inspect``, ``produce``,
+``consume`` and ``demo``.
 
 Every flag has an environment-variable default, shown in ``--help``; this
 module and :mod:`statestream.config` are the only readers of the environment.
 Exit codes: 0 clean stop, 1 fatal error (message on stderr), 2 bad arguments.
 Secrets in the settings (passwords in broker and store URLs) show as ``***``
-in help, log lines and error messages.
+in help, log lines and error messages. Logging is set up by
+:mod:`statestream.logs` (``--log-level``, ``--log-format``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,8 @@ from statestream.errors import (
     ConfigurationError,
     StateStreamError,
 )
+from statestream.logs import LOG_FORMATS, LoggingSetup, LogLevels, configure_logging
+from statestream.logs import parse_log_levels as _parse_log_levels
 from statestream.secrets import redact_text, redact_url, url_secrets
 from statestream.serde import CODECS
 
@@ -33,8 +37,6 @@ if TYPE_CHECKING:
     pass
 
 __all__ = ["build_parser", "load_app", "main"]
-
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _Secrets:
@@ -67,15 +69,12 @@ class _Secrets:
         return redact_text(text, self._known)
 
 
-class _RedactingFormatter(logging.Formatter):
-    """Formats log records, tracebacks included, with secrets as ``***``."""
+@dataclass
+class _Run:
+    """What every command's runner is handed (the thread running ``main``)."""
 
-    def __init__(self, secrets: _Secrets) -> None:
-        super().__init__(_LOG_FORMAT)
-        self._secrets = secrets
-
-    def format(self, record: logging.LogRecord) -> str:
-        return self._secrets.redact(super().format(record))
+    secrets: _Secrets
+    logging: LoggingSetup
 
 
 def load_app(spec: str) -> App:
@@ -139,11 +138,35 @@ def _add_app_flags(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=f"{_HELP[name]} (env {env}: {shown}; otherwise the app's setting or default)",
         )
+    _add_log_flags(parser, "INFO")
+
+
+def _log_levels(text: str) -> LogLevels:
+    try:
+        return _parse_log_levels(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_log_flags(parser: argparse.ArgumentParser, default_level: str) -> None:
+    """``--log-level`` and ``--log-format`` (see statestream.logs and docs/operations.md)."""
+    level = env_setting("STATESTREAM_LOG_LEVEL", default_level)
     parser.add_argument(
         "--log-level",
-        default=env_setting("STATESTREAM_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log level (env STATESTREAM_LOG_LEVEL; default INFO)",
+        type=_log_levels,
+        default=level,
+        metavar="LEVEL[,LOGGER=LEVEL...]",
+        help="log level, and levels of single loggers, e.g. INFO,kafka=DEBUG; kafka-python's "
+        "loggers stay at WARNING unless named (env STATESTREAM_LOG_LEVEL; "
+        f"default {default_level})",
+    )
+    log_format = env_setting("STATESTREAM_LOG_FORMAT", "text")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=log_format,
+        help="text lines, or one json object per line (env STATESTREAM_LOG_FORMAT; "
+        f"default {log_format})",
     )
 
 
@@ -231,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     produce.add_argument("topic", help="topic to write to")
     _add_topic_flags(produce)
+    _add_log_flags(produce, "WARNING")
     current_partitions = os.environ.get("STATESTREAM_PARTITIONS") or None
     produce.add_argument(
         "--partitions",
@@ -270,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     consume.add_argument("topic", help="topic to read")
     _add_topic_flags(consume)
+    _add_log_flags(consume, "WARNING")
     consume.add_argument(
         "--from",
         dest="start",
@@ -316,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--rate", type=float, default=2000.0, help="events per second (0: unthrottled)"
     )
+    _add_log_flags(demo, "WARNING")
     return parser
 
 
@@ -337,19 +363,22 @@ def _load(args: argparse.Namespace, secrets: _Secrets) -> App:
     return app
 
 
-def _run_worker(args: argparse.Namespace, secrets: _Secrets) -> int:
+def _run_worker(args: argparse.Namespace, run: _Run) -> int:
     from statestream.worker.runner import Worker
 
-    app = _load(args, secrets)
+    app = _load(args, run.secrets)
     worker = Worker(app)
+    # The hosts are enough to say which brokers; the options would only be noise.
+    where = redact_url(app.config.broker_url).partition("?")[0]
+    run.logging.report_outages(worker.waiting_for, where=where)
     _install_stop(worker.request_stop)
     return worker.run()
 
 
-def _run_tables(args: argparse.Namespace, secrets: _Secrets) -> int:
+def _run_tables(args: argparse.Namespace, run: _Run) -> int:
     from statestream.inspect import describe_global_tables, describe_tables
 
-    app = _load(args, secrets)
+    app = _load(args, run.secrets)
     for line in describe_tables(app):
         print(line)
     for line in describe_global_tables(app):
@@ -357,19 +386,19 @@ def _run_tables(args: argparse.Namespace, secrets: _Secrets) -> int:
     return 0
 
 
-def _run_produce(args: argparse.Namespace, secrets: _Secrets) -> int:
+def _run_produce(args: argparse.Namespace, run: _Run) -> int:
     from statestream.console import run_produce
 
-    return run_produce(args, secrets.redact)
+    return run_produce(args, run.secrets.redact)
 
 
-def _run_consume(args: argparse.Namespace, secrets: _Secrets) -> int:
+def _run_consume(args: argparse.Namespace, run: _Run) -> int:
     from statestream.console import run_consume
 
-    return run_consume(args, secrets.redact, _install_stop)
+    return run_consume(args, run.secrets.redact, _install_stop)
 
 
-def _run_demo(args: argparse.Namespace, secrets: _Secrets) -> int:
+def _run_demo(args: argparse.Namespace, run: _Run) -> int:
     from statestream.demo import run_demo
 
     if args.events < 0 or args.rate < 0:
@@ -388,11 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("broker_url", "store_url"):
         secrets.add_url(getattr(args, name, None))
         secrets.add_url(os.environ.get(APP_ENV[name]))
-    level = getattr(args, "log_level", "WARNING")
-    handler = logging.StreamHandler()
-    handler.setFormatter(_RedactingFormatter(secrets))
-    logging.basicConfig(level=level, handlers=[handler])
-    runners: dict[str, Callable[[argparse.Namespace, _Secrets], int]] = {
+    setup = configure_logging(args.log_level, args.log_format, redact=secrets.redact)
+    # Every command may wait for brokers; the worker says what for (above).
+    setup.report_outages()
+    runners: dict[str, Callable[[argparse.Namespace, _Run], int]] = {
         "worker": _run_worker,
         "tables": _run_tables,
         "produce": _run_produce,
@@ -400,13 +428,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _run_demo,
     }
     try:
-        return runners[args.command](args, secrets)
+        return runners[args.command](args, _Run(secrets, setup))
     except StateStreamError as exc:
         print(f"statestream: error: {secrets.redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("statestream: interrupted; state is intact up to the last commit", file=sys.stderr)
         return 130
+    finally:
+        setup.close()
 
 
 if __name__ == "__main__":

@@ -99,4 +99,8 @@ class KeyGuard:
         if self.strict:
             raise ConfigurationError(f"{message} (strict_keys is set)")
         self._warned.add(self.table)
-        log.warning("%s. Warned once per table; set strict_keys=True to make it an error", message)
+        log.warning(
+            "%s. Warned once per table; set strict_keys=True to make it an error",
+            message,
+            extra={"table": self.table, "partition": self.partition},
+        )

@@ -396,6 +396,11 @@ class ChangelogReader:
         )
 
 
+def _fields(changelog: TopicPartition) -> dict[str, object]:
+    """The fields of a changelog partition's log lines (statestream.logs)."""
+    return {"topic": changelog.topic, "partition": changelog.partition}
+
+
 def restore(
     store: Store,
     fetcher: Fetcher,
@@ -421,7 +426,7 @@ def restore(
     offset = store.offset()
     cleared = clear_reason(offset, low, high, offset is None and store.count() > 0)
     if cleared is not None:
-        log.warning("%s: %s", changelog, cleared)
+        log.warning("%s: %s", changelog, cleared, extra=_fields(changelog))
         store.clear()
         offset = None
     run = ChangelogReader(
@@ -435,7 +440,13 @@ def restore(
     while (position := fetcher.position(changelog)) < high:
         if cancel is not None and cancel.is_set():
             run.flush()
-            log.info("%s: restore cancelled at offset %s of %s", changelog, position, high)
+            log.info(
+                "%s: restore cancelled at offset %s of %s",
+                changelog,
+                position,
+                high,
+                extra=_fields(changelog),
+            )
             return run.outcome(cleared, False)
         records = fetcher.poll(timeout=poll_timeout, max_records=batch_size)
         if records:
@@ -454,12 +465,16 @@ def restore(
     run.last_offset = high - 1
     run.flush()
     run.report(0, force=True)
-    log.info(
+    # The partition's "ready" line sums what was replayed; this one is worth
+    # a line of its own only when it replayed something.
+    log.log(
+        logging.INFO if run.applied or run.skipped or run.fenced else logging.DEBUG,
         "%s: restored %d records (%d skipped as uncommitted, %d fenced) of %d offsets",
         changelog,
         run.applied,
         run.skipped,
         run.fenced,
         high - start,
+        extra=_fields(changelog),
     )
     return run.outcome(cleared, True)

@@ -66,7 +66,12 @@ class StandbyReplica:
         offset = self.store.offset()
         cleared = clear_reason(offset, low, high, offset is None and self.store.count() > 0)
         if cleared is not None:
-            log.warning("standby %s: %s", self.changelog, cleared)
+            log.warning(
+                "standby %s: %s",
+                self.changelog,
+                cleared,
+                extra={"table": self.table, "partition": self.changelog.partition},
+            )
             self.store.clear()
             offset = None
         self.reader = ChangelogReader(

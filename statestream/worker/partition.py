@@ -111,6 +111,8 @@ class PartitionTask(threading.Thread):
         self._handed = dict(stores or {})
         self.app = app
         self.partition = partition
+        # The fields of this partition's log lines (statestream.logs).
+        self._where = {"partition": partition}
         self.manager = manager
         self.producer = producer
         self.committed = dict(committed)
@@ -180,7 +182,7 @@ class PartitionTask(threading.Thread):
             self._run()
         except BaseException as exc:  # reported to the poll thread, which stops the worker
             self.failure = exc
-            log.error("partition %d stopped: %s", self.partition, exc)
+            log.error("partition %d stopped: %s", self.partition, exc, extra=self._where)
         finally:
             self._close()
 
@@ -197,6 +199,7 @@ class PartitionTask(threading.Thread):
             self.partition,
             sum(o.applied + o.skipped + o.fenced for o in outcomes),
             " (continuing its standby copy)" if handed else "",
+            extra=self._where,
         )
         self.manager.bind(self.partition)
         self._guard_keys()
@@ -304,7 +307,7 @@ class PartitionTask(threading.Thread):
         try:
             self.manager.close_partition(self.partition)
         except StateStreamError as exc:
-            log.error("closing partition %d failed: %s", self.partition, exc)
+            log.error("closing partition %d failed: %s", self.partition, exc, extra=self._where)
             if self.failure is None:
                 self.failure = exc
         if isinstance(self.failure, StoreCorruptedError):
@@ -314,12 +317,16 @@ class PartitionTask(threading.Thread):
                 "partition %d: deleting its damaged stores; they are rebuilt from the "
                 "changelog when the partition is next assigned",
                 self.partition,
+                extra=self._where,
             )
             try:
                 self.manager.discard_damaged(self.partition)
             except StateStreamError as exc:
                 log.error(
-                    "deleting the damaged stores of partition %d failed: %s", self.partition, exc
+                    "deleting the damaged stores of partition %d failed: %s",
+                    self.partition,
+                    exc,
+                    extra=self._where,
                 )
 
     # -- processing --------------------------------------------------------------
@@ -390,7 +397,13 @@ class PartitionTask(threading.Thread):
         policies.discard(None)
         policy = policies.pop() if len(policies) == 1 else self.app.config.error_policy
         if policy == "skip":
-            log.warning("skipping the record at %s: %s: %s", where, type(exc).__name__, exc)
+            log.warning(
+                "skipping the record at %s: %s: %s",
+                where,
+                type(exc).__name__,
+                exc,
+                extra={"partition": self.partition, "topic": record.topic},
+            )
             self.count("skipped", 1)
             return
         if policy == "dead_letter":
@@ -407,7 +420,11 @@ class PartitionTask(threading.Thread):
                 headers,
             )
             log.warning(
-                "sent the record at %s to %s: %s", where, self.app.config.dead_letter_topic, exc
+                "sent the record at %s to %s: %s",
+                where,
+                self.app.config.dead_letter_topic,
+                exc,
+                extra={"partition": self.partition, "topic": record.topic},
             )
             self.count("dead_lettered", 1)
             return

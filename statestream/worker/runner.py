@@ -151,6 +151,8 @@ class Worker:
         self._local_tables: list[Table[Any, Any]] = []
         self._applied_standbys: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
         self._warned_tables: set[str] = set()
+        # Set by the poll thread while a commit round runs, for waiting_for().
+        self._committing = False
 
     # -- control -----------------------------------------------------------------
 
@@ -170,6 +172,26 @@ class Worker:
         """Return a copy of the counters (any thread)."""
         with self._counter_lock:
             return dict(self._counters)
+
+    def waiting_for(self) -> str:
+        """What the worker needs the broker for right now, in a few words (any thread).
+
+        Shown in the "brokers unreachable" line (:mod:`statestream.logs`).
+        """
+        tasks = dict(self._tasks)
+        restoring = sorted(p for p, t in tasks.items() if not t.ready.is_set())
+        if not self._started:
+            return "the worker waits to start (topics, changelogs, global tables, group)"
+        if self._committing:
+            return (
+                f"the worker waits to commit partitions {sorted(tasks)} (changelog and "
+                "output records are flushed and acknowledged first)"
+            )
+        if not tasks:
+            return "the worker waits to join the group (it holds no partitions)"
+        if restoring:
+            return f"the worker waits to restore partitions {restoring} from their changelogs"
+        return f"the worker waits to fetch records of partitions {sorted(tasks)}"
 
     # -- the poll thread -----------------------------------------------------------
 
@@ -532,6 +554,7 @@ class Worker:
             task = tasks.get(partition)
             return task is not None and task.is_alive()
 
+        self._committing = True
         try:
             run_round(
                 tickets,
@@ -543,6 +566,8 @@ class Worker:
         except CommitError as exc:
             # Every task of the round raises it too; stop now, commit nothing more.
             self._fail(exc)
+        finally:
+            self._committing = False
 
     def _fail(self, exc: BaseException) -> None:
         """Stop the worker on a fatal error (the first one is kept)."""
@@ -630,14 +655,19 @@ class Worker:
             self._tasks[number] = task
             task.start()
         if numbers:
-            log.info("assigned partitions %s (generation %d)", numbers, generation)
+            log.info(
+                "assigned partitions %s (generation %d)",
+                numbers,
+                generation,
+                extra={"partitions": numbers},
+            )
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         """Finish, commit and close revoked partitions before returning."""
         numbers = sorted({tp.partition for tp in partitions} & set(self._tasks))
         self._stop_tasks(numbers)
         if numbers:
-            log.info("revoked partitions %s", numbers)
+            log.info("revoked partitions %s", numbers, extra={"partitions": numbers})
 
     def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
         """Drop lost partitions: no flush, no commit (another member owns them now)."""
@@ -647,6 +677,7 @@ class Worker:
                 "lost partitions %s (this member was out of the group); dropping their "
                 "uncommitted work, which their new owner redoes",
                 numbers,
+                extra={"partitions": numbers},
             )
         self._stop_tasks(numbers, commit=False)
 

@@ -221,7 +221,13 @@ class StandbyThread:
         try:
             store = self.manager.open_local_store(table, task)
         except StoreError as exc:
-            log.warning("standby of table %r partition %d not kept: %s", table.name, task, exc)
+            log.warning(
+                "standby of table %r partition %d not kept: %s",
+                table.name,
+                task,
+                exc,
+                extra={"table": table.name, "partition": task},
+            )
             return
         self._replicas[changelog] = StandbyReplica(
             table.name, task, store, changelog, committed, derive=table.derive()
@@ -301,7 +307,12 @@ class StandbyThread:
             try:
                 replica.apply(batch, fetcher)
             except StoreError as exc:
-                log.error("standby copy of %s dropped: %s", tp, exc)
+                log.error(
+                    "standby copy of %s dropped: %s",
+                    tp,
+                    exc,
+                    extra={"table": replica.table, "partition": tp.partition},
+                )
                 self._drop(tp, close=True)
                 self._discard_store(replica)
                 fetcher.assign(list(self._replicas))
