@@ -227,9 +227,16 @@ def topic_records(transport: Any, topic: str, partitions: int) -> int:
         fetcher.close()
 
 
-def window_census(store: Any, grace: int = 0) -> dict[str, int]:
+def window_census(store: Any, grace: int = 0, hopping: bool = False) -> dict[str, int]:
     """Windows in a windowed table's store (layout: docs of statestream.tables.windowed_shard):
-    open ones (and the sum of their values), closed ones still kept, index entries."""
+    open ones (and the sum of their values), closed ones still kept, index entries.
+
+    A hopping table stores one slice per step: "open" counts its open windows,
+    "open_sum" adds each slice's value once per open window holding it, and
+    "closed_kept" counts the slices whose windows all closed.
+    """
+    if hopping:
+        return _slice_census(store, grace)
     from statestream.serde import get_codec
     from statestream.tables.windowed_shard import TaggedCodec
 
@@ -245,6 +252,34 @@ def window_census(store: Any, grace: int = 0) -> dict[str, int]:
             census["open_sum"] += int(codec.decode(value))
         else:
             census["closed_kept"] += 1
+    census["index"] = sum(1 for _ in store.iterate(prefix=b"e"))
+    return census
+
+
+def _slice_census(store: Any, grace: int) -> dict[str, int]:
+    from statestream.serde import get_codec
+    from statestream.tables.windowed_shard import TaggedCodec
+
+    codec = TaggedCodec(get_codec("json"))
+    raw = store.get(b"m")
+    meta = json.loads(bytes(codec.decode(raw))) if raw is not None else {}
+    st = meta.get("stream_time")
+    census = {"open": 0, "open_sum": 0, "closed_kept": 0, "index": 0}
+    open_windows: set[tuple[bytes, int]] = set()
+    for kb, value in store.iterate(prefix=b"w"):
+        start = _time.unpack_from(kb, len(kb) - 16)[0] - _OFFSET
+        # Windows [a, a + SIZE) holding the slice: a in (start - SIZE, start], by STEP.
+        still_open = [
+            a
+            for a in range(start - SIZE_MS + STEP_MS, start + 1, STEP_MS)
+            if st is None or st < a + SIZE_MS + grace
+        ]
+        if still_open:
+            open_windows.update((kb[:-16], a) for a in still_open)
+            census["open_sum"] += int(codec.decode(value)) * len(still_open)
+        else:
+            census["closed_kept"] += 1
+    census["open"] = len(open_windows)
     census["index"] = sum(1 for _ in store.iterate(prefix=b"e"))
     return census
 
@@ -377,7 +412,11 @@ def run_worker(
     for partition in range(partitions):
         store = LevelDBStore(store_dir, TABLE, partition)
         try:
-            found = plain_census(store) if variant == "plain" else window_census(store)
+            found = (
+                plain_census(store)
+                if variant == "plain"
+                else window_census(store, hopping=variant == "hopping")
+            )
         finally:
             store.close()
         for name, value in found.items():
@@ -456,7 +495,9 @@ def run_in_process(
             profiler.disable()
         commit_seconds += ended - at
         store = manager.shard(TABLE, 0).store
-        census = window_census(store) if windowed else plain_census(store)
+        census = (
+            window_census(store, hopping=variant == "hopping") if windowed else plain_census(store)
+        )
         changelog = topic_records(transport, manager.changelog_topic(TABLE), 1)
         manager.close()
         transport.close()

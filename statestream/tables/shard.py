@@ -295,6 +295,15 @@ class TableShard:
         entry = self._lookup(kb)
         return default if entry is None else entry.obj
 
+    def peek_encoded(self, kb: bytes, default: Any = None) -> Any:
+        """Like :meth:`get_encoded`, but a value read from the store is not kept in the
+        buffer (for reads of many keys read once, such as a window's slices at its close)."""
+        entry = self._entries.get(kb)
+        if entry is not None:
+            return default if entry.state is _DELETED else entry.obj
+        raw = self.store.get(kb)
+        return default if raw is None else self.value_codec.decode(raw)
+
     def set_encoded(self, kb: bytes, value: Any) -> None:
         """Buffer ``value`` under the store key ``kb``; the key guard is not consulted
         (``kb`` is not a table key; the caller checks its table key itself)."""

@@ -138,10 +138,15 @@ class Table(MutableMapping[K, V], Generic[K, V]):
         event_time: Callable[[Any], int] | None = None,
         on_late: Callable[[LateRecord], None] | None = None,
         final_topic: str | None = None,
+        merge: Callable[[Any, Any], Any] | None = None,
     ) -> WindowedTable:
-        """This table as windows of ``size`` starting every ``step``.
+        """This table as windows of ``size`` starting every ``step`` (``step`` divides ``size``).
 
-        Options: see :meth:`tumbling`.
+        A write goes to its step's *slice* (``+=`` adds to it, ``update(fn)``
+        applies ``fn`` to it); a window's value is ``merge`` (default ``+``)
+        of the slices it holds, in time order, so it cannot be assigned. A
+        record is late once the oldest window holding it closed. Other
+        options: see :meth:`tumbling`.
         """
         from statestream.tables.windowed import WindowedTable
 
@@ -155,6 +160,7 @@ class Table(MutableMapping[K, V], Generic[K, V]):
             event_time=event_time,
             on_late=on_late,
             final_topic=final_topic,
+            merge=merge,
         )
 
     def sliding(

@@ -11,8 +11,10 @@ Declared from a plain table::
 Four kinds (all windows are half-open ``[start, end)``, in milliseconds):
 
 * ``tumbling(size)``: back-to-back windows aligned to the epoch; one per record;
-* ``hopping(size, step)``: windows of ``size`` starting every ``step``; a
-  record belongs to ``size / step`` of them;
+* ``hopping(size, step)``: windows of ``size`` starting every ``step`` (which
+  divides ``size``); a record belongs to ``size / step`` of them. Each key
+  keeps one aggregate per step (a *slice*); a window's value merges the
+  slices it holds (``merge``, default ``+``);
 * ``sliding(size)``: windows defined by the records themselves: two records
   share a window when their times differ by less than ``size``; each record
   has the window of the ``size`` ms ending with it, and the window starting
@@ -83,6 +85,17 @@ def duration(table: str, option: str, value: object, *, positive: bool) -> int:
     return ms
 
 
+def _divisor_near(size: int, step: int) -> int:
+    """The divisor of ``size`` closest to ``step`` (the smaller one on a tie)."""
+    best = 1
+    for d in range(1, int(size**0.5) + 1):
+        if size % d == 0:
+            for c in (d, size // d):
+                if (abs(c - step), c) < (abs(best - step), best):
+                    best = c
+    return best
+
+
 class WindowedTable(Table[Any, Any]):
     """A table of windows per key (see the module docstring). Made by ``Table.tumbling`` & co."""
 
@@ -113,6 +126,12 @@ class WindowedTable(Table[Any, Any]):
                 f"table {name!r}: hopping step {step_ms} ms must not exceed the window size "
                 f"{size_ms} ms (a larger step leaves times no window covers)"
             )
+        if kind == "hopping" and size_ms % step_ms:
+            raise ConfigurationError(
+                f"table {name!r}: hopping window size {size_ms} ms must be a whole number of "
+                f"steps ({step_ms} ms): windows are stored as one slice per step; pick a "
+                f"step that divides the size (for example {_divisor_near(size_ms, step_ms)} ms)"
+            )
         for option, fn in (("event_time", event_time), ("on_late", on_late), ("merge", merge)):
             if fn is not None and not callable(fn):
                 raise ConfigurationError(f"table {name!r}: {option} must be callable, got {fn!r}")
@@ -131,7 +150,7 @@ class WindowedTable(Table[Any, Any]):
             step_ms,
             duration(name, "grace", grace, positive=False),
             duration(name, "retention", retention, positive=False),
-            (merge or operator.add) if kind in ("sliding", "session") else None,
+            (merge or operator.add) if kind in ("sliding", "session", "hopping") else None,
         )
         self.event_time = event_time
         self.on_late = on_late

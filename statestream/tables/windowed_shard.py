@@ -7,12 +7,15 @@ windows like any other state. The layout (times are 8 bytes, big-endian, sign
 bit flipped, so they sort numerically; ``K`` is the key's length (4 bytes)
 and the key as the table's key codec encodes it)::
 
-    b"w" K start end        -> the window's value
+    b"w" K start end        -> the window's value (hopping: the step's slice)
     b"e" due K start end    -> b"" (the time index: windows in the order they close)
     b"p" K t                -> a sliding table's point aggregate of time t
     b"q" t+size+1 K t       -> b"" (the points' time index)
     b"m"                    -> stream time and close watermark (JSON)
 
+A hopping table stores one *slice* per key and step, ``[s, s + step)``,
+indexed under the due time of the last window holding it (``s + size``); a
+window's value is the merge of its slices, built when it is read or closes.
 One key's windows are one contiguous range ordered by start, so reads of a
 key are range scans of that key; closing and expiry walk the time index from
 its low end, so they touch only windows that are due, never live ones.
@@ -41,6 +44,7 @@ import logging
 import operator
 import struct
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -51,7 +55,7 @@ from statestream.errors import EventTimeError, TableContextError, TableError
 from statestream.serde import Codec, JsonCodec
 from statestream.tables.keyguard import CHECK_EVERY, CHECK_FIRST
 from statestream.tables.shard import TableShard
-from statestream.tables.windows import hopping_windows, key_prefix
+from statestream.tables.windows import key_prefix
 from statestream.tables.written import WrittenKeys
 
 __all__ = [
@@ -84,6 +88,12 @@ _MISSING: Any = object()
 #: Key types the tumbling += fast path remembers (hashable, and immutable:
 #: a remembered key must keep meaning the same store key).
 _FAST_KEYS = frozenset({str, int, bytes})
+#: Most hopping slices kept in memory between two closes (beyond, each close
+#: reads the slices it needs from the store again).
+_OPEN_SLICES_MAX = 500_000
+#: Kinds whose writes go to one aligned store key: a tumbling window, or a
+#: hopping table's slice of one step.
+_ALIGNED = frozenset({"tumbling", "hopping"})
 #: Most keys the fast path remembers (it starts over beyond).
 _FAST_MAX = 100_000
 #: Seconds between two log lines about late records of one shard.
@@ -221,19 +231,60 @@ def _sliding_windows(points: dict[int, Any], t: int, size: int) -> list[tuple[in
     return list(needed)
 
 
+def _slice_windows(
+    slices: dict[int, Any],
+    size: int,
+    step: int,
+    merge: Callable[[Any, Any], Any],
+    start_from: int | None,
+    start_to: int | None,
+    expired: int | None = None,
+) -> list[WindowedValue]:
+    """The hopping windows of one key's slices (start -> value), by start.
+
+    Each window ``[a, a + size)`` holding a slice, with ``start_from <= a <
+    start_to`` (None: open) and due after ``expired``; its value merges its
+    slices in time order.
+    """
+    times = sorted(slices)
+    starts: set[int] = set()
+    for s in times:
+        lo = s - size + step
+        hi = s + 1
+        if start_from is not None and lo < start_from:
+            lo = start_from + (s - start_from) % step  # the first aligned start from there
+        if start_to is not None and hi > start_to:
+            hi = start_to
+        starts.update(range(lo, hi, step))
+    found: list[WindowedValue] = []
+    for a in sorted(starts):
+        if (start_from is not None and a < start_from) or (start_to is not None and a >= start_to):
+            continue
+        if expired is not None and a + size <= expired:
+            continue
+        lo, hi = bisect_left(times, a), bisect_left(times, a + size)
+        value = functools.reduce(merge, [slices[s] for s in times[lo:hi]])
+        found.append(WindowedValue(a, a + size, value))
+    return found
+
+
 def derive_index(
     spec: WindowSpec,
 ) -> Callable[[bytes, bytes | None, dict[bytes, bytes | None]], None]:
     """Return the function that adds the index entry of a restored window or point record."""
     size = spec.size
     session = spec.kind == "session"
+    hopping = spec.kind == "hopping"
 
     def derive(key: bytes, value: bytes | None, batch: dict[bytes, bytes | None]) -> None:
         tag = key[:1]
         if tag == _DATA:
             (length,) = _unpack_len(key, 1)
-            end = _t(key, 5 + length + 8)
-            due = end + size if session else end
+            if hopping:  # a slice: due with the last window holding it
+                due = _t(key, 5 + length) + size
+            else:
+                end = _t(key, 5 + length + 8)
+                due = end + size if session else end
             index = _INDEX + _one(due + _OFFSET) + key[1:]
         elif tag == _POINT:
             (length,) = _unpack_len(key, 1)
@@ -317,6 +368,10 @@ class WindowedShard:
         # and whether that is every one there is.
         self._fast_created: set[bytes] = set()
         self._fast_all = False
+        # Hopping: the final slices closes still need (K -> start -> value),
+        # loaded from the index through due _open_through (None: not kept).
+        self._open_slices: dict[bytes, dict[int, Any]] | None = None
+        self._open_through = _MIN
         # Commits so far: an entry of _fast from an earlier one must list its
         # key in _written again (the commit cleared it).
         self._generation = 0
@@ -344,7 +399,9 @@ class WindowedShard:
         del self._events[undo[-1] :]
         if self._count_late is not None and self.late != late:
             self._count_late(self.late - late)  # the table's count too
-        # The fast path may name windows the record created (now undone).
+        # The fast path may name windows the record created (now undone),
+        # and slices read as final may take writes again (stream time went back).
+        self._open_slices = None
         self._fast.clear()
         self._fast_created.clear()
         self._fast_bounds = (0, 0)
@@ -373,6 +430,7 @@ class WindowedShard:
         self._fast_created.clear()
         self._fast_bounds = (0, 0)
         self._fast_all = False
+        self._open_slices = None
         self.committed()
 
     # -- time ----------------------------------------------------------------------
@@ -498,6 +556,9 @@ class WindowedShard:
     def _close_through(self, cutoff: int) -> None:
         """Report every window with ``closed < due <= cutoff``, in due order."""
         closed = self._closed
+        if self.spec.kind == "hopping":
+            self._close_slices(cutoff)
+            return
         if closed is None or cutoff > closed:
             if self.report_closes:
                 lo = _INDEX if closed is None else _INDEX + _one(closed + 1 + _OFFSET)
@@ -518,6 +579,137 @@ class WindowedShard:
             self._closed = closed = reached
             self._meta_dirty = True
         self._next_close = self._first_due(closed)
+
+    def _close_slices(self, cutoff: int) -> None:
+        """Hopping: report every window with ``closed < due <= cutoff``, merged from slices.
+
+        A slice ``[s, s + step)`` is indexed under the due time of the last
+        window holding it (``s + size``); the windows due in ``(closed,
+        cutoff]`` hold exactly the slices indexed in ``(closed, cutoff + size
+        - step]``, so one index range scan finds them, and each slice is read
+        once for each window it is in (what reporting those windows takes).
+        """
+        spec = self.spec
+        size, step = spec.size, spec.step
+        closed = self._closed
+        if closed is None or cutoff > closed:
+            # Nobody listening: only the watermark moves.
+            reached = self._report_slices(closed, cutoff) if self.report_closes else cutoff
+            self._closed = closed = reached
+            self._meta_dirty = True
+        first = self._first_due(closed)
+        if first != _NEVER:
+            first -= size - step  # the first window due that holds that slice
+            if closed is not None:
+                first = max(first, closed - closed % step + step)
+        self._next_close = first
+
+    def _report_slices(self, closed: int | None, cutoff: int) -> int:
+        """Collect the closes of :meth:`_close_slices` (within the budget); return how far.
+
+        The slices read stay in memory (:attr:`_open_slices`) until their
+        last window closed, so the next closes read only the slices new to
+        them: a slice is final once read (a write to it would be late).
+        """
+        spec = self.spec
+        size, step, merge = spec.size, spec.step, spec.merge
+        assert merge is not None
+        floor = _MIN if closed is None else closed
+        slices = self._open_slices
+        if slices is None or closed is None or self._open_through < floor:
+            slices, loaded_through = {}, floor  # K -> slice start -> value
+        else:
+            loaded_through = self._open_through
+        lo = _INDEX + _one(loaded_through + 1 + _OFFSET) if loaded_through > _MIN else _INDEX
+        hi_due = cutoff + size - step
+        hi = _INDEX + _one(hi_due + 1 + _OFFSET)
+        reached = cutoff
+        last: int | None = None
+        taken = 0
+        get = self.shard.peek_encoded
+        loaded_through = max(loaded_through, hi_due)
+        for kb, _ in self._index_scan(lo, hi, values=False):
+            due = _unpack_one(kb, 1)[0] - _OFFSET
+            # Past the budget, stop at a due boundary that completes a window.
+            if taken >= _BUDGET and last is not None and due != last and last - size + step > floor:
+                self._backlog = True
+                reached = min(cutoff, last - size + step)
+                loaded_through = last
+                break
+            last = due
+            rest = kb[9:]
+            value = get(_DATA + rest, _MISSING)
+            if value is _MISSING:
+                continue
+            taken += 1
+            (length,) = _unpack_len(rest)
+            start = _unpack_one(rest, 4 + length)[0] - _OFFSET
+            prefix = rest[: 4 + length]
+            mine = slices.get(prefix)
+            if mine is None:
+                slices[prefix] = {start: value}
+            else:
+                mine[start] = value
+        events = self._slice_events(slices, floor if closed is not None else None, reached)
+        self._keep_open_slices(slices, reached, loaded_through)
+        decode_key = self.shard.key_codec.decode
+        for due, prefix, start, value in events:
+            window = ClosedWindow(self.name, start, due)
+            self._events.append((window, decode_key(prefix[4:]), value))
+        return reached
+
+    def _keep_open_slices(
+        self, slices: dict[bytes, dict[int, Any]], reached: int, loaded_through: int
+    ) -> None:
+        """Keep what later closes need: the slices whose last window is due after ``reached``."""
+        size = self.spec.size
+        kept = 0
+        for prefix in list(slices):
+            mine = slices[prefix]
+            for start in [start for start in mine if start + size <= reached]:
+                del mine[start]
+            if mine:
+                kept += len(mine)
+            else:
+                del slices[prefix]
+        if kept <= _OPEN_SLICES_MAX:
+            self._open_slices, self._open_through = slices, loaded_through
+        else:
+            self._open_slices = None  # too many to keep: read them again next time
+
+    def _slice_events(
+        self, slices: dict[bytes, dict[int, Any]], closed: int | None, reached: int
+    ) -> list[tuple[int, bytes, int, Any]]:
+        """``(due, K, start, value)`` of every window with ``closed < due <= reached``
+        holding one of ``slices`` (K -> slice start -> value), by due then key."""
+        spec = self.spec
+        size, step, merge = spec.size, spec.step, spec.merge
+        assert merge is not None
+        floor = _MIN if closed is None else closed
+        events: list[tuple[int, bytes, int, Any]] = []
+        # Windows due in (floor, reached]: starts in (floor - size, reached - size].
+        first = None if closed is None else floor - size + 1
+        last_start = reached - size
+        last_start -= last_start % step
+        if first is not None and last_start - first < 4 * step:
+            # Usually stream time passed one step: a window or two per key,
+            # each merging the few slices of the key in it.
+            starts = range(first + (-first) % step, last_start + 1, step)
+            for prefix, mine in slices.items():
+                held = sorted(mine.items())
+                for a in starts:
+                    values = [v for s, v in held if a <= s < a + size]
+                    if values:
+                        value = values[0] if len(values) == 1 else functools.reduce(merge, values)
+                        events.append((a + size, prefix, a, value))
+        else:
+            for prefix, mine in slices.items():
+                for start, end, value in _slice_windows(
+                    mine, size, step, merge, first, reached - size + 1
+                ):
+                    events.append((end, prefix, start, value))
+        events.sort(key=lambda e: (e[0], e[1]))
+        return events
 
     def _expire_through(self, cutoff: int) -> None:
         """Delete every window with ``due <= cutoff`` (found through the time index).
@@ -621,8 +813,14 @@ class WindowedShard:
         )
         return self.shard.iterate_encoded(lo, hi, reverse, written=ordered)
 
-    def _create(self, prefix: bytes, start: int, end: int, due: int, value: Any) -> None:
-        """Write a new window and its index entry."""
+    def _create(
+        self, prefix: bytes, start: int, end: int, due: int, value: Any, first: int | None = None
+    ) -> None:
+        """Write a new window (or slice) and its index entry.
+
+        ``due`` is when it may be deleted (its last window due), ``first``
+        when the first window holding it closes (``due`` if None).
+        """
         bounds = _pair(start + _OFFSET, end + _OFFSET)
         kb = _DATA + prefix + bounds
         self._set(kb, value, _DATA + prefix)
@@ -631,11 +829,12 @@ class WindowedShard:
         index = _INDEX + _one(due + _OFFSET) + prefix + bounds
         self.shard.set_encoded(index, _EMPTY)
         self._written_index.add(index)
-        if self._next_close is not None and due < self._next_close:
-            self._next_close = due
+        first = due if first is None else first
+        if self._next_close is not None and first < self._next_close:
+            self._next_close = first
         if self._next_expire is not None and due < self._next_expire:
             self._next_expire = due
-        self._sweep_at = min(self._sweep_at, due)
+        self._sweep_at = min(self._sweep_at, first)
         guard = self.shard.key_guard
         if guard is not None:
             self._new_keys = count = self._new_keys + 1
@@ -647,6 +846,15 @@ class WindowedShard:
         bounds = _pair(start + _OFFSET, end + _OFFSET)
         self._delete(_DATA + prefix + bounds)
         self._delete(_INDEX + _one(due + _OFFSET) + prefix + bounds)
+
+    def _due_of(self, start: int, end: int) -> int:
+        """The index due time of the stored window (or slice) ``[start, end)``."""
+        spec = self.spec
+        if spec.kind == "session":
+            return end + spec.size
+        if spec.kind == "hopping":
+            return start + spec.size
+        return end
 
     def _fresh(self, key: Any) -> Any:
         if self.default is None:
@@ -660,11 +868,12 @@ class WindowedShard:
     def add(self, key: Any, amount: Any) -> None:
         """``table[key] += amount``: :meth:`update` with ``value + amount``.
 
-        Tumbling windows, the commonest case, take a path of their own: one
-        window per write, found without building a list.
+        Tumbling windows, the commonest case, and hopping windows (stored as
+        one slice per step) take a path of their own: one store key per
+        write, found without building a list.
         """
         spec = self.spec
-        if spec.kind != "tumbling":
+        if spec.kind not in _ALIGNED:
             self._write(key, lambda value: value + amount, _MISSING)
             return
         source = self.event_source
@@ -692,10 +901,11 @@ class WindowedShard:
                     self._sweep(st - spec.grace)
                 if hi > st - spec.grace and self.shard.add_encoded(kb, amount):
                     return
-        self._add_tumbling(key, amount, t)
+        self._add_aligned(key, amount, t)
 
-    def _add_tumbling(self, key: Any, amount: Any, t: int) -> None:
-        """``+=`` on a tumbling window the fast path of :meth:`add` does not know."""
+    def _add_aligned(self, key: Any, amount: Any, t: int) -> None:
+        """``+=`` on a tumbling window or hopping slice the fast path of :meth:`add` does
+        not know."""
         spec = self.spec
         st = prev = self._stream_time
         if not self._loaded or st is None or t > st or self._backlog:
@@ -703,12 +913,13 @@ class WindowedShard:
                 self._load()
                 prev = self._stream_time
             st = self._advance(t)
-        size = spec.size
-        start = t - t % size
-        end = start + size
+        step = spec.step  # the size, for tumbling windows
+        start = t - t % step
+        end = start + step
         if end <= st - spec.grace:
-            self._late(key, t, st)
+            self._late(key, t, st)  # hopping: the oldest window holding t closed
             return
+        due = start + spec.size
         prefix, data = self._keys(key)
         kb = data + _pair(start + _OFFSET, end + _OFFSET)
         fast = self._fast
@@ -726,23 +937,25 @@ class WindowedShard:
             self._fast_all = False
         if self._fast_all and kb not in self._fast_created:
             # A new window for sure: no store read to find that out.
-            self._create(prefix, start, end, end, self._fresh(key) + amount)
+            self._create(prefix, start, end, due, self._fresh(key) + amount, end)
         elif self.shard.add_encoded(kb, amount):
             written = self._written.get(data)
             if written is None:
                 written = self._written[data] = set()
             written.add(kb)
         else:
-            self._create(prefix, start, end, end, self._fresh(key) + amount)
+            self._create(prefix, start, end, due, self._fresh(key) + amount, end)
         if type(key) in _FAST_KEYS:
             fast[key] = (kb, data, self._generation)
 
     def assign(self, key: Any, value: Any) -> None:
         """Set ``value`` in every open window of ``key`` containing the current event time."""
-        if self.spec.kind == "sliding":
+        kind = self.spec.kind
+        if kind in ("sliding", "hopping"):
+            held = "records" if kind == "sliding" else "steps"
             raise TableError(
-                f"sliding windowed table {self.name!r}: a window's value is the merge of "
-                "the records it holds, so it cannot be assigned; update it with "
+                f"{kind} windowed table {self.name!r}: a window's value is the merge of "
+                f"the {held} it holds, so it cannot be assigned; update it with "
                 "table[key] += x or table[key].update(fn)"
             )
         self._write(key, None, value)
@@ -756,19 +969,35 @@ class WindowedShard:
         elif kind == "sliding":
             assert fn is not None
             self._write_sliding(key, t, st, fn)
+        elif kind == "hopping":
+            assert fn is not None
+            self._write_slice(key, t, st, fn)
         else:
-            self._write_fixed(key, t, st, fn, value)
+            self._write_tumbling(key, t, st, fn, value)
 
-    def _write_fixed(
+    def _write_slice(self, key: Any, t: int, st: int, fn: Callable[[Any], Any]) -> None:
+        """Hopping: apply ``fn`` to the slice of ``t``'s step (windows merge slices)."""
+        spec = self.spec
+        start = t - t % spec.step
+        end = start + spec.step
+        if end <= st - spec.grace:
+            self._late(key, t, st)  # the oldest window holding t closed
+            return
+        prefix, data = self._keys(key)
+        kb = data + _pair(start + _OFFSET, end + _OFFSET)
+        current = self.shard.get_encoded(kb, _MISSING)
+        if current is _MISSING:
+            self._create(prefix, start, end, start + spec.size, fn(self._fresh(key)), end)
+        else:
+            self._set(kb, fn(current), data)
+
+    def _write_tumbling(
         self, key: Any, t: int, st: int, fn: Callable[[Any], Any] | None, value: Any
     ) -> None:
         spec = self.spec
         cutoff = st - spec.grace
-        if spec.kind == "tumbling":
-            start = t - t % spec.size
-            windows: list[tuple[int, int]] = [(start, start + spec.size)]
-        else:
-            windows = hopping_windows(t, spec.size, spec.step)
+        start = t - t % spec.size
+        windows = [(start, start + spec.size)]
         prefix = self._prefix(key)
         data = _DATA + prefix
         get = self.shard.get_encoded
@@ -901,10 +1130,12 @@ class WindowedShard:
         """Delete every window (and point) of ``key``; return whether it had any."""
         prefix = self._prefix(key)
         found = False
-        gap = self.spec.size if self.spec.kind == "session" else 0
-        for start, end, _ in self.windows(key):
-            due = end + gap
-            self._remove(prefix, start, end, due)
+        self._open_slices = None  # they may name this key's slices
+        dp = _DATA + prefix
+        at = len(dp)
+        for kb, _ in list(self._scan(dp, dp + b"\xff" * 17, dp)):
+            start, end = _t(kb, at), _t(kb, at + 8)
+            self._remove(prefix, start, end, self._due_of(start, end))
             found = True
         pp = _POINT + prefix
         for kb, _ in list(self._scan(pp, pp + b"\xff" * 9, pp)):
@@ -928,6 +1159,8 @@ class WindowedShard:
         (``reverse``: latest first), at most ``limit`` of them."""
         self._load()
         dp = _DATA + self._prefix(key)
+        if self.spec.kind == "hopping":
+            return self._hopping_windows(dp, start_from, start_to, reverse, limit)
         lo = dp if start_from is None else dp + _one(max(start_from, _MIN) + _OFFSET)
         hi = dp + b"\xff" * 17 if start_to is None else dp + _one(min(start_to, _MAX) + _OFFSET)
         at = len(dp)
@@ -938,8 +1171,49 @@ class WindowedShard:
                 break
         return found
 
+    def _hopping_windows(
+        self,
+        dp: bytes,
+        start_from: int | None,
+        start_to: int | None,
+        reverse: bool,
+        limit: int | None,
+    ) -> list[WindowedValue]:
+        """:meth:`windows` of a hopping table: merged from the slices under ``dp``."""
+        spec = self.spec
+        lo = dp if start_from is None else dp + _one(max(start_from, _MIN) + _OFFSET)
+        if start_to is None:
+            hi = dp + b"\xff" * 17
+        else:
+            hi = dp + _one(min(start_to + spec.size, _MAX) + _OFFSET)
+        at = len(dp)
+        slices = {_t(kb, at): value for kb, value in self._scan(lo, hi, dp)}
+        assert spec.merge is not None
+        found = _slice_windows(
+            slices, spec.size, spec.step, spec.merge, start_from, start_to, self._expired_through()
+        )
+        if reverse:
+            found.reverse()
+        return found if limit is None else found[:limit]
+
+    def _expired_through(self) -> int | None:
+        """Windows due at or before this are expired (deleted, or due to be)."""
+        st = self._stream_time
+        if st is None:
+            return None
+        cut = st - self.spec.grace - self.spec.retention
+        closed = self._closed
+        return cut if closed is None or closed >= cut else closed
+
     def get(self, key: Any, start: int, end: int) -> WindowedValue | None:
         """The window ``[start, end)`` of ``key``, if it has a value."""
+        spec = self.spec
+        if spec.kind == "hopping":
+            if end - start != spec.size or start % spec.step:
+                return None  # not a window of this table
+            for window in self.windows(key, start, start + 1):
+                return window
+            return None
         self._load()
         kb = _DATA + self._prefix(key) + _pair(start + _OFFSET, end + _OFFSET)
         value = self.shard.get_encoded(kb, _MISSING)
@@ -986,6 +1260,11 @@ class WindowedShard:
     def items(self) -> Iterator[tuple[Any, WindowedValue]]:
         """Yield ``(key, window)`` for every window, by key then start (a scan)."""
         decode = self.shard.key_codec.decode
+        if self.spec.kind == "hopping":
+            for key in self.keys():
+                for window in self.windows(key):
+                    yield key, window
+            return
         for kb, value in self.shard.iterate_encoded(_DATA, _DATA_END):
             (length,) = _unpack_len(kb, 1)
             at = 5 + length

@@ -57,3 +57,50 @@ def test_a_far_write_closes_and_expires_in_budgets_every_window_once(
         assert left == {"live": [(far - far % 10, far - far % 10 + 10, 1)]}
     finally:
         manager.close()
+
+
+def test_hopping_closes_in_budgets_report_every_window_once_with_its_slices(
+    embedded: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slices of one key per step, then a far write: each write reports at
+    # most about a budget of slices' windows, and every window (merging up
+    # to four slices) is reported once, with the sum of its slices.
+    monkeypatch.setattr(windowed_shard, "_BUDGET", 300)
+    size, step, keys, steps = 40, 10, 4, 300
+    table = Table("hop-budget", default=int).hopping(size, step, grace=GRACE, retention=0)
+    manager = open_manager(embedded, [table])
+    try:
+        feeder = Feeder(manager)
+        slices: dict[tuple[str, int], int] = {}
+        for i in range(steps):
+            for k in range(keys):
+                if (i + k) % 3:  # gaps: some windows hold fewer slices
+                    key = f"k{k}"
+                    feeder.begin(key, i * step + k)
+                    table[key] += i + 1
+                    slices[key, i * step] = i + 1
+        manager.commit(0, lambda: None)
+        shard = manager.windowed("hop-budget", 0)
+        assert shard.take_closed() == []
+        feeder.begin("live", steps * step + 2 * GRACE)
+        table["live"] += 1
+        reported = [(key, w.start, w.end, v) for w, key, v in shard.take_closed()]
+        assert 0 < len(reported) < len(slices), "one write reports one budget"
+        writes = 1
+        while shard.backlog:
+            feeder.begin("late", 5)
+            table["late"] += 1
+            reported += [(key, w.start, w.end, v) for w, key, v in shard.take_closed()]
+            writes += 1
+            assert writes < 200, "the backlog does not shrink"
+        assert writes > 2
+        expected = {}
+        for (key, s), value in slices.items():
+            for a in range(s - size + step, s + 1, step):
+                expected[key, a, a + size] = expected.get((key, a, a + size), 0) + value
+        assert len(reported) == len(set(reported)), "a window was reported twice"
+        assert sorted(reported) == sorted((k, a, e, v) for (k, a, e), v in expected.items())
+        dues = [end for _, _, end, _ in reported]
+        assert dues == sorted(dues), "reported in due order"
+    finally:
+        manager.close()

@@ -249,21 +249,35 @@ def test_without_a_default_a_new_window_raises_key_error(transport: Transport) -
         manager.close()
 
 
-def test_hopping_assignment_sets_every_open_window(transport: Transport) -> None:
+def test_hopping_windows_merge_their_slices_and_refuse_assignment(transport: Transport) -> None:
     table = Table("hop-set", default=int).hopping(size=10, step=5)
     manager = open_manager(transport, [table])
     try:
         feeder = Feeder(manager)
         feeder.begin("k", 12)
-        table["k"] = 7
+        table["k"] += 7
         assert [tuple(w) for w in table["k"].all()] == [(5, 15, 7), (10, 20, 7)]
         assert as_tuple(table["k"].current()) == (10, 20, 7), "the latest start"
+        with pytest.raises(TableError, match=r"cannot be assigned.*update it with"):
+            table["k"] = 1
         feeder.begin("k", 16)  # closes [5, 15) (grace 0)
-        table["k"] = 1
-        assert [tuple(w) for w in table["k"].all()] == [(5, 15, 7), (10, 20, 1), (15, 25, 1)]
+        table["k"] += 1
+        assert [tuple(w) for w in table["k"].all()] == [(5, 15, 7), (10, 20, 8), (15, 25, 1)]
         assert [(cw.start, cw.end, v) for cw, _, v in feeder.take_closed("hop-set")] == [(5, 15, 7)]
+        feeder.begin("k", 14)  # [5, 15) holds 14 and closed: late, though [10, 20) is open
+        table["k"] += 100
+        assert table.late_count() == 1
+        assert [tuple(w) for w in table["k"].all()] == [(5, 15, 7), (10, 20, 8), (15, 25, 1)]
+        feeder.begin("k", 19)
+        table["k"].update(lambda v: v * 10)  # applies to the slice [15, 20): 1 -> 10
+        assert [tuple(w) for w in table["k"].all()] == [(5, 15, 7), (10, 20, 17), (15, 25, 10)]
     finally:
         manager.close()
+
+
+def test_hopping_size_must_be_a_whole_number_of_steps() -> None:
+    with pytest.raises(ConfigurationError, match=r"whole number of steps.*for example 5 ms"):
+        Table("hop-bad").hopping(size=10, step=4)
 
 
 def test_session_merge_is_older_then_newer_then_the_update(transport: Transport) -> None:

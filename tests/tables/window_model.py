@@ -159,6 +159,8 @@ class WindowModel:
     windows: dict[Any, dict[Window, Any]] = field(default_factory=dict)
     #: sliding only: key -> {time: point aggregate}.
     points: dict[Any, dict[int, Any]] = field(default_factory=dict)
+    #: hopping only: key -> {slice start: aggregate of the step from there}.
+    slices: dict[Any, dict[int, Any]] = field(default_factory=dict)
     #: (key, start, end) -> value of every window that closed so far.
     closed: dict[tuple[Any, int, int], Any] = field(default_factory=dict)
 
@@ -201,8 +203,8 @@ class WindowModel:
 
     def assign(self, key: Any, t: int, value: Any) -> WriteOutcome:
         """``table[key] = value`` at event time ``t`` (not for sliding windows)."""
-        if self.kind == "sliding":
-            raise TypeError("sliding windows cannot be assigned")
+        if self.kind in ("sliding", "hopping"):
+            raise TypeError(f"{self.kind} windows cannot be assigned")
         return self._write(key, t, lambda _old: value, assign=True)
 
     def _write(self, key: Any, t: int, fn: Callable[[Any], Any], assign: bool) -> WriteOutcome:
@@ -219,9 +221,26 @@ class WindowModel:
         self.stream_time = st
         return WriteOutcome(False, self._advance())
 
+    def _write_hopping(self, key: Any, t: int, fn: Callable[[Any], Any], st: int) -> bool:
+        # A record goes to its step's slice; it is late once the oldest
+        # window holding it closed. Windows are merges of their slices.
+        s = t - t % self.step
+        if self.is_closed((s + self.step - self.size, s + self.step), st):
+            return False
+        slices = self.slices.setdefault(key, {})
+        old = slices.get(s, _MISSING)
+        slices[s] = fn(self._fresh() if old is _MISSING else old)
+        mine = self.windows.setdefault(key, {})
+        for w in self.containing(t):
+            inside = [slices[x] for x in sorted(slices) if w[0] <= x < w[1]]
+            mine[w] = functools.reduce(self.merge, inside)
+        return True
+
     def _write_fixed(
         self, key: Any, t: int, fn: Callable[[Any], Any], st: int, assign: bool
     ) -> bool:
+        if self.kind == "hopping":
+            return self._write_hopping(key, t, fn, st)
         open_windows = [w for w in self.containing(t) if not self.is_closed(w, st)]
         if not open_windows:
             return False
@@ -306,6 +325,7 @@ class WindowModel:
         """``del table[key]``: every window of the key (and its points) goes."""
         self.windows.pop(key, None)
         self.points.pop(key, None)
+        self.slices.pop(key, None)
 
     # -- reads (stored windows; values as WindowedValue-shaped tuples) --------------
 

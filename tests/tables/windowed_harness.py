@@ -199,12 +199,15 @@ def params_for(draw: st.DrawFn, kind: str) -> dict[str, int]:
     else:
         params["size"] = draw(st.integers(1, 20))
         if kind == "hopping":
-            params["step"] = draw(st.integers(1, params["size"]))
+            params["step"] = step = draw(st.integers(1, 6))
+            params["size"] = step * draw(st.integers(1, 5))
     return params
 
 
 def ops_for(kind: str) -> st.SearchStrategy[tuple[str, str, int, int]]:
-    names = ["add", "add", "update", "sub", "del"] + ([] if kind == "sliding" else ["set"])
+    names = ["add", "add", "update", "sub", "del"] + (
+        [] if kind in ("sliding", "hopping") else ["set"]
+    )
     return st.tuples(
         st.sampled_from(names),
         st.sampled_from(KEYS),
