@@ -1,19 +1,21 @@
 """Describe an app's tables and global tables from outside a worker: topics, stores, local state.
 
 Used by ``statestream tables``. Opens the log and each local store briefly;
-a store (or embedded log) held by a running worker is reported as such. URLs
-are shown with their secrets as ``***``.
+a store (or embedded log) held by a running worker is reported as such, and
+a running worker's own report (its status file) is shown instead. URLs are
+shown with their secrets as ``***``. Thread ownership: the calling thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from statestream.app import App
 from statestream.errors import LogLockedError, StateStreamError, StoreLockedError
 from statestream.log import open_transport
 from statestream.secrets import redact_text, redact_url, url_secrets
-from statestream.stores.registry import open_store
+from statestream.stores.registry import StoreRegistry, open_store, parse_store_url
 from statestream.tables.local import read_global_status, read_status, status_path
 from statestream.tables.recovery import stored_global_offset
 from statestream.tables.windowed import WindowedTable
@@ -22,23 +24,65 @@ from statestream.types import TopicPartition
 __all__ = ["describe_global_tables", "describe_tables"]
 
 
+#: Columns of a table's partitions, each padded to its width.
+_COLUMNS = (
+    ("partition", 9),
+    ("state", 10),
+    ("local offset", 12),
+    ("changelog end", 13),
+    ("lag", 0),
+)
+
+
+class _Row(NamedTuple):
+    """One table partition as ``statestream tables`` shows it (``None``: not known)."""
+
+    state: str
+    offset: int | None
+    end: int | None
+    lag: int | None
+    note: str = ""
+
+
+def _line(partition: object, state: object, offset: object, end: object, lag: object) -> str:
+    cells = [partition, state, offset, end, lag]
+    shown = ("-" if cell is None else str(cell) for cell in cells)
+    return (
+        "  "
+        + "  ".join(
+            f"{text:<{width}}" for text, (_, width) in zip(shown, _COLUMNS, strict=True)
+        ).rstrip()
+    )
+
+
+def _header() -> str:
+    return _line(*(name for name, _ in _COLUMNS))
+
+
 def describe_tables(app: App) -> Iterator[str]:
-    """Yield human-readable lines about every table of ``app``."""
+    """Yield human-readable lines about every table of ``app``.
+
+    Per table partition: its state here, the local store's offset, the
+    changelog end (next offset) and the lag (offsets the local copy is
+    behind that end); states are those a running worker with this data
+    directory reports (``active``, ``restoring``, ``standby``, ``warm-up``),
+    else what the local store shows (``idle``: a copy no process has open;
+    ``empty``; ``held``: open in a process that reports nothing here;
+    ``in-memory``; ``unavailable``, with the reason on the next line).
+    """
     config = app.config
     yield (
         f"app {config.app_id!r}: broker {redact_url(config.broker_url)}, "
         f"store {redact_url(config.store_url)}"
     )
+    running = read_status(status_path(config.data_dir, config.app_id))
+    if running is not None:
+        yield "  (a worker runs with this data directory: states, offsets and lags as it reports)"
     try:
         transport = open_transport(config.broker_url)
     except LogLockedError:
-        yield "  (the embedded log is held by a running worker: stop it to inspect partitions)"
-        for table in app.tables():
-            yield f"table {table.name}: changelog {config.app_id}-{table.name}-changelog"
+        yield from _without_log(app, running)
         return
-    running = read_status(status_path(config.data_dir, config.app_id))
-    if running is not None:
-        yield "  (a worker runs with this data directory: roles, offsets and lags as it reports)"
     try:
         admin = transport.admin()
         fetcher = transport.fetcher()
@@ -56,18 +100,49 @@ def describe_tables(app: App) -> Iterator[str]:
             )
             if isinstance(table, WindowedTable):
                 yield f"  {_windows(table)}"
+            yield _header()
             for p in range(described.partitions):
                 low, high = fetcher.watermarks(TopicPartition(topic, p))
                 reported = (running or {}).get(p)
                 if reported is not None and table.name in reported.get("tables", {}):
-                    local = _reported(reported["role"], reported["tables"][table.name], high)
+                    row = _reported(reported["role"], reported["tables"][table.name], high)
                 else:
-                    local = _local(store_url, table.name, p, high)
-                yield f"  partition {p}: changelog offsets {low}..{high}, {local}"
+                    row = _local(store_url, table.name, p, low, high)
+                yield _line(p, row.state, row.offset, row.end, row.lag)
+                if row.note:
+                    yield f"    {row.note}"
         fetcher.close()
         admin.close()
     finally:
         transport.close()
+
+
+def _without_log(app: App, running: dict[int, dict[str, Any]] | None) -> Iterator[str]:
+    """The tables while a running worker holds the embedded log: its report only."""
+    config = app.config
+    if running is None:
+        yield "  (the embedded log is held by a running worker: stop it to inspect partitions)"
+    else:
+        yield "  (the embedded log is held by the worker: changelog ends are not shown)"
+    for table in app.tables():
+        yield f"table {table.name}: changelog {config.app_id}-{table.name}-changelog"
+        rows = {
+            p: entry["tables"][table.name]
+            for p, entry in sorted((running or {}).items())
+            if table.name in entry.get("tables", {})
+        }
+        if not rows:
+            continue
+        yield _header()
+        for p, reported in rows.items():
+            offset, lag = reported.get("offset"), reported.get("lag")
+            yield _line(
+                p,
+                running[p]["role"] if running else None,
+                offset if isinstance(offset, int) else None,
+                None,
+                lag if isinstance(lag, int) else None,
+            )
 
 
 def _windows(table: WindowedTable) -> str:
@@ -83,34 +158,39 @@ def _windows(table: WindowedTable) -> str:
     return f"{shape}, grace {spec.grace} ms, retention {spec.retention} ms{final}"
 
 
-def _reported(role: str, table: dict[str, object], high: int) -> str:
-    """One partition's line from a running worker's report."""
+def _behind(offset: int | None, low: int, high: int) -> int:
+    """Offsets a copy at ``offset`` (None: no state) is behind a changelog ending at ``high``."""
+    return max(high - low, 0) if offset is None else max(high - 1 - offset, 0)
+
+
+def _reported(role: str, table: dict[str, object], high: int) -> _Row:
+    """One partition's row from a running worker's report."""
     offset = table.get("offset")
     if isinstance(offset, int):
-        behind = max(high - 1 - offset, 0)
-        where = f"local offset {offset}, lag {behind}"
-    else:
-        where = "no local state yet"
-    return f"{role} on this worker, {where}"
+        return _Row(role, offset, high, _behind(offset, 0, high))
+    lag = table.get("lag")
+    return _Row(role, None, high, lag if isinstance(lag, int) else None)
 
 
-def _local(store_url: str, table: str, partition: int, high: int) -> str:
+def _local(store_url: str, table: str, partition: int, low: int, high: int) -> _Row:
+    registry = StoreRegistry()
     try:
-        store = open_store(store_url, table, partition)
+        if not registry.store_class(parse_store_url(store_url).scheme).persistent:
+            return _Row("in-memory", None, high, None, "(restored on each start)")
+        # Opening would create a store that is not there.
+        if not registry.exists(store_url, table, partition):
+            return _Row("empty", None, high, _behind(None, low, high))
+        store = registry.open(store_url, table, partition)
     except StoreLockedError:
-        return "local store held by a running worker (active)"
+        return _Row("held", None, high, None, "(its store is open in a running process)")
     except StateStreamError as exc:
         # A store's message may quote its URL, or the options decoded from it.
-        return f"local store unavailable: {redact_text(str(exc), url_secrets(store_url))}"
+        reason = redact_text(str(exc), url_secrets(store_url))
+        return _Row("unavailable", None, high, None, f"(local store unavailable: {reason})")
     try:
         offset = store.offset()
-        if not store.persistent:
-            return "in-memory store (restored on each start)"
-        if offset is None:
-            return "no local state (a full restore on assignment)"
-        behind = max(high - 1 - offset, 0)
-        state = "up to date" if behind == 0 else f"{behind} offsets behind"
-        return f"local store at offset {offset} ({state})"
+        state = "empty" if offset is None else "idle"
+        return _Row(state, offset, high, _behind(offset, low, high))
     finally:
         store.close()
 

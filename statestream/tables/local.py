@@ -7,7 +7,8 @@ partition threads (after a restore and at every commit, step 4 of the
 commit protocol) and the standby thread (after every batch it applies).
 
 Running workers also write a small status file (:func:`write_status`) into
-their data directory, which ``statestream tables`` reads to show each
+their data directory (rewritten every two seconds; ignored once stale or once
+its writer's process is gone), which ``statestream tables`` reads to show each
 partition's role (active, restoring, standby, warm-up), offset and lag while
 the stores are locked by the worker, and each global table's copy (role
 ``global``) per topic partition.
@@ -140,12 +141,27 @@ def read_global_status(path: str) -> dict[str, dict[int, dict[str, Any]]] | None
 
 
 def _read_fresh(path: str) -> dict[str, Any] | None:
-    """The status document at ``path``, unless missing, unreadable or stale."""
+    """The status document at ``path``, unless missing, unreadable, stale, or
+    written by a process that is gone (the file is in a local data directory,
+    so its writer ran on this machine)."""
     try:
         with open(path, encoding="utf-8") as fh:
             document = json.load(fh)
         if time.time() - float(document["written"]) > STATUS_STALE_AFTER:
             return None
+        if not _alive(int(document["pid"])):
+            return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return document if isinstance(document, dict) else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, run by another user
+    return True

@@ -40,10 +40,8 @@ def test_tables_shows_active_and_standby_partitions_with_offsets(kafka_cluster: 
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    line = re.compile(
-        r"partition \d: changelog offsets \d+\.\.\d+, "
-        r"(\S+) on this worker, local offset \d+, lag \d+"
-    )
+    # partition, state, local offset, changelog end, lag
+    line = re.compile(r"^  \d +(\S+) +\d+ +\d+ +\d+$", re.MULTILINE)
 
     def both_roles() -> str | None:
         out = tables()
