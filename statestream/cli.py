@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import signal
 import sys
@@ -126,8 +127,11 @@ _TYPES: dict[str, Any] = {
 }
 
 
-def _add_app_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("app", help="the app to run, as module:attribute (e.g. myapp:app)")
+def _add_app_flags(
+    parser: argparse.ArgumentParser,
+    app_help: str = "the app to run, as module:attribute (e.g. myapp:app)",
+) -> None:
+    parser.add_argument("app", help=app_help)
     for name, env in APP_ENV.items():
         current = os.environ.get(env)
         shown = f"currently {redact_url(current)!r}" if current else "unset"
@@ -237,6 +241,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="list an app's tables, changelog topics, stores and local partition states",
     )
     _add_app_flags(tables)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="print the keys and values of a table's stores (read-only, without running the app)",
+        description=(
+            "Print the keys and values of table --table, one per line: partition, key and "
+            "value, separated by tabs (escaped like consume), or with --json one object per "
+            "line; a windowed table's lines have the window's start and end (ms) before the "
+            "value. TARGET is the app (module:attribute: the table's store and codecs are the "
+            "app's, with the settings flags below) or a store URL (decoded with --key-codec "
+            "and --codec). The app is imported, not run; stores are opened read-only and "
+            "closed. A LevelDB store a running worker holds is refused; stop the worker first."
+        ),
+    )
+    _add_app_flags(inspect, "TARGET: the app, as module:attribute, or a store URL")
+    inspect.add_argument("--table", required=True, help="the table (or global table) to read")
+    inspect.add_argument(
+        "--partition",
+        type=int,
+        default=None,
+        metavar="N",
+        help="read partition N only (default: every partition with a store here)",
+    )
+    inspect.add_argument(
+        "--prefix", default=None, help="only keys starting with PREFIX (str or json keys)"
+    )
+    inspect.add_argument(
+        "--limit",
+        type=int,
+        default=100,
+        metavar="N",
+        help="print at most N entries in all (0: every entry; default 100)",
+    )
+    inspect.add_argument(
+        "--json",
+        action="store_true",
+        help="print one json object per entry: partition, key, value (and start, end)",
+    )
+    inspect.add_argument(
+        "--windowed",
+        action="store_true",
+        help="with a store URL: the table is windowed (with an app, the app says)",
+    )
+    key_codec = os.environ.get("STATESTREAM_KEY_CODEC") or None
+    codec = env_setting("STATESTREAM_CODEC", "json")
+    inspect.add_argument(
+        "--codec",
+        default=codec,
+        help=f"with a store URL: codec of values, one of {', '.join(sorted(CODECS))} "
+        f"(env STATESTREAM_CODEC; default {codec})",
+    )
+    inspect.add_argument(
+        "--key-codec",
+        default=key_codec,
+        help=f"with a store URL: codec of keys (env STATESTREAM_KEY_CODEC: {_shown(key_codec)}; "
+        "default: the --codec)",
+    )
 
     produce = commands.add_parser(
         "produce",
@@ -386,6 +447,55 @@ def _run_tables(args: argparse.Namespace, run: _Run) -> int:
     return 0
 
 
+def _run_inspect(args: argparse.Namespace, run: _Run) -> int:
+    from statestream.console import json_default, text_field
+    from statestream.inspect_store import Query, TableReader, app_table, url_table
+    from statestream.serde import get_codec
+
+    target = args.app
+    if "://" in target:
+        run.secrets.add_url(target)
+        codec = get_codec(args.codec)
+        key_codec = get_codec(args.key_codec) if args.key_codec else codec
+        layout = url_table(target, args.table, key_codec, codec, windowed=args.windowed)
+    elif ":" in target:
+        layout = app_table(_load(args, run.secrets), args.table)
+    else:
+        raise ConfigurationError(
+            "inspect needs an app (module:attribute, e.g. myapp:app) or a store URL "
+            f"(e.g. leveldb:///var/lib/app/myapp), got {target!r}"
+        )
+    reader = TableReader(layout)
+    if args.limit < 0:
+        raise ConfigurationError(f"--limit must be >= 0 (0: every entry), got {args.limit}")
+    limit = args.limit or None
+    # One more than shown tells whether the limit cut anything off.
+    query = Query(args.prefix, None if limit is None else limit + 1)
+    for shown, entry in enumerate(reader.entries(reader.partitions(args.partition), query)):
+        if shown == limit:
+            print(
+                f"statestream: stopped at --limit {limit}; --limit 0 prints every entry",
+                file=sys.stderr,
+            )
+            break
+        if args.json:
+            item: dict[str, Any] = {"partition": entry.partition, "key": entry.key}
+            if entry.window is not None:
+                item["start"], item["end"] = entry.window
+            item["value"] = entry.value
+            print(json.dumps(item, ensure_ascii=False, default=json_default))
+        else:
+            window = "" if entry.window is None else "{}\t{}\t".format(*entry.window)
+            print(f"{entry.partition}\t{text_field(entry.key)}\t{window}{text_field(entry.value)}")
+    if reader.undecodable:
+        print(
+            f"statestream: warning: {reader.undecodable} keys or values did not decode with the "
+            "table's codecs and are shown as raw text",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _run_produce(args: argparse.Namespace, run: _Run) -> int:
     from statestream.console import run_produce
 
@@ -423,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runners: dict[str, Callable[[argparse.Namespace, _Run], int]] = {
         "worker": _run_worker,
         "tables": _run_tables,
+        "inspect": _run_inspect,
         "produce": _run_produce,
         "consume": _run_consume,
         "demo": _run_demo,

@@ -35,7 +35,7 @@ from statestream.types import Record, TopicPartition
 if TYPE_CHECKING:
     from statestream.log.base import Fetcher, Producer, Transport
 
-__all__ = ["run_consume", "run_produce"]
+__all__ = ["json_default", "run_consume", "run_produce", "text_field"]
 
 
 class _TopicLog(Protocol):
@@ -299,21 +299,22 @@ def run_produce(args: argparse.Namespace, redact: Callable[[str], str]) -> int:
     return 0
 
 
-def _plain(obj: Any) -> str:
+def text_field(obj: Any) -> str:
     """One tab-separated field: strings as they are (escaped), other values as json."""
     if isinstance(obj, bytes):
         text = obj.decode("utf-8", "backslashreplace")
     elif isinstance(obj, str):
         text = obj
     else:
-        return json.dumps(obj, ensure_ascii=False, default=_jsonable)
+        return json.dumps(obj, ensure_ascii=False, default=json_default)
     return text.translate(_ESCAPES)
 
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _jsonable(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps`` default: bytes as text (undecodable bytes escaped), else TypeError."""
     if isinstance(obj, bytes):
         return obj.decode("utf-8", "backslashreplace")
     raise TypeError(f"{type(obj).__name__} is not json")
@@ -355,9 +356,9 @@ class _Printer:
                 "key": key,
                 "value": value,
             }
-            print(json.dumps(item, ensure_ascii=False, default=_jsonable))
+            print(json.dumps(item, ensure_ascii=False, default=json_default))
         else:
-            print(f"{record.partition}\t{record.offset}\t{_plain(key)}\t{_plain(value)}")
+            print(f"{record.partition}\t{record.offset}\t{text_field(key)}\t{text_field(value)}")
 
 
 def run_consume(

@@ -22,6 +22,13 @@ class ConfigurationError(StateStreamError, ValueError):
     """
 
 
+class UnknownTableError(ConfigurationError):
+    """A command named a table the app does not declare.
+
+    The message lists the app's tables and global tables; use one of them.
+    """
+
+
 class UnknownStoreSchemeError(ConfigurationError):
     """A store URL names a scheme no built-in or installed store handles.
 
@@ -114,6 +121,25 @@ class StoreLockedError(StoreError):
     Two owners of one (table, partition) would corrupt each other's view. The
     message names the path: stop the other process, or give this one another
     data directory.
+    """
+
+
+class StoreHeldError(StoreLockedError):
+    """``statestream inspect`` found a LevelDB store held by a running worker.
+
+    LevelDB lets one process open a store, and the worker holding it is
+    that process. The message names the table, partition and path. Inspect
+    the store once the worker has stopped (or a copy of it: a standby's on
+    another machine, or one a worker with another data directory restored).
+    """
+
+
+class StoreNotFoundError(StoreError):
+    """``statestream inspect`` found no store of the table (or partition) asked for.
+
+    The message names the store URL looked in. Check ``--data-dir`` or
+    ``--store-url`` (they must be the worker's), the table name and the
+    partition; a partition this machine never held has no local store.
     """
 
 

@@ -307,6 +307,16 @@ class Store(ABC):
         return cls.persistent
 
     @classmethod
+    def partitions(cls, url: StoreURL, table: str) -> list[int] | None:
+        """The partitions of ``table`` whose store may hold state, ascending, if the
+        store can tell without opening any (nothing is created); ``None`` if it cannot.
+
+        The default cannot tell; local stores list their files, a store whose
+        state dies with the process has none.
+        """
+        return None if cls.persistent else []
+
+    @classmethod
     def destroy(cls, url: StoreURL, table: str, partition: int) -> None:
         """Delete everything the store of ``table``/``partition`` at ``url`` keeps.
 

@@ -181,6 +181,21 @@ class LevelDBStore(Store):
         return os.path.isdir(store_path(data_dir, table, partition))
 
     @classmethod
+    def partitions(cls, url: StoreURL, table: str) -> list[int]:
+        """The partitions with a store directory of ``table`` (nothing is created)."""
+        check_table_name(table)
+        data_dir, _ = _parse_url(url)
+        try:
+            names = os.listdir(os.path.join(data_dir, table))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            int(name)
+            for name in names
+            if name.isdigit() and os.path.isdir(store_path(data_dir, table, int(name)))
+        )
+
+    @classmethod
     def destroy(cls, url: StoreURL, table: str, partition: int) -> None:
         """Delete the store's directory, whatever state its files are in.
 

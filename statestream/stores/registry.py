@@ -143,6 +143,12 @@ class StoreRegistry:
         parsed = parse_store_url(url)
         return self.store_class(parsed.scheme).exists(parsed, table, partition)
 
+    def partitions(self, url: str, table: str) -> list[int] | None:
+        """The partitions of ``table`` that may hold state at ``url`` (see
+        ``Store.partitions``); ``None`` if the store cannot tell. Creates nothing."""
+        parsed = parse_store_url(url)
+        return self.store_class(parsed.scheme).partitions(parsed, table)
+
     def destroy(self, url: str, table: str, partition: int) -> None:
         """Delete everything the store of ``table``/``partition`` at ``url`` keeps.
 
