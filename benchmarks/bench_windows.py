@@ -749,7 +749,14 @@ def code_version() -> str:
     except OSError:
         head, dirty = "unknown", ""
     digests = []
-    for name in ("windowed.py", "windowed_shard.py", "shard.py"):
+    for name in (
+        "windowed.py",
+        "windowed_shard.py",
+        "window_state.py",
+        "window_closing.py",
+        "window_writes.py",
+        "shard.py",
+    ):
         path = os.path.join(root, "statestream", "tables", name)
         with open(path, "rb") as fh:
             digests.append(f"{name} {hashlib.sha256(fh.read()).hexdigest()[:10]}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 from statestream.log import Transport
-from statestream.tables import Table, windowed_shard
+from statestream.tables import Table, window_closing
 from tests.tables.windowed_harness import Feeder, open_manager
 
 SPREAD = 2_500  # windows with distinct due times: more than one budget
@@ -25,7 +25,7 @@ def test_a_far_write_closes_and_expires_in_budgets_every_window_once(
     embedded: Transport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     transport = embedded
-    monkeypatch.setattr(windowed_shard, "_BUDGET", 1_000)
+    monkeypatch.setattr(window_closing, "_BUDGET", 1_000)
     table = Table("budget", default=int).tumbling(10, grace=GRACE, retention=0)
     manager = open_manager(transport, [table])
     try:
@@ -65,7 +65,7 @@ def test_hopping_closes_in_budgets_report_every_window_once_with_its_slices(
     # Slices of one key per step, then a far write: each write reports at
     # most about a budget of slices' windows, and every window (merging up
     # to four slices) is reported once, with the sum of its slices.
-    monkeypatch.setattr(windowed_shard, "_BUDGET", 300)
+    monkeypatch.setattr(window_closing, "_BUDGET", 300)
     size, step, keys, steps = 40, 10, 4, 300
     table = Table("hop-budget", default=int).hopping(size, step, grace=GRACE, retention=0)
     manager = open_manager(embedded, [table])

@@ -1,0 +1,282 @@
+"""``WindowState``: what one windowed table's shard on one partition knows, and its key helpers.
+
+The state every part of a windowed shard reads and writes (stream time, the
+close and expiry watermarks, what the write buffer holds), set up in one
+place; the parts build on it in a chain: :mod:`~statestream.tables.window_closing`
+(stream time, closing and expiry), :mod:`~statestream.tables.window_writes`
+(writes of each kind), :mod:`~statestream.tables.windowed_shard` (the shard's
+life hooks and reads). Store layout: :mod:`~statestream.tables.window_layout`.
+
+Thread ownership: the partition thread of its shard, like the shard itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sortedcontainers import SortedSet
+
+from statestream.errors import EventTimeError, TableContextError
+from statestream.tables.keyguard import CHECK_EVERY, CHECK_FIRST
+from statestream.tables.shard import TableShard
+from statestream.tables.window_layout import (
+    DATA,
+    EMPTY,
+    INDEX,
+    INDEX_END,
+    MAX_TIME,
+    META,
+    MIN_TIME,
+    NEVER,
+    OFFSET,
+    POINT_INDEX,
+    ClosedWindow,
+    LateRecord,
+    WindowSpec,
+    pack_bounds,
+    pack_time,
+    time_at,
+    unpack_length,
+)
+from statestream.tables.windows import key_prefix
+from statestream.tables.written import WrittenKeys
+
+__all__ = ["WindowState"]
+
+
+class WindowState:
+    """State and key helpers of a windowed shard (see the module docstring).
+
+    ``event_source`` returns the message being processed (anything with a
+    ``timestamp``; the worker passes its context's current message).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        spec: WindowSpec,
+        shard: TableShard,
+        *,
+        default: Callable[[], Any] | None,
+        event_time: Callable[[Any], int] | None = None,
+        on_late: Callable[[LateRecord], None] | None = None,
+        count_late: Callable[[int], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.shard = shard
+        self.default = default
+        self.event_time = event_time
+        self.on_late = on_late
+        self._count_late = count_late
+        self.event_source: Callable[[], Any] | None = None
+        #: Late writes dropped on this shard since it was opened.
+        self.late = 0
+        self._last_late_log = 0.0
+        self._time_of: Any = None
+        self._time = 0
+        self._loaded = False
+        self._stream_time: int | None = None
+        self._closed: int | None = None
+        self._next_close: int | None = None  # None: unknown, look
+        self._next_expire: int | None = None
+        self._next_point: int | None = None
+        # What this shard deleted already (in memory: the deletes reach the
+        # store at the next commit; until then the scans skip them).
+        self._expired: int | None = None
+        self._points_expired: int | None = None
+        # Closes or deletes left over by the budget of one record.
+        self._backlog = False
+        # Below this cutoff nothing can be due (see _set_sweep_at).
+        self._sweep_at = MIN_TIME - 1
+        #: Whether closed windows are collected for take_closed (the worker
+        #: turns it off when no processor listens and no final topic is set).
+        self.report_closes = True
+        self._meta_dirty = False
+        self._events: list[tuple[ClosedWindow, Any, Any]] = []
+        # Keys written since the last commit, per key range (b"w"/b"p" + K) and
+        # for the two indexes, so range reads need not search the whole buffer.
+        self._written: dict[bytes, set[bytes]] = {}
+        # Sorted: closing scans run often (a session table's dues are spread
+        # out) and must find the buffered index entries of their range
+        # without a pass over all of them.
+        self._written_index: SortedSet | WrittenKeys = (
+            WrittenKeys() if spec.kind in ("tumbling", "hopping") else SortedSet()
+        )
+        self._written_points: SortedSet = SortedSet()
+        self._key_cache: dict[str, tuple[bytes, bytes]] = {}
+        # Tumbling +=: the store key of each key's window [lo, hi) (the window
+        # of the latest += of the shard), for keys written since the last
+        # commit; the next += of the same key in that window needs no
+        # encoding, window arithmetic or range bookkeeping.
+        self._fast: dict[Any, tuple[bytes, bytes, int]] = {}
+        self._fast_bounds: tuple[int, int] = (0, 0)
+        # Store keys of the windows [_fast_bounds) created since they began,
+        # and whether that is every one there is.
+        self._fast_created: set[bytes] = set()
+        self._fast_all = False
+        # Hopping: the final slices closes still need (K -> start -> value),
+        # loaded from the index through due _open_through (None: not kept).
+        self._open_slices: dict[bytes, dict[int, Any]] | None = None
+        self._open_through = MIN_TIME
+        # Commits so far: an entry of _fast from an earlier one must list its
+        # key in _written again (the commit cleared it).
+        self._generation = 0
+        self._undo: tuple[Any, ...] | None = None
+        self._new_keys = 0
+
+    def stream_time(self) -> int | None:
+        """The highest event time written on this partition (None before any)."""
+        self._load()
+        return self._stream_time
+
+    def now(self) -> int:
+        """The event time of the record being processed."""
+        source = self.event_source
+        message = None if source is None else source()
+        if message is None:
+            raise TableContextError(
+                f"windowed table {self.name!r}: no record is being processed, so there is no "
+                "event time; write windowed tables from process(), or read a given time "
+                "with table[key].at(t)"
+            )
+        if message is self._time_of:
+            return self._time
+        t = message.timestamp if self.event_time is None else self.event_time(message)
+        if type(t) is not int or not MIN_TIME <= t <= MAX_TIME:
+            raise EventTimeError(
+                f"windowed table {self.name!r}: event time must be an int of milliseconds, "
+                f"got {t!r}" + ("" if self.event_time is None else " from its event_time function")
+            )
+        self._time_of, self._time = message, t
+        return t
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        raw = self.shard.get_encoded(META)
+        meta = {} if raw is None else json.loads(bytes(raw))
+        self._stream_time = meta.get("stream_time")
+        self._closed = meta.get("closed")
+        self._next_close = self._next_expire = self._next_point = None
+        self._expired = self._points_expired = None
+        self._backlog = False
+        self._sweep_at = MIN_TIME - 1
+        self._meta_dirty = False
+        self._loaded = True
+
+    def _keys(self, key: Any) -> tuple[bytes, bytes]:
+        """``(K, b"w" + K)`` of ``key``: its store-key prefix, and its windows' range.
+
+        Cached for str keys: the same bytes objects each time, hashed once.
+        """
+        if type(key) is str:
+            cached = self._key_cache.get(key)
+            if cached is None:
+                if len(self._key_cache) >= 100_000:
+                    self._key_cache.clear()
+                prefix = key_prefix(self.shard.key_codec.encode(key))
+                cached = self._key_cache[key] = (prefix, DATA + prefix)
+            return cached
+        prefix = key_prefix(self.shard.key_codec.encode(key))
+        return prefix, DATA + prefix
+
+    def _prefix(self, key: Any) -> bytes:
+        return self._keys(key)[0]
+
+    def _set(self, kb: bytes, value: Any, range_prefix: bytes) -> None:
+        """Buffer ``kb`` (in the key range ``range_prefix``: its tag and K)."""
+        self.shard.set_encoded(kb, value)
+        written = self._written.get(range_prefix)
+        if written is None:
+            written = self._written[range_prefix] = set()
+        written.add(kb)
+
+    def _delete(self, kb: bytes) -> None:
+        self.shard.delete_encoded(kb)
+        tag = kb[:1]
+        if tag == INDEX:
+            self._written_index.add(kb)
+        elif tag == POINT_INDEX:
+            self._written_points.add(kb)
+        else:
+            self._written.setdefault(kb[: 5 + unpack_length(kb, 1)[0]], set()).add(kb)
+
+    def _scan(
+        self, lo: bytes, hi: bytes, range_prefix: bytes, reverse: bool = False
+    ) -> Iterator[tuple[bytes, Any]]:
+        written = self._written.get(range_prefix)
+        ordered = (
+            sorted((kb for kb in written if lo <= kb < hi), reverse=reverse) if written else ()
+        )
+        return self.shard.iterate_encoded(lo, hi, reverse, written=ordered)
+
+    def _index_scan(self, lo: bytes, hi: bytes, values: bool = True) -> Iterator[tuple[bytes, Any]]:
+        written = self._written_index.irange(lo, hi, inclusive=(True, False))
+        return self.shard.iterate_encoded(lo, hi, written=written, values=values)
+
+    def _first_due(self, after: int | None) -> int:
+        """The due time of the first window due after ``after`` (None: of the first)."""
+        lo = INDEX if after is None else INDEX + pack_time(after + 1 + OFFSET)
+        for kb, _ in self._index_scan(lo, INDEX_END, values=False):
+            return time_at(kb, 1)
+        return NEVER
+
+    def _create(
+        self, prefix: bytes, start: int, end: int, due: int, value: Any, first: int | None = None
+    ) -> None:
+        """Write a new window (or slice) and its index entry.
+
+        ``due`` is when it may be deleted (its last window due), ``first``
+        when the first window holding it closes (``due`` if None).
+        """
+        bounds = pack_bounds(start + OFFSET, end + OFFSET)
+        kb = DATA + prefix + bounds
+        self._set(kb, value, DATA + prefix)
+        if (start, end) == self._fast_bounds:
+            self._fast_created.add(kb)
+        index = INDEX + pack_time(due + OFFSET) + prefix + bounds
+        self.shard.set_encoded(index, EMPTY)
+        self._written_index.add(index)
+        first = due if first is None else first
+        if self._next_close is not None and first < self._next_close:
+            self._next_close = first
+        if self._next_expire is not None and due < self._next_expire:
+            self._next_expire = due
+        self._sweep_at = min(self._sweep_at, first)
+        guard = self.shard.key_guard
+        if guard is not None:
+            self._new_keys = count = self._new_keys + 1
+            if count <= CHECK_FIRST or not count % CHECK_EVERY:
+                source = self.shard.source
+                guard(prefix[4:], None if source is None else source[0])
+
+    def _remove(self, prefix: bytes, start: int, end: int, due: int) -> None:
+        bounds = pack_bounds(start + OFFSET, end + OFFSET)
+        self._delete(DATA + prefix + bounds)
+        self._delete(INDEX + pack_time(due + OFFSET) + prefix + bounds)
+
+    def _due_of(self, start: int, end: int) -> int:
+        """The index due time of the stored window (or slice) ``[start, end)``."""
+        spec = self.spec
+        if spec.kind == "session":
+            return end + spec.size
+        if spec.kind == "hopping":
+            return start + spec.size
+        return end
+
+    def _fresh(self, key: Any) -> Any:
+        if self.default is None:
+            raise KeyError(key)
+        return self.default()
+
+    def _expired_through(self) -> int | None:
+        """Windows due at or before this are expired (deleted, or due to be)."""
+        st = self._stream_time
+        if st is None:
+            return None
+        cut = st - self.spec.grace - self.spec.retention
+        closed = self._closed
+        return cut if closed is None or closed >= cut else closed
