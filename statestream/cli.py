@@ -130,8 +130,9 @@ _TYPES: dict[str, Any] = {
 def _add_app_flags(
     parser: argparse.ArgumentParser,
     app_help: str = "the app to run, as module:attribute (e.g. myapp:app)",
+    metavar: str | None = None,
 ) -> None:
-    parser.add_argument("app", help=app_help)
+    parser.add_argument("app", help=app_help, metavar=metavar)
     for name, env in APP_ENV.items():
         current = os.environ.get(env)
         shown = f"currently {redact_url(current)!r}" if current else "unset"
@@ -251,11 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
             "line; a windowed table's lines have the window's start and end (ms) before the "
             "value. TARGET is the app (module:attribute: the table's store and codecs are the "
             "app's, with the settings flags below) or a store URL (decoded with --key-codec "
-            "and --codec). The app is imported, not run; stores are opened read-only and "
-            "closed. A LevelDB store a running worker holds is refused; stop the worker first."
+            "and --codec). The app is imported, not run; each store is opened, read and "
+            "closed, and nothing is written to it. A LevelDB store a running worker holds is "
+            "refused; stop the worker first."
         ),
     )
-    _add_app_flags(inspect, "TARGET: the app, as module:attribute, or a store URL")
+    _add_app_flags(inspect, "the app, as module:attribute, or a store URL", "TARGET")
     inspect.add_argument("--table", required=True, help="the table (or global table) to read")
     inspect.add_argument(
         "--partition",
@@ -282,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--windowed",
         action="store_true",
-        help="with a store URL: the table is windowed (with an app, the app says)",
+        help="with a store URL: the table is windowed; its window rows are shown as stored "
+        "(a hopping table's: its slices of one step). With an app, the app says",
     )
     key_codec = os.environ.get("STATESTREAM_KEY_CODEC") or None
     codec = env_setting("STATESTREAM_CODEC", "json")

@@ -27,7 +27,7 @@ __all__ = ["describe_global_tables", "describe_tables"]
 #: Columns of a table's partitions, each padded to its width.
 _COLUMNS = (
     ("partition", 9),
-    ("state", 10),
+    ("state", 11),
     ("local offset", 12),
     ("changelog end", 13),
     ("lag", 0),
@@ -175,6 +175,7 @@ def _reported(role: str, table: dict[str, object], high: int) -> _Row:
 def _local(store_url: str, table: str, partition: int, low: int, high: int) -> _Row:
     registry = StoreRegistry()
     try:
+        registry.check(store_url)  # bad options: unavailable, with the reason
         if not registry.store_class(parse_store_url(store_url).scheme).persistent:
             return _Row("in-memory", None, high, None, "(restored on each start)")
         # Opening would create a store that is not there.

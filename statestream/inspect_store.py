@@ -25,9 +25,12 @@ changelog's partition count from the app's log.
 Decoding: with an app, the table's key and value codecs; with a store
 URL, the codecs given. A key or value the codec cannot decode is returned
 as its bytes and counted in :attr:`TableReader.undecodable`. A windowed
-table's store (layout in :mod:`statestream.tables.windowed_shard`) yields
-one entry per window, with its start and end; its time indexes, sliding
-point aggregates and metadata rows are skipped.
+table yields one entry per window, with its start and end: with the app,
+read through the table's own shard (so a hopping table's slices are merged
+into its windows, as the app reads them); with a store URL, the window rows
+as stored (layout in :mod:`statestream.tables.window_layout`; a hopping
+table's rows are its slices). Time indexes, sliding point aggregates and
+metadata rows are skipped.
 
 Thread ownership: the calling thread (the command's main thread).
 """
@@ -54,9 +57,11 @@ from statestream.secrets import redact_url
 from statestream.serde import Codec, RawCodec, encode_prefix
 from statestream.stores.base import Store
 from statestream.stores.registry import StoreRegistry, parse_store_url
+from statestream.tables.table import Table
 from statestream.tables.windowed import WindowedTable
 from statestream.tables.windowed_shard import TaggedCodec
 from statestream.tables.windows import decode_window_key
+from statestream.types import TopicPartition
 
 __all__ = [
     "AskWorker",
@@ -85,6 +90,8 @@ class TableLayout:
     global_table: bool = False
     #: The app, when known: its log tells a shared store's partition count.
     app: App | None = None
+    #: The app's table, when known: a windowed table's windows are read through it.
+    table: Table[Any, Any] | None = None
 
 
 class Query(NamedTuple):
@@ -124,6 +131,7 @@ def app_table(app: App, name: str) -> TableLayout:
                 table.value_codec,
                 windowed=isinstance(table, WindowedTable),
                 app=app,
+                table=table,
             )
     for global_table in app.global_tables():
         if global_table.name == name:
@@ -304,19 +312,40 @@ class TableReader:
             raise ConfigurationError(f"--prefix {prefix!r}: {exc}") from exc
 
     def _read(self, store: Store, partition: int, prefix: bytes | None) -> Iterator[Entry]:
-        decode_key = self.layout.key_codec.decode
-        if not self.layout.windowed:
+        layout = self.layout
+        decode_key = layout.key_codec.decode
+        if not layout.windowed:
             for kb, vb in store.iterate(prefix=prefix):
                 yield Entry(partition, self._decode(decode_key, kb), self._decode_value(vb))
             return
-        # A window row's key starts with the key's length, so one prefix of
-        # keys is no byte range: filter the window rows instead.
+        if isinstance(layout.table, WindowedTable):
+            yield from self._windows(layout.table, store, partition, prefix)
+            return
+        # Without the table, the window rows as stored (a hopping table's are
+        # its slices). A row's key starts with the key's length, so one prefix
+        # of keys is no byte range: the rows are filtered instead.
         for raw, vb in store.iterate(prefix=_WINDOW_TAG):
             kb, window = decode_window_key(raw[len(_WINDOW_TAG) :])
             if prefix is not None and not kb.startswith(prefix):
                 continue
             key = self._decode(decode_key, kb)
             yield Entry(partition, key, self._decode_value(vb), window)
+
+    def _windows(
+        self, table: WindowedTable, store: Store, partition: int, prefix: bytes | None
+    ) -> Iterator[Entry]:
+        """The windows as the table reads them (a hopping table's slices merged).
+
+        Through a shard over ``store`` that is never written or committed.
+        """
+        app_id = "" if self.layout.app is None else f"{self.layout.app.app_id}-"
+        changelog = TopicPartition(f"{app_id}{self.layout.name}-changelog", partition)
+        windowed = table.make_shard(partition, store, changelog).windowed
+        assert windowed is not None  # a windowed table's shard has its windowed view
+        encode = self.layout.key_codec.encode
+        for key, window in windowed.items():
+            if prefix is None or encode(key).startswith(prefix):
+                yield Entry(partition, key, window.value, (window.start, window.end))
 
     def _decode_value(self, data: bytes) -> Any:
         return self._decode(self._values.decode, data)

@@ -197,7 +197,7 @@ def test_tables_shows_partition_states_after_a_run(tmp_path: Path) -> None:
     result = run("tables", "examples.wordcount:app", "--data-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "wordcount-counts-changelog (2 partitions, compact)" in result.stdout
-    assert "  partition  state       local offset  changelog end  lag\n" in result.stdout
+    assert "  partition  state        local offset  changelog end  lag\n" in result.stdout
     for p in (0, 1):
         # A stopped worker's store: its offset is the changelog's last (no lag).
         row = re.search(rf"^  {p} +idle +(\d+) +(\d+) +0$", result.stdout, re.MULTILINE)

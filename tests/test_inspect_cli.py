@@ -7,6 +7,7 @@ The tables are written by real workers (subprocesses) on the embedded log;
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -405,3 +406,89 @@ def test_a_shared_store_is_read_beside_its_writer_over_the_changelogs_partitions
             held.close()
     finally:
         writer.close()
+
+
+def test_inspect_reads_a_global_tables_copy(tmp_path: Path, run: Run) -> None:
+    def run_worker(name: str) -> None:
+        worker = WorkerProcess(
+            "tests.worker.global_app:app",
+            ["--data-dir", str(tmp_path), "--partitions", "2"],
+            tmp_path / f"{name}.log",
+        )
+        try:
+            # Global tables are restored to their topic's end before anything is processed.
+            wait_for(lambda: "ready: replayed" in worker.log(), 60, "the worker to be ready")
+            assert worker.stop() == 0, worker.log()
+        finally:
+            worker.ensure_stopped()
+
+    run_worker("first")  # creates the table's (compacted) topic
+    lines = "".join(
+        json.dumps({"key": k, "value": v}) + "\n" for k, v in (("b", 2), ("a", 1), ("b", 3))
+    )
+    produced = _cli(tmp_path, "produce", "globals-lookup-changelog", "--json", stdin=lines)
+    assert produced.returncode == 0, produced.stderr
+    run_worker("second")
+    code, out, err = run(
+        "--table", "lookup", "tests.worker.global_app:app", "--data-dir", str(tmp_path)
+    )
+    assert code == 0, err
+    assert _lines(out) == [["0", "a", "1"], ["0", "b", "3"]]
+
+
+class _Hops(Processor):
+    """Counts per key in hopping windows of 10 s every 5 s (``tests.test_inspect_cli:hops``)."""
+
+    topics = ("hops",)
+    per_window = Table("hops-per-window", default=int).hopping(
+        10_000, 5_000, grace=1_000_000, event_time=lambda message: message.value["ts"]
+    )
+
+    def process(self, message: Message, ctx: Context) -> None:
+        self.per_window[message.key] += 1
+        progress = os.environ.get("WORDCOUNT_PROGRESS_DIR")
+        if progress:
+            Path(progress, f"p{message.partition}").write_text(str(message.offset))
+
+
+hops = App("hops", processors=[_Hops])
+
+
+def test_inspect_merges_a_hopping_tables_slices_into_its_windows(tmp_path: Path, run: Run) -> None:
+    lines = "".join(
+        json.dumps({"key": "ada", "value": {"ts": ts}}) + "\n" for ts in (1_000, 6_000, 12_000)
+    )
+    produced = _cli(tmp_path, "produce", "hops", "--json", "--partitions", "1", stdin=lines)
+    assert produced.returncode == 0, produced.stderr
+    progress = tmp_path / "progress"
+    progress.mkdir()
+    worker = WorkerProcess(
+        "tests.test_inspect_cli:hops",
+        ["--data-dir", str(tmp_path)],
+        tmp_path / "w.log",
+        {"WORDCOUNT_PROGRESS_DIR": str(progress)},
+    )
+    try:
+        wait_for(lambda: processed_all(progress, {0: 3}), 60, "the three records processed")
+        assert worker.stop() == 0, worker.log()
+    finally:
+        worker.ensure_stopped()
+    code, out, err = run(
+        "--table", "hops-per-window", "tests.test_inspect_cli:hops", "--data-dir", str(tmp_path)
+    )
+    assert code == 0, err
+    # Every window of 10 s starting at a multiple of 5 s that holds a record.
+    assert _lines(out) == [
+        ["0", "ada", "-5000", "5000", "1"],
+        ["0", "ada", "0", "10000", "2"],
+        ["0", "ada", "5000", "15000", "2"],
+        ["0", "ada", "10000", "20000", "1"],
+    ]
+    # By store URL the rows are the table's slices of one step each.
+    code, out, err = run("--table", "hops-per-window", f"leveldb://{tmp_path}/hops", "--windowed")
+    assert code == 0, err
+    assert _lines(out) == [
+        ["0", "ada", "0", "5000", "1"],
+        ["0", "ada", "5000", "10000", "1"],
+        ["0", "ada", "10000", "15000", "1"],
+    ]
