@@ -146,13 +146,10 @@ class TableShard:
         #: source topic (see statestream.tables.keyguard); None: unchecked.
         self.key_guard: Callable[[bytes, str | None], None] | None = None
         self._new_keys = 0
-        #: First bytes of keys kept in the store only, never changelogged: they
-        #: follow from other keys (a windowed table's time index), and
-        #: restores derive them (see statestream.tables.recovery.Derive).
-        self.local_tags: frozenset[bytes] = frozenset()
-        #: The windowed view of this shard, for a windowed table (its windows,
-        #: index and stream time are keys of this shard; see
-        #: statestream.tables.windowed_shard).
+        #: The windowed view of this shard, for a windowed table (its windows
+        #: and stream time are keys of this shard; its time index is written
+        #: with them at each commit, store only: see
+        #: statestream.tables.window_state.WindowState.local_changes).
         self.windowed: WindowedShard | None = None
 
     # -- reads -----------------------------------------------------------------
@@ -187,6 +184,12 @@ class TableShard:
         self._entries[kb] = entry
         self._touched.add(kb)
         return entry
+
+    def _forget_entries(self) -> None:
+        """Entries may have left the buffer (or been replaced): drop references to them."""
+        self._str_index.clear()
+        if self.windowed is not None:
+            self.windowed.forget_entries()
 
     def get(self, key: Any, default: Any = None) -> Any:
         """Return the value of ``key``, or ``default``."""
@@ -313,6 +316,19 @@ class TableShard:
         else:
             self._put(kb, value, _SET)
 
+    def buffered(self, kb: bytes) -> Any:
+        """The buffer's entry of the store key ``kb`` (None if it has none).
+
+        For the windowed ``+=`` fast path, which adds to the entry with
+        :meth:`update_entry` while it holds it: an entry stays the buffer's
+        until :meth:`WindowedShard.forget_entries` is called.
+        """
+        return self._entries.get(kb)
+
+    def update_entry(self, entry: Any, value: Any) -> None:
+        """Set ``value`` in ``entry`` (from :meth:`buffered`, not deleted since)."""
+        self._update(entry, value, _SET)
+
     def add_encoded(self, kb: bytes, amount: Any) -> bool:
         """Add ``amount`` to the value under the store key ``kb``; False if it has none.
 
@@ -406,7 +422,7 @@ class TableShard:
             if previous is None:
                 entries.pop(kb, None)
                 self._touched.discard(kb)
-                self._str_index.clear()
+                self._forget_entries()
             else:
                 entry = entries[kb]
                 entry.obj, entry.encoded, entry.state, entry.source = previous
@@ -490,10 +506,7 @@ class TableShard:
         new = tuple.__new__  # Change(...) without its generated __new__ frame
         encode = self.value_codec.encode
         entries = self._entries
-        local = self.local_tags
         for kb in self._touched:
-            if local and kb[:1] in local:
-                continue  # kept in the store only (see local_tags)
             entry = entries[kb]
             state = entry.state
             if state is _DELETED:
@@ -521,15 +534,13 @@ class TableShard:
         Called only after the changelog records of ``changes`` were flushed
         (and, by the caller, the source offsets committed).
         """
-        local = self._local_changes() if self.local_tags else []
+        local = self.windowed.local_changes() if self.windowed is not None else []
         if changes or local:
             batch = {c.key: c.value for c in changes}
             batch.update(local)
             self.store.write(batch, changelog_offset if changes else None)
         entries = self._entries
         size = len(entries)
-        if local:
-            self._clean(local)
         for change in changes:
             if change.value is None:
                 entries.pop(change.key, None)
@@ -548,34 +559,9 @@ class TableShard:
             for kb in list(itertools.islice(entries, excess)):
                 del entries[kb]
         if len(entries) != size:
-            self._str_index.clear()  # it may name entries that left
+            self._forget_entries()  # it may name entries that left
         if self.windowed is not None:
             self.windowed.committed()
-
-    def _clean(self, written: list[tuple[bytes, bytes | None]]) -> None:
-        """Mark store-only entries written by a commit clean (deleted ones leave)."""
-        entries = self._entries
-        for kb, value in written:
-            if value is None:
-                entries.pop(kb, None)
-            else:
-                entry = entries[kb]
-                entry.state, entry.encoded, entry.source = _CLEAN, value, None
-
-    def _local_changes(self) -> list[tuple[bytes, bytes | None]]:
-        """The store-only keys' changes since the last commit (see ``local_tags``)."""
-        local = self.local_tags
-        encode = self.value_codec.encode
-        out: list[tuple[bytes, bytes | None]] = []
-        for kb in self._touched:
-            if kb[:1] not in local:
-                continue
-            entry = self._entries[kb]
-            if entry.state is _DELETED:
-                out.append((kb, None))
-            elif entry.state is _SET:
-                out.append((kb, entry.encoded if entry.encoded is not None else encode(entry.obj)))
-        return out
 
     def rewrite(self, keys: Iterable[bytes]) -> None:
         """Mark ``keys`` dirty with their stored value (or a tombstone if they have none).
@@ -595,12 +581,12 @@ class TableShard:
                 entry = _Entry(kb, decode(raw), raw, _SET, None)
             self._entries[kb] = entry
             self._touched.add(kb)
-        self._str_index.clear()  # it may name entries replaced here
+        self._forget_entries()  # it may name entries replaced here
 
     def discard(self) -> None:
         """Forget everything buffered (after a commit, or when abandoning work)."""
         self._entries.clear()
-        self._str_index.clear()
+        self._forget_entries()
         self._touched.clear()
         self._undo.clear()
         if self.windowed is not None:

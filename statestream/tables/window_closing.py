@@ -130,7 +130,7 @@ class WindowClosing(WindowState):
             if self.report_closes:
                 lo = INDEX if closed is None else INDEX + pack_time(closed + 1 + OFFSET)
                 hi = INDEX + pack_time(cutoff + 1 + OFFSET)
-                taken, reached = self._due_batch(self._index_scan(lo, hi, values=False), cutoff)
+                taken, reached = self._due_batch(self._index_scan(lo, hi), cutoff)
                 decode_key = self.shard.key_codec.decode
                 for kb, _ in taken:
                     rest = kb[9:]
@@ -195,7 +195,7 @@ class WindowClosing(WindowState):
         taken = 0
         get = self.shard.peek_encoded
         loaded_through = max(loaded_through, hi_due)
-        for kb, _ in self._index_scan(lo, hi, values=False):
+        for kb, _ in self._index_scan(lo, hi):
             due = unpack_time(kb, 1)[0] - OFFSET
             # Past the budget, stop at a due boundary that completes a window.
             if taken >= _BUDGET and last is not None and due != last and last - size + step > floor:
@@ -289,7 +289,7 @@ class WindowClosing(WindowState):
         hi = INDEX + pack_time(cutoff + 1 + OFFSET)
         reached = cutoff
         if done is None or cutoff > done:
-            taken, reached = self._due_batch(self._index_scan(lo, hi, values=False), cutoff)
+            taken, reached = self._due_batch(self._index_scan(lo, hi), cutoff)
             for kb, _ in taken:
                 self._delete(kb)
                 self._delete(DATA + kb[9:])
@@ -302,18 +302,16 @@ class WindowClosing(WindowState):
         lo = POINT_INDEX if done is None else POINT_INDEX + pack_time(done + 1 + OFFSET)
         hi = POINT_INDEX + pack_time(cutoff + 1 + OFFSET)
         if done is None or cutoff > done:
-            written = self._written_points.irange(lo, hi, inclusive=(True, False))
-            scan = self.shard.iterate_encoded(lo, hi, written=written, values=False)
-            taken, reached = self._due_batch(scan, cutoff)
+            taken, reached = self._due_batch(
+                self._pending_scan(lo, hi, self._written_points), cutoff
+            )
             for kb, _ in taken:
                 self._delete(kb)
                 self._delete(POINT + kb[9:])
             self._points_expired = done = reached
         lo = POINT_INDEX + pack_time(done + 1 + OFFSET)
-        written = self._written_points.irange(lo, POINT_INDEX_END, inclusive=(True, False))
         nxt = NEVER
-        scan = self.shard.iterate_encoded(lo, POINT_INDEX_END, written=written, values=False)
-        for kb, _ in scan:
+        for kb, _ in self._pending_scan(lo, POINT_INDEX_END, self._written_points):
             nxt = time_at(kb, 1)
             break
         self._next_point = nxt

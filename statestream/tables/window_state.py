@@ -13,7 +13,7 @@ Thread ownership: the partition thread of its shard, like the shard itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from sortedcontainers import SortedSet
@@ -23,7 +23,7 @@ from statestream.tables.keyguard import CHECK_EVERY, CHECK_FIRST
 from statestream.tables.shard import TableShard
 from statestream.tables.window_layout import (
     DATA,
-    EMPTY,
+    EMPTY_STORED,
     INDEX,
     INDEX_END,
     MAX_TIME,
@@ -98,7 +98,7 @@ class WindowState:
         self._events: list[tuple[ClosedWindow, Any, Any]] = []
         # Keys written since the last commit, per key range (b"w"/b"p" + K) and
         # for the two indexes, so range reads need not search the whole buffer.
-        self._written: dict[bytes, set[bytes]] = {}
+        self._written: dict[bytes, bytes | set[bytes]] = {}
         # Sorted: closing scans run often (a session table's dues are spread
         # out) and must find the buffered index entries of their range
         # without a pass over all of them.
@@ -106,12 +106,18 @@ class WindowState:
             WrittenKeys() if spec.kind in ("tumbling", "hopping") else SortedSet()
         )
         self._written_points: SortedSet = SortedSet()
+        # The index entries written (True) or deleted (False) since the last
+        # commit (see _index_put), and per record what they were before it.
+        self._index_pending: dict[bytes, bool] = {}
+        self._index_undo: dict[bytes, bool | None] = {}
         self._key_cache: dict[str, tuple[bytes, bytes]] = {}
-        # Tumbling +=: the store key of each key's window [lo, hi) (the window
-        # of the latest += of the shard), for keys written since the last
-        # commit; the next += of the same key in that window needs no
-        # encoding, window arithmetic or range bookkeeping.
-        self._fast: dict[Any, tuple[bytes, bytes, int]] = {}
+        # Tumbling and hopping +=: each key's buffer entry (TableShard.buffered)
+        # of its window (slice) [lo, hi), the one of the shard's latest +=,
+        # with its range prefix and the commit generation that listed it in
+        # _written; the next += of the key there needs no encoding, window
+        # arithmetic or buffer lookup. Dropped whenever the buffer may drop
+        # entries (forget_entries).
+        self._fast: dict[Any, tuple[Any, bytes, int]] = {}
         self._fast_bounds: tuple[int, int] = (0, 0)
         # Store keys of the windows [_fast_bounds) created since they began,
         # and whether that is every one there is.
@@ -189,38 +195,98 @@ class WindowState:
     def _set(self, kb: bytes, value: Any, range_prefix: bytes) -> None:
         """Buffer ``kb`` (in the key range ``range_prefix``: its tag and K)."""
         self.shard.set_encoded(kb, value)
+        self._note_written(range_prefix, kb)
+
+    def _note_written(self, range_prefix: bytes, kb: bytes) -> None:
+        """List ``kb`` as written in its key range.
+
+        Most ranges get one key per commit (a key's one open window): that
+        one is kept as itself, a set only from the second on (a set per key
+        costs an allocation of a few hundred bytes per new window).
+        """
         written = self._written.get(range_prefix)
         if written is None:
-            written = self._written[range_prefix] = set()
-        written.add(kb)
+            self._written[range_prefix] = kb
+        elif isinstance(written, bytes):
+            if written != kb:
+                self._written[range_prefix] = {written, kb}
+        else:
+            written.add(kb)
 
     def _delete(self, kb: bytes) -> None:
-        self.shard.delete_encoded(kb)
         tag = kb[:1]
         if tag == INDEX:
-            self._written_index.add(kb)
+            self._index_put(kb, False, self._written_index)
         elif tag == POINT_INDEX:
-            self._written_points.add(kb)
+            self._index_put(kb, False, self._written_points)
         else:
-            self._written.setdefault(kb[: 5 + unpack_length(kb, 1)[0]], set()).add(kb)
+            self.shard.delete_encoded(kb)
+            self._note_written(kb[: 5 + unpack_length(kb, 1)[0]], kb)
+
+    def _index_put(self, kb: bytes, present: bool, written: SortedSet | WrittenKeys) -> None:
+        """Note an index entry written (``present``) or deleted, until the commit.
+
+        Index entries are not buffered in the shard (they have no value to
+        keep and are never changelogged): this dict and ``written`` (the
+        ordered keys a scan merges over the store) stand for them, and
+        :meth:`local_changes` gives them to the commit.
+        """
+        pending = self._index_pending
+        undo = self._index_undo
+        if kb not in undo:
+            undo[kb] = pending.get(kb)
+        pending[kb] = present
+        written.add(kb)
+
+    def _pending_scan(
+        self, lo: bytes, hi: bytes, written: SortedSet | WrittenKeys
+    ) -> Iterator[tuple[bytes, None]]:
+        """Yield ``(index key, None)`` in ``[lo, hi)``, in order: the store's, with the
+        changes pending since the last commit over them."""
+        pending = self._index_pending
+        buffered = iter(written.irange(lo, hi, inclusive=(True, False)))
+        b = next(buffered, None)
+        for kb, _ in self.shard.store.iterate(lo, hi, None, False):
+            while b is not None and b < kb:
+                if pending.get(b):
+                    yield b, None
+                b = next(buffered, None)
+            if b == kb:
+                b = next(buffered, None)
+                if pending.get(kb) is False:
+                    continue  # deleted since the commit
+            yield kb, None
+        while b is not None:
+            if pending.get(b):
+                yield b, None
+            b = next(buffered, None)
+
+    def local_changes(self) -> list[tuple[bytes, bytes | None]]:
+        """The index entries to write with the next commit (store only: not changelogged)."""
+        return [
+            (kb, EMPTY_STORED if present else None) for kb, present in self._index_pending.items()
+        ]
 
     def _scan(
         self, lo: bytes, hi: bytes, range_prefix: bytes, reverse: bool = False
     ) -> Iterator[tuple[bytes, Any]]:
         written = self._written.get(range_prefix)
-        ordered = (
-            sorted((kb for kb in written if lo <= kb < hi), reverse=reverse) if written else ()
-        )
+        ordered: Iterable[bytes]
+        if written is None:
+            ordered = ()
+        elif isinstance(written, bytes):
+            ordered = (written,) if lo <= written < hi else ()
+        else:
+            ordered = sorted((kb for kb in written if lo <= kb < hi), reverse=reverse)
         return self.shard.iterate_encoded(lo, hi, reverse, written=ordered)
 
-    def _index_scan(self, lo: bytes, hi: bytes, values: bool = True) -> Iterator[tuple[bytes, Any]]:
-        written = self._written_index.irange(lo, hi, inclusive=(True, False))
-        return self.shard.iterate_encoded(lo, hi, written=written, values=values)
+    def _index_scan(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, None]]:
+        return self._pending_scan(lo, hi, self._written_index)
 
     def _first_due(self, after: int | None) -> int:
         """The due time of the first window due after ``after`` (None: of the first)."""
         lo = INDEX if after is None else INDEX + pack_time(after + 1 + OFFSET)
-        for kb, _ in self._index_scan(lo, INDEX_END, values=False):
+        for kb, _ in self._index_scan(lo, INDEX_END):
             return time_at(kb, 1)
         return NEVER
 
@@ -237,9 +303,9 @@ class WindowState:
         self._set(kb, value, DATA + prefix)
         if (start, end) == self._fast_bounds:
             self._fast_created.add(kb)
-        index = INDEX + pack_time(due + OFFSET) + prefix + bounds
-        self.shard.set_encoded(index, EMPTY)
-        self._written_index.add(index)
+        self._index_put(
+            INDEX + pack_time(due + OFFSET) + prefix + bounds, True, self._written_index
+        )
         first = due if first is None else first
         if self._next_close is not None and first < self._next_close:
             self._next_close = first

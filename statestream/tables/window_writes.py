@@ -18,10 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from statestream.errors import TableError
+from statestream.tables.shard import EntryState
 from statestream.tables.window_closing import WindowClosing
 from statestream.tables.window_layout import (
     DATA,
-    EMPTY,
     MISSING,
     OFFSET,
     POINT,
@@ -34,6 +34,8 @@ from statestream.tables.window_layout import (
 )
 
 __all__ = ["WindowWrites"]
+
+_DELETED = EntryState.DELETED
 
 log = logging.getLogger("statestream.tables")
 
@@ -76,10 +78,10 @@ class WindowWrites(WindowClosing):
             # if the key was written in it.
             fast = self._fast.get(key)
             if fast is not None:
-                kb, data, generation = fast
+                entry, data, generation = fast
                 if generation != self._generation:
-                    self._fast[key] = (kb, data, self._generation)
-                    self._written.setdefault(data, set()).add(kb)
+                    self._fast[key] = (entry, data, self._generation)
+                    self._note_written(data, entry.kb)
                 st = self._stream_time
                 assert st is not None  # _fast is filled only once loaded
                 if t > st:
@@ -90,7 +92,8 @@ class WindowWrites(WindowClosing):
                         self._sweep(t - spec.grace)
                 elif self._backlog:
                     self._sweep(st - spec.grace)
-                if hi > st - spec.grace and self.shard.add_encoded(kb, amount):
+                if hi > st - spec.grace and entry.state is not _DELETED:
+                    self.shard.update_entry(entry, entry.obj + amount)
                     return
         self._add_aligned(key, amount, t)
 
@@ -130,14 +133,11 @@ class WindowWrites(WindowClosing):
             # A new window for sure: no store read to find that out.
             self._create(prefix, start, end, due, self._fresh(key) + amount, end)
         elif self.shard.add_encoded(kb, amount):
-            written = self._written.get(data)
-            if written is None:
-                written = self._written[data] = set()
-            written.add(kb)
+            self._note_written(data, kb)
         else:
             self._create(prefix, start, end, due, self._fresh(key) + amount, end)
         if type(key) in _FAST_KEYS:
-            fast[key] = (kb, data, self._generation)
+            fast[key] = (self.shard.buffered(kb), data, self._generation)
 
     def assign(self, key: Any, value: Any) -> None:
         """Set ``value`` in every open window of ``key`` containing the current event time."""
@@ -230,8 +230,7 @@ class WindowWrites(WindowClosing):
         if old is MISSING:
             # Due with its right window [t + 1, t + 1 + size), the last that t defines.
             index = POINT_INDEX + pack_time(t + size + 1 + OFFSET) + prefix + pack_time(t + OFFSET)
-            self.shard.set_encoded(index, EMPTY)
-            self._written_points.add(index)
+            self._index_put(index, True, self._written_points)
             if self._next_point is not None and t + size + 1 < self._next_point:
                 self._next_point = t + size + 1
             self._sweep_at = min(self._sweep_at, t + size + 1)

@@ -46,7 +46,6 @@ from statestream.tables.recovery import Derive
 from statestream.tables.shard import TableShard
 from statestream.tables.table import Table, _TableView
 from statestream.tables.windowed_shard import (
-    LOCAL_TAGS,
     ClosedWindow,
     LateRecord,
     TaggedCodec,
@@ -176,7 +175,6 @@ class WindowedTable(Table[Any, Any]):
             changelog,
             cache_size=self.cache_size,
         )
-        shard.local_tags = LOCAL_TAGS
         windowed = WindowedShard(
             self.name,
             self.spec,

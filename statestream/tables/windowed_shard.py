@@ -98,6 +98,8 @@ class WindowedShard(WindowWrites):
         if not self._loaded:
             self._load()
         self._undo = (*_saved(self), len(self._events))
+        if self._index_undo:
+            self._index_undo.clear()
 
     def rollback(self) -> None:
         """The record failed: its stream time, closes and late count are undone.
@@ -110,6 +112,13 @@ class WindowedShard(WindowWrites):
         for name, value in zip(_UNDONE, undo, strict=False):
             setattr(self, name, value)
         del self._events[undo[-1] :]
+        pending = self._index_pending
+        for kb, before in self._index_undo.items():
+            if before is None:
+                pending.pop(kb, None)
+            else:
+                pending[kb] = before
+        self._index_undo.clear()
         if self._count_late is not None and self.late != late:
             self._count_late(self.late - late)  # the table's count too
         # The fast path may name windows the record created (now undone),
@@ -127,11 +136,17 @@ class WindowedShard(WindowWrites):
             self.shard.set_encoded(META, RawValue(json.dumps(meta).encode()))
             self._meta_dirty = False
 
+    def forget_entries(self) -> None:
+        """The buffer may have dropped or replaced entries: the fast path lets go of them."""
+        self._fast.clear()
+
     def committed(self) -> None:
         """The buffer was applied to the store: nothing is written any more."""
         self._written.clear()
         self._written_index.clear()
         self._written_points.clear()
+        self._index_pending.clear()
+        self._index_undo.clear()
         self._generation += 1
         self._undo = None
 
