@@ -30,8 +30,10 @@ from statestream.errors import (
     InvalidTableNameError,
     OffsetRegressionError,
     StoreClosedError,
+    StoreError,
 )
 from statestream.secrets import redact_url
+from statestream.stores.reading import ReadGate, SharedReader, StoreReader
 
 __all__ = [
     "MAX_META_NAME",
@@ -282,6 +284,8 @@ class Store(ABC):
         self.table = table
         self.partition = partition
         self._closed = False
+        # Made by the first reader(); close() waits on it.
+        self._gate: ReadGate | None = None
 
     @classmethod
     @abstractmethod
@@ -378,10 +382,36 @@ class Store(ABC):
         return self._closed
 
     def close(self) -> None:
-        """Release the store. Idempotent; later calls other than ``close`` raise."""
+        """Release the store. Idempotent; later calls other than ``close`` raise.
+
+        Waits for reads of other threads in flight (:meth:`reader`) first.
+        """
         if not self._closed:
+            gate = self._gate
+            if gate is not None:
+                gate.shut()
             self._closed = True
             self._close()
+
+    def reader(self) -> StoreReader:
+        """A view of this store's committed batches for other threads (see
+        :mod:`statestream.stores.reading`); the owner keeps writing meanwhile."""
+        if self._closed:
+            self._raise_closed()
+        if self._gate is None:
+            self._gate = ReadGate(
+                f"the {self.scheme} store of table {self.table!r} partition {self.partition}"
+            )
+        return self._reader(self._gate)
+
+    def _reader(self, gate: ReadGate) -> StoreReader:
+        """Make the reader: the engine's own (a shared store reads through itself)."""
+        if self.shared:
+            return SharedReader(self, gate)
+        raise StoreError(
+            f"{type(self).__name__} does not serve reads from other threads; query a "
+            "LevelDB, memory or Aerospike store"
+        )
 
     def _raise_closed(self) -> None:
         raise StoreClosedError(

@@ -57,6 +57,7 @@ from statestream.stores.base import (
     invalid_value,
     key_bounds,
 )
+from statestream.stores.reading import Pairs, ReadGate, StoreReader, take
 
 __all__ = ["LevelDBStore", "store_path"]
 
@@ -478,6 +479,14 @@ class LevelDBStore(Store):
     def clear(self) -> None:
         if self._closed:
             self._raise_closed()
+        gate = self._gate
+        if gate is None:
+            self._recreate()
+        else:
+            with gate.exclusive():  # no read may use the handle being closed
+                self._recreate()
+
+    def _recreate(self) -> None:
         # Destroying and recreating the database frees the disk space at once,
         # which a range of deletes would only do after compaction.
         try:
@@ -494,6 +503,9 @@ class LevelDBStore(Store):
         self._data = self._db.prefixed_db(_DATA)
         self._offset = None
         self._meta = {}
+
+    def _reader(self, gate: ReadGate) -> StoreReader:
+        return _LevelDBReader(self, gate)
 
     def _close(self) -> None:
         try:
@@ -563,3 +575,75 @@ def _destroy_path(path: str) -> None:
         ) from exc
     except OSError as exc:
         raise StoreError(f"cannot destroy the LevelDB store at {path!r}: {exc}") from exc
+
+
+class _LevelDBReader(StoreReader):
+    """Reads of a LevelDB store from other threads: LevelDB serves concurrent
+    reads, and a batch is applied atomically; a scan reads one snapshot."""
+
+    def __init__(self, store: LevelDBStore, gate: ReadGate) -> None:
+        super().__init__(gate)
+        self._store = store
+
+    def _get(self, key: bytes) -> bytes | None:
+        check_key(key)
+        store = self._store
+        try:
+            value: bytes | None = store._db.get(_DATA + key, verify_checksums=store._verify)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise store._wrap(exc, "get") from exc
+        return value
+
+    def _scan(
+        self,
+        start: bytes | None,
+        end: bytes | None,
+        prefix: bytes | None,
+        reverse: bool,
+        limit: int | None,
+    ) -> Pairs:
+        bounds = key_bounds(start, end, prefix)
+        if bounds is None:
+            return []
+        lo, hi = bounds
+        store = self._store
+        floor = _DATA + lo if lo is not None else _DATA
+        stop = _DATA + hi if hi is not None else _DATA_END
+        try:
+            with store._db.snapshot() as snapshot:
+                if reverse:
+                    # As LevelDBStore._reverse: the lower bound is checked here.
+                    raw = snapshot.iterator(stop=stop, reverse=True, verify_checksums=store._verify)
+                    pairs = _until_below(raw, floor)
+                else:
+                    raw = snapshot.iterator(start=floor, stop=stop, verify_checksums=store._verify)
+                    pairs = ((k[1:], v) for k, v in raw)
+                return take(pairs, limit)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise store._wrap(exc, "scan") from exc
+
+    def _offset(self) -> int | None:
+        store = self._store
+        try:
+            raw = store._db.get(_OFFSET_KEY)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise store._wrap(exc, "get") from exc
+        return None if raw is None else int(_OFFSET.unpack(raw)[0])
+
+    def _lookup(self, key: bytes) -> tuple[bytes | None, int | None]:
+        check_key(key)
+        store = self._store
+        try:
+            with store._db.snapshot() as snapshot:
+                value: bytes | None = snapshot.get(_DATA + key, verify_checksums=store._verify)
+                raw = snapshot.get(_OFFSET_KEY)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise store._wrap(exc, "get") from exc
+        return value, None if raw is None else int(_OFFSET.unpack(raw)[0])
+
+
+def _until_below(raw: Iterator[tuple[bytes, bytes]], floor: bytes) -> Iterator[tuple[bytes, bytes]]:
+    for key, value in raw:
+        if key < floor:
+            return
+        yield key[1:], value

@@ -8,6 +8,7 @@ against, and a fine choice for small state or tests.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
@@ -29,6 +30,7 @@ from statestream.stores.base import (
     check_table_name,
     key_bounds,
 )
+from statestream.stores.reading import Pairs, ReadGate, StoreReader, take
 
 __all__ = ["MemoryStore"]
 
@@ -49,6 +51,9 @@ class MemoryStore(Store):
         self._data: SortedDict = SortedDict()
         self._offset: int | None = None
         self._meta: dict[str, bytes] = {}
+        # Held by write() and clear() and by readers of other threads
+        # (reader()): a read sees whole batches.
+        self._lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: StoreURL, table: str, partition: int) -> MemoryStore:
@@ -92,15 +97,16 @@ class MemoryStore(Store):
             check_meta(meta)
         check_changes(changes)
         data = self._data
-        for key, value in changes.items():
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
-        if offset is not None:
-            self._offset = offset
-        if meta:
-            self._meta.update(meta)
+        with self._lock:
+            for key, value in changes.items():
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            if offset is not None:
+                self._offset = offset
+            if meta:
+                self._meta.update(meta)
 
     def meta(self, name: str) -> bytes | None:
         if self._closed:
@@ -145,13 +151,58 @@ class MemoryStore(Store):
     def clear(self) -> None:
         if self._closed:
             self._raise_closed()
-        self._data.clear()
-        self._offset = None
-        self._meta.clear()
+        with self._lock:
+            self._data.clear()
+            self._offset = None
+            self._meta.clear()
+
+    def _reader(self, gate: ReadGate) -> StoreReader:
+        return _MemoryReader(self, gate)
 
     def _close(self) -> None:
         self._data.clear()
         self._meta.clear()
+
+
+class _MemoryReader(StoreReader):
+    """Reads under the store's lock, so each sees whole batches."""
+
+    def __init__(self, store: MemoryStore, gate: ReadGate) -> None:
+        super().__init__(gate)
+        self._store = store
+
+    def _get(self, key: bytes) -> bytes | None:
+        with self._store._lock:
+            value: bytes | None = self._store._data.get(key)
+            return value
+
+    def _scan(
+        self,
+        start: bytes | None,
+        end: bytes | None,
+        prefix: bytes | None,
+        reverse: bool,
+        limit: int | None,
+    ) -> Pairs:
+        bounds = key_bounds(start, end, prefix)
+        if bounds is None:
+            return []
+        lo, hi = bounds
+        store = self._store
+        with store._lock:
+            data = store._data
+            keys = data.irange(lo, hi, inclusive=(True, False), reverse=reverse)
+            return take(((key, data[key]) for key in keys), limit)
+
+    def _offset(self) -> int | None:
+        with self._store._lock:
+            return self._store._offset
+
+    def _lookup(self, key: bytes) -> tuple[bytes | None, int | None]:
+        store = self._store
+        with store._lock:
+            value: bytes | None = store._data.get(key)
+            return value, store._offset
 
 
 def _check_url(url: StoreURL) -> None:
