@@ -16,8 +16,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from statestream.config import AppConfig
-from statestream.errors import ConfigurationError
+from statestream.errors import ConfigurationError, NotRunningError, QueryError
 from statestream.processor import REPARTITION_PREFIX, Processor
+from statestream.query import Answer, Page, QueryService
+from statestream.query.running import running
 from statestream.serde import Codec, get_codec
 from statestream.tables.globaltable import GlobalTable
 from statestream.tables.table import Table
@@ -38,6 +40,8 @@ class App:
         **settings: Any,
     ) -> None:
         self.config = AppConfig.resolve(app_id, **settings)
+        # The service of the worker running this very object (attach_queries).
+        self._queries: QueryService | None = None
         self._settings = dict(settings)
         self._topic_codecs = dict(topic_codecs or {})
         if not processors:
@@ -214,6 +218,68 @@ class App:
         """
         merged = {**self._settings, **{k: v for k, v in settings.items() if v is not None}}
         return App(self.app_id, self.processors, topic_codecs=self._topic_codecs, **merged)
+
+    # -- queries (docs/queries.md) ---------------------------------------------------
+
+    def query(
+        self, table: str, key: Any, *, standby: bool = False, partition: int | None = None
+    ) -> Answer:
+        """The committed value of ``key`` in ``table``, read from any thread.
+
+        Answered by the worker running this app in this process, from the
+        key's partition if it holds it (``standby=True``: or from its standby
+        copy, whose lag the answer carries). Windowed tables answer the key's
+        windows; global tables, this worker's copy. Raises NotRunningError,
+        KeyNotLocalError (with the owning worker's endpoint when known),
+        PartitionNotReadyError or UnknownTableError.
+        """
+        return self._queries_or_raise().get(table, key, standby=standby, partition=partition)
+
+    def query_range(
+        self,
+        table: str,
+        *,
+        prefix: Any = None,
+        start: Any = None,
+        end: Any = None,
+        limit: int = 100,
+        partition: int | None = None,
+        standby: bool = False,
+    ) -> Page:
+        """Up to ``limit`` committed ``(key, value)`` pairs per partition held here: keys
+        from ``start`` to ``end`` (exclusive) and/or starting with ``prefix``."""
+        return self._queries_or_raise().range(
+            table,
+            prefix=prefix,
+            start=start,
+            end=end,
+            limit=limit,
+            partition=partition,
+            standby=standby,
+        )
+
+    def attach_queries(self, service: QueryService | None) -> None:
+        """(Worker) Answer :meth:`query` with ``service`` (None: no worker runs the app)."""
+        self._queries = service
+
+    def _queries_or_raise(self) -> QueryService:
+        service = self._queries
+        if service is not None:
+            return service
+        # Another App object of this app id (statestream worker runs a copy).
+        found = running(self.app_id)
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise QueryError(
+                f"app {self.app_id!r}: {len(found)} workers run it in this process; query "
+                "through the app object each one runs (worker.app), or worker.queries"
+            )
+        raise NotRunningError(
+            f"app {self.app_id!r}: no worker runs it in this process, so there is no state "
+            "to read; start Worker(app).run() (or statestream worker) here, or ask a "
+            "running worker's HTTP endpoint (--web-port)"
+        )
 
     def __repr__(self) -> str:
         return f"<App {self.app_id!r} processors={[p.__name__ for p in self.processors]}>"

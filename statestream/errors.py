@@ -368,3 +368,47 @@ class InvalidMetadataError(InvalidKeyError, ValueError):
     letters, digits or ``_``; at most 32 characters) and values are ``bytes``
     of at most 4096 bytes. Fix the caller; the message names the bad item.
     """
+
+
+class QueryError(StateStreamError):
+    """A query (``app.query``, the HTTP endpoint) could not be answered as asked.
+
+    The subclasses say why; each message names the table, the key's
+    partition and what to do.
+    """
+
+
+class NotRunningError(QueryError):
+    """``app.query`` was called while no worker runs the app in this process.
+
+    Queries read the state a running worker holds: start ``Worker(app).run()``
+    (or ``statestream worker``) in this process first, or ask a running
+    worker's HTTP endpoint (``--web-port``).
+    """
+
+
+class KeyNotLocalError(QueryError):
+    """The key's partition is not held by this worker (another one owns it).
+
+    ``partition`` is the key's partition and ``owner`` the owning worker's
+    HTTP endpoint when the group told us (``None`` otherwise). Ask that
+    worker, or pass ``standby=True`` to read this worker's standby copy if
+    it keeps one.
+    """
+
+    def __init__(self, message: str, *, partition: int, owner: str | None = None) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.owner = owner
+
+
+class PartitionNotReadyError(QueryError):
+    """The key's partition is here but not readable yet: it is restoring or moving.
+
+    Ask again in a moment (``GET /health`` turns ready when every active
+    partition is restored), or pass ``standby=True`` for a standby copy.
+    """
+
+    def __init__(self, message: str, *, partition: int) -> None:
+        super().__init__(message)
+        self.partition = partition

@@ -28,6 +28,7 @@ from typing import Any
 
 from statestream.errors import (
     ConfigurationError,
+    PartitionNotReadyError,
     StateStreamError,
     StoreCorruptedError,
     TableError,
@@ -540,6 +541,28 @@ class TableManager:
                 }
             )
             return states
+
+    def query_store(self, table: str, partition: int) -> Store | None:
+        """The store of ``table`` in ``partition`` for a query (any thread).
+
+        None if the partition is not open here; PartitionNotReadyError while
+        it restores. The store may close right after (the partition moved):
+        its reader then raises StoreClosedError.
+        """
+        with self._lock:
+            part = self._partitions.get(partition)
+            if part is None:
+                return None
+            shard = part.shards.get(table)
+            if shard is None:
+                return None
+            if part.state is not PartitionState.READY:
+                raise PartitionNotReadyError(
+                    f"table {table!r} partition {partition} is {part.state.value} on this "
+                    "worker; ask again once it is restored (GET /health turns ready then)",
+                    partition=partition,
+                )
+            return shard.store
 
     def partitions(self) -> list[int]:
         """Return the partitions currently open."""

@@ -59,6 +59,9 @@ from statestream.errors import (
 )
 from statestream.log import Transport, open_transport
 from statestream.log.base import Admin, Fetcher, GroupMember, Producer, TopicSpec
+from statestream.query import QueryService
+from statestream.query.running import register as register_queries
+from statestream.query.running import unregister as unregister_queries
 from statestream.secrets import redact_url
 from statestream.stores.base import Store
 from statestream.stores.registry import StoreRegistry
@@ -74,6 +77,7 @@ from statestream.worker.globals import (
     ensure_global_topics,
 )
 from statestream.worker.partition import PartitionTask
+from statestream.worker.queries import WorkerStores
 from statestream.worker.rounds import run_round
 from statestream.worker.standby import StandbyThread
 
@@ -153,6 +157,9 @@ class Worker:
         self._warned_tables: set[str] = set()
         # Set by the poll thread while a commit round runs, for waiting_for().
         self._committing = False
+        #: Answers app.query and the HTTP endpoint while the worker runs (any thread).
+        self.queries: QueryService | None = None
+        self._stores: WorkerStores | None = None
 
     # -- control -----------------------------------------------------------------
 
@@ -237,6 +244,10 @@ class Worker:
             progress=self._on_progress,
         )
         self._coordinator = CommitCoordinator(self._manager, self._producer)
+        self._stores = WorkerStores(self._manager, lambda: self._partitions, lambda: self._standby)
+        self.queries = QueryService(self.app.tables(), self.app.global_tables(), self._stores)
+        self.app.attach_queries(self.queries)
+        register_queries(config.app_id, self.queries)
         self._manager.ensure_changelogs(partitions)
         if self.app.global_tables():
             # Every global table is complete before anything is processed.
@@ -698,6 +709,9 @@ class Worker:
 
     def _shutdown(self) -> None:
         errors: list[BaseException] = []
+        if self.queries is not None:  # no new queries; those in flight finish first
+            self.app.attach_queries(None)
+            unregister_queries(self.app.config.app_id, self.queries)
         # After a fatal error nothing more is committed (a bad record under
         # the stop policy is the exception: work before it is committed).
         commit = self._fatal is None or isinstance(self._fatal, ProcessingError)

@@ -131,6 +131,19 @@ class StandbyThread:
         with self._status_lock:
             return sorted(self._status.values(), key=lambda s: (s.partition, s.table))
 
+    def query_store(self, changelog: TopicPartition) -> tuple[Store, int | None] | None:
+        """The standby copy of ``changelog`` and its lag, for a query (any thread).
+
+        The store may close under the caller (the task moved): its reader
+        then raises StoreClosedError, which the query reports as moving.
+        """
+        replica = self._replicas.get(changelog)  # one dict read: atomic
+        if replica is None:
+            return None
+        with self._status_lock:
+            status = self._status.get(changelog)
+        return replica.store, None if status is None else status.lag
+
     def _call(self, kind: str, tasks: frozenset[int], timeout: float) -> Any:
         if self._thread is None or not self._thread.is_alive():
             raise StateStreamError("the standby thread is not running")
