@@ -284,8 +284,12 @@ class Store(ABC):
         self.table = table
         self.partition = partition
         self._closed = False
-        # Made by the first reader(); close() waits on it.
-        self._gate: ReadGate | None = None
+        # Reads of other threads hold it; close() waits on it. Made here, not
+        # by the first reader(): two threads asking at once share one gate.
+        self._gate: ReadGate | None = ReadGate(
+            f"the {self.scheme} store of table {table!r} partition {partition}"
+        )
+        self._view: StoreReader | None = None
 
     @classmethod
     @abstractmethod
@@ -398,11 +402,12 @@ class Store(ABC):
         :mod:`statestream.stores.reading`); the owner keeps writing meanwhile."""
         if self._closed:
             self._raise_closed()
-        if self._gate is None:
-            self._gate = ReadGate(
-                f"the {self.scheme} store of table {self.table!r} partition {self.partition}"
-            )
-        return self._reader(self._gate)
+        view = self._view
+        if view is None:
+            gate = self._gate
+            assert gate is not None
+            view = self._view = self._reader(gate)  # a race makes two alike: harmless
+        return view
 
     def _reader(self, gate: ReadGate) -> StoreReader:
         """Make the reader: the engine's own (a shared store reads through itself)."""
