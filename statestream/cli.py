@@ -64,6 +64,12 @@ class _Secrets:
             self.add_url(table.store_url)
         for global_table in app.global_tables():
             self.add_url(global_table.store_url)
+        self.add_secret(app.config.web_token)
+
+    def add_secret(self, secret: str | None) -> None:
+        """Learn a secret that is a whole value (the endpoint's token)."""
+        if secret:
+            self._known = self._known | {secret}
 
     def redact(self, text: str) -> str:
         """Return ``text`` with every known secret, and every URL's secrets, as ``***``."""
@@ -116,7 +122,14 @@ _HELP = {
     "probing_rebalance_interval": "seconds between rebalances that promote caught-up warm-ups",
     "instance_id": "static group member id, stable across restarts (Kafka only)",
     "strict_keys": "true: a table key on a partition it does not hash to stops the worker",
+    "web_port": "port of the HTTP endpoint (queries, /health, /metrics; 0: any free port; "
+    "default: none)",
+    "web_host": "address the HTTP endpoint binds to (default 127.0.0.1)",
+    "web_url": "the endpoint's URL other workers redirect to (default http://host:port)",
 }
+#: Settings read from the environment only, never a flag: a secret on a
+#: command line is visible to every user of the machine (ps, /proc).
+_ENV_ONLY = frozenset({"web_token"})
 _TYPES: dict[str, Any] = {
     "commit_interval": float,
     "partitions": int,
@@ -124,6 +137,7 @@ _TYPES: dict[str, Any] = {
     "num_standby_replicas": int,
     "acceptable_recovery_lag": int,
     "probing_rebalance_interval": float,
+    "web_port": int,
 }
 
 
@@ -133,7 +147,15 @@ def _add_app_flags(
     metavar: str | None = None,
 ) -> None:
     parser.add_argument("app", help=app_help, metavar=metavar)
+    parser.epilog = (
+        "environment only: STATESTREAM_WEB_TOKEN, the bearer token every request to the "
+        "HTTP endpoint must carry ("
+        + ("set" if os.environ.get(APP_ENV["web_token"]) else "unset")
+        + "; never shown, and never a flag: a command line is visible to every user)"
+    )
     for name, env in APP_ENV.items():
+        if name in _ENV_ONLY:
+            continue
         current = os.environ.get(env)
         shown = f"currently {redact_url(current)!r}" if current else "unset"
         parser.add_argument(
@@ -418,7 +440,7 @@ def _install_stop(stop: Any) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in APP_ENV}
+    return {name: getattr(args, name) for name in APP_ENV if name not in _ENV_ONLY}
 
 
 def _load(args: argparse.Namespace, secrets: _Secrets) -> App:
@@ -530,6 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("broker_url", "store_url"):
         secrets.add_url(getattr(args, name, None))
         secrets.add_url(os.environ.get(APP_ENV[name]))
+    secrets.add_secret(os.environ.get(APP_ENV["web_token"]))
     setup = configure_logging(args.log_level, args.log_format, redact=secrets.redact)
     # Every command may wait for brokers; the worker says what for (above).
     setup.report_outages()

@@ -289,6 +289,10 @@ APP_ENV: Mapping[str, str] = MappingProxyType(
         "probing_rebalance_interval": "STATESTREAM_PROBING_REBALANCE_INTERVAL",
         "instance_id": "STATESTREAM_INSTANCE_ID",
         "strict_keys": "STATESTREAM_STRICT_KEYS",
+        "web_port": "STATESTREAM_WEB_PORT",
+        "web_host": "STATESTREAM_WEB_HOST",
+        "web_token": "STATESTREAM_WEB_TOKEN",
+        "web_url": "STATESTREAM_WEB_URL",
     }
 )
 
@@ -330,6 +334,16 @@ class AppConfig:
     #: A table key written on a partition it does not hash to stops the
     #: worker instead of logging a warning (every table; tables can set it too).
     strict_keys: bool = False
+    #: Port of the HTTP endpoint (queries, /health, /metrics; docs/queries.md);
+    #: None: no endpoint; 0: any free port.
+    web_port: int | None = None
+    #: Address the endpoint binds to; the loopback unless told otherwise.
+    web_host: str = "127.0.0.1"
+    #: Bearer token every request must carry (None: none asked). A secret:
+    #: never shown (repr, logs, status).
+    web_token: str | None = None
+    #: The endpoint's URL other workers redirect to (default: http://host:port).
+    web_url: str | None = None
 
     @classmethod
     def resolve(cls, app_id: str, **given: Any) -> AppConfig:
@@ -374,6 +388,10 @@ class AppConfig:
             ),
             instance_id=None if raw["instance_id"] is None else str(raw["instance_id"]),
             strict_keys=_flag("strict_keys", raw["strict_keys"]),
+            web_port=_as(int, "web_port", raw["web_port"], None),
+            web_host=str(raw["web_host"] or "127.0.0.1"),
+            web_token=None if raw["web_token"] is None else str(raw["web_token"]),
+            web_url=None if raw["web_url"] is None else str(raw["web_url"]).rstrip("/"),
         )
         config.validate()
         return config
@@ -413,11 +431,19 @@ class AppConfig:
             )
         if self.instance_id is not None:
             check_instance_id(self.instance_id)
+        if self.web_port is not None and not 0 <= self.web_port <= 65535:
+            raise ConfigurationError(f"web_port must be 0 to 65535, got {self.web_port}")
+        if self.web_token is not None and not self.web_token.strip():
+            raise ConfigurationError("web_token is empty; give a token, or leave it unset")
+        if self.web_url is not None and not self.web_url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"web_url must be an http:// or https:// URL, got {self.web_url!r}"
+            )
 
     def __repr__(self) -> str:
         # The URLs may carry passwords (``?sasl_plain_password=...``, ``user:pw@``).
         shown = (
-            f"{f.name}={(redact_url(v) if f.name in _URL_SETTINGS else v)!r}"
+            f"{f.name}={_shown(f.name, v)!r}"
             for f in dataclasses.fields(self)
             for v in (getattr(self, f.name),)
         )
@@ -426,6 +452,16 @@ class AppConfig:
 
 #: Settings of AppConfig that are URLs, shown with their secrets as ``***``.
 _URL_SETTINGS = frozenset({"broker_url", "store_url"})
+#: Settings that are secrets through and through, never shown.
+_SECRET_SETTINGS = frozenset({"web_token"})
+
+
+def _shown(name: str, value: Any) -> Any:
+    if name in _URL_SETTINGS:
+        return redact_url(value)
+    if name in _SECRET_SETTINGS and value is not None:
+        return "***"
+    return value
 
 
 def _flag(name: str, value: Any) -> bool:

@@ -91,8 +91,11 @@ class StateAssignor(PartitionAssignor):
         *,
         num_standbys: int = 0,
         acceptable_recovery_lag: int = 10_000,
+        endpoint: str | None = None,
     ) -> None:
         self.source_topics = tuple(source_topics)
+        #: This member's HTTP endpoint, advertised to the group (None: it runs none).
+        self.endpoint = endpoint
         #: Changelog topics of the tables with local (not shared) stores.
         self.changelogs = tuple(changelogs)
         self.local = local
@@ -109,7 +112,7 @@ class StateAssignor(PartitionAssignor):
         """Report the tasks held active and every local copy's offset."""
         wanted = set(self.changelogs)
         offsets = {tp: o for tp, o in self.local.snapshot().items() if tp.topic in wanted}
-        return SubscriptionInfo(self._active, offsets).encode()
+        return SubscriptionInfo(self._active, offsets, self.endpoint).encode()
 
     def on_assignment(self, assignment: GroupAssignment, generation: int) -> None:
         """Remember the active tasks; hand the whole assignment to the worker."""
@@ -144,6 +147,13 @@ class StateAssignor(PartitionAssignor):
         )
         self._log(decided)
         prober = next((m for m in sorted(decided.warmup) if decided.warmup[m]), None)
+        owners = {
+            task: endpoint
+            for mid, tasks_of in decided.active.items()
+            for endpoint in (reports[mid].endpoint,)
+            if endpoint is not None
+            for task in tasks_of
+        }
         result: dict[str, GroupAssignment] = {}
         for member in members:
             mid = member.member_id
@@ -156,7 +166,11 @@ class StateAssignor(PartitionAssignor):
                 if task < partitions[topic]
             ]
             info = AssignmentInfo(
-                active, decided.standby[mid], decided.warmup[mid], probe=mid == prober
+                active,
+                decided.standby[mid],
+                decided.warmup[mid],
+                probe=mid == prober,
+                owners=owners,
             )
             result[mid] = GroupAssignment(tuple(mine), info.encode())
         return result

@@ -35,13 +35,21 @@ class SubscriptionInfo:
 
     active: frozenset[int] = frozenset()
     offsets: Mapping[TopicPartition, int] = field(default_factory=dict)
+    #: The member's HTTP endpoint (``http://host:port``), if it runs one.
+    endpoint: str | None = None
 
     def encode(self) -> bytes:
         """Return the JSON bytes of this report."""
         by_topic: dict[str, dict[str, int]] = {}
         for tp, offset in sorted(self.offsets.items()):
             by_topic.setdefault(tp.topic, {})[str(tp.partition)] = offset
-        document = {"v": _VERSION, "active": sorted(self.active), "offsets": by_topic}
+        document: dict[str, object] = {
+            "v": _VERSION,
+            "active": sorted(self.active),
+            "offsets": by_topic,
+        }
+        if self.endpoint is not None:
+            document["endpoint"] = self.endpoint
         return json.dumps(document, separators=(",", ":")).encode()
 
 
@@ -54,15 +62,20 @@ class AssignmentInfo:
     warmup: frozenset[int] = frozenset()
     probe: bool = False
     generation: int = -1
+    #: Every task's active owner's HTTP endpoint, for the members that run one
+    #: (queries for keys held elsewhere are redirected there).
+    owners: Mapping[int, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         """Return the JSON bytes of the parts the group carries (not active, generation)."""
-        document = {
+        document: dict[str, object] = {
             "v": _VERSION,
             "standby": sorted(self.standby),
             "warmup": sorted(self.warmup),
             "probe": self.probe,
         }
+        if self.owners:
+            document["owners"] = {str(task): url for task, url in sorted(self.owners.items())}
         return json.dumps(document, separators=(",", ":")).encode()
 
 
@@ -72,6 +85,14 @@ def _ints(value: object) -> frozenset[int]:
     ):
         raise ValueError(f"expected a list of partition numbers, got {value!r}")
     return frozenset(value)
+
+
+def _owners(value: object) -> dict[int, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k.isdigit() and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError(f"owners must map partition numbers to URLs, got {value!r:.100}")
+    return {int(k): v for k, v in value.items()}
 
 
 def _document(raw: bytes, what: str) -> dict[str, object] | None:
@@ -105,7 +126,12 @@ def decode_subscription(raw: bytes) -> SubscriptionInfo:
                 if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
                     raise ValueError(f"offset of {topic}[{partition}] must be >= 0")
                 offsets[TopicPartition(str(topic), int(partition))] = offset
-        return SubscriptionInfo(_ints(document.get("active", [])), offsets)
+        endpoint = document.get("endpoint")
+        return SubscriptionInfo(
+            _ints(document.get("active", [])),
+            offsets,
+            endpoint if isinstance(endpoint, str) else None,
+        )
     except ValueError as exc:
         log.warning("ignoring malformed subscription data: %s", exc)
         return SubscriptionInfo()
@@ -121,7 +147,12 @@ def decode_assignment(raw: bytes, active: Iterable[int], generation: int) -> Ass
         standby = _ints(document.get("standby", []))
         warmup = _ints(document.get("warmup", [])) & standby
         return AssignmentInfo(
-            actives, standby, warmup, bool(document.get("probe", False)), generation
+            actives,
+            standby,
+            warmup,
+            bool(document.get("probe", False)),
+            generation,
+            _owners(document.get("owners", {})),
         )
     except ValueError as exc:
         log.warning("ignoring malformed assignment data: %s", exc)

@@ -71,6 +71,7 @@ from statestream.tables.manager import TableManager
 from statestream.tables.recovery import RestoreProgress
 from statestream.tables.table import Table
 from statestream.types import Record, TopicPartition
+from statestream.web import Routes, WebServer
 from statestream.worker.globals import (
     GlobalTablesThread,
     check_global_stores,
@@ -160,6 +161,9 @@ class Worker:
         #: Answers app.query and the HTTP endpoint while the worker runs (any thread).
         self.queries: QueryService | None = None
         self._stores: WorkerStores | None = None
+        self._web: WebServer | None = None
+        #: This worker's HTTP endpoint URL, advertised to the group (None: none runs).
+        self.endpoint: str | None = None
 
     # -- control -----------------------------------------------------------------
 
@@ -179,6 +183,47 @@ class Worker:
         """Return a copy of the counters (any thread)."""
         with self._counter_lock:
             return dict(self._counters)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """(Any thread) Ready when started, in the group and every active partition restored."""
+        member = self._member
+        tasks = dict(self._tasks)
+        restoring = sorted(p for p, t in tasks.items() if not t.ready.is_set())
+        in_group = self._started and member is not None and member.generation() >= 0
+        stopping = self._stop.is_set() or self._fatal is not None
+        ready = in_group and not restoring and not stopping
+        return ready, {
+            "status": "ready" if ready else "not ready",
+            "in_group": in_group,
+            "stopping": stopping,
+            "partitions": sorted(tasks),
+            "restoring": restoring,
+        }
+
+    def _stop_serving(self) -> None:
+        """No new queries (those in flight finish first: a store's close waits for them)."""
+        if self.queries is not None:
+            self.app.attach_queries(None)
+            unregister_queries(self.app.config.app_id, self.queries)
+        if self._web is not None:
+            self._web.stop()
+            self._web = None
+
+    def _start_web(self) -> None:
+        """Start the HTTP endpoint if the app asks for one (before joining: it is advertised)."""
+        config = self.app.config
+        if config.web_port is None or self.queries is None:
+            return
+        metrics = getattr(self, "metrics", None)
+        routes = Routes(
+            self.queries,
+            self.health,
+            None if metrics is None else metrics.render,
+            token=config.web_token,
+        )
+        self._web = WebServer(routes, config.web_host, config.web_port, token=config.web_token)
+        self._web.start()
+        self.endpoint = config.web_url or self._web.url
 
     def waiting_for(self) -> str:
         """What the worker needs the broker for right now, in a few words (any thread).
@@ -248,6 +293,7 @@ class Worker:
         self.queries = QueryService(self.app.tables(), self.app.global_tables(), self._stores)
         self.app.attach_queries(self.queries)
         register_queries(config.app_id, self.queries)
+        self._start_web()
         self._manager.ensure_changelogs(partitions)
         if self.app.global_tables():
             # Every global table is complete before anything is processed.
@@ -285,6 +331,7 @@ class Worker:
             self._on_info,
             num_standbys=config.num_standby_replicas,
             acceptable_recovery_lag=config.acceptable_recovery_lag,
+            endpoint=self.endpoint,
         )
         # A group of one never gets standby or warm-up tasks: no thread for them.
         if self._local_tables and not self._transport.group_of_one:
@@ -310,6 +357,8 @@ class Worker:
         """(Group client thread) Keep the new assignment for the poll thread."""
         with self._info_lock:
             self._info = info
+        if self._stores is not None:
+            self._stores.set_owners(info.owners)
 
     def _apply_info(self, promoting: Sequence[int] = ()) -> dict[int, dict[str, Store]]:
         """(Poll thread) Give the standby thread the latest standby tasks.
@@ -709,9 +758,7 @@ class Worker:
 
     def _shutdown(self) -> None:
         errors: list[BaseException] = []
-        if self.queries is not None:  # no new queries; those in flight finish first
-            self.app.attach_queries(None)
-            unregister_queries(self.app.config.app_id, self.queries)
+        self._stop_serving()
         # After a fatal error nothing more is committed (a bad record under
         # the stop policy is the exception: work before it is committed).
         commit = self._fatal is None or isinstance(self._fatal, ProcessingError)
