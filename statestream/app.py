@@ -8,6 +8,10 @@ Settings not given are read from ``STATESTREAM_*`` environment variables,
 then defaults (see :class:`~statestream.config.AppConfig`): with none at all
 the app runs on an embedded log and LevelDB under ``./statestream-data``.
 Run it with ``statestream worker mymodule:app``.
+
+``listeners`` (or :meth:`App.add_listener`) are objects told of the worker's
+assignments, restores, commits and revocations, also when the CLI runs the
+app (see :mod:`statestream.listeners` for the methods and their threads).
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ __all__ = ["App"]
 
 
 class App:
-    """A statestream application. Immutable once built; safe to share between threads."""
+    """A statestream application. Immutable once built (but for :meth:`add_listener`,
+    called before a worker runs it); safe to share between threads."""
 
     def __init__(
         self,
@@ -37,11 +42,13 @@ class App:
         processors: Sequence[type[Processor]],
         *,
         topic_codecs: Mapping[str, tuple[str | Codec, str | Codec]] | None = None,
+        listeners: Sequence[object] = (),
         **settings: Any,
     ) -> None:
         self.config = AppConfig.resolve(app_id, **settings)
         # The service of the worker running this very object (attach_queries).
         self._queries: QueryService | None = None
+        self._listeners = list(listeners)
         self._settings = dict(settings)
         self._topic_codecs = dict(topic_codecs or {})
         if not processors:
@@ -85,6 +92,19 @@ class App:
             self._dedup[topic] = names[seen.name] = seen
         self._tables = list(names.values())
         self._globals = self._collect_globals(set(names))
+
+    @property
+    def listeners(self) -> tuple[object, ...]:
+        """The app's listeners (see :mod:`statestream.listeners`), in the order added."""
+        return tuple(self._listeners)
+
+    def add_listener(self, listener: object) -> None:
+        """Add a listener: any object with some of the methods of :mod:`statestream.listeners`.
+
+        Workers take the app's listeners when they are created: add them
+        before that (at import time, for an app run by ``statestream worker``).
+        """
+        self._listeners.append(listener)
 
     @property
     def app_id(self) -> str:
@@ -214,10 +234,17 @@ class App:
         """Return a copy of the app with some settings given (the CLI's flags).
 
         ``None`` values are ignored; settings derived from others (the broker
-        and store URLs from the data directory) follow unless given.
+        and store URLs from the data directory) follow unless given. The
+        copy has the same listeners.
         """
         merged = {**self._settings, **{k: v for k, v in settings.items() if v is not None}}
-        return App(self.app_id, self.processors, topic_codecs=self._topic_codecs, **merged)
+        return App(
+            self.app_id,
+            self.processors,
+            topic_codecs=self._topic_codecs,
+            listeners=self._listeners,
+            **merged,
+        )
 
     # -- queries (docs/queries.md) ---------------------------------------------------
 

@@ -46,10 +46,12 @@ over to it and back.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from statestream.errors import CommitError, LogError, StateStreamError
+from statestream.listeners import CommitDone
 from statestream.log.base import Delivery, Producer
 from statestream.tables.manager import TableManager
 from statestream.types import TopicPartition
@@ -73,16 +75,29 @@ class CommitRequest:
 
 
 class CommitCoordinator:
-    """Runs the four steps of the commit protocol for a set of partitions."""
+    """Runs the four steps of the commit protocol for a set of partitions.
 
-    def __init__(self, manager: TableManager, producer: Producer) -> None:
+    ``on_commit`` is called after every commit that completed all four
+    steps, on the thread that ran it, with what it committed
+    (:class:`~statestream.listeners.CommitDone`); it must not raise
+    (a :class:`~statestream.listeners.ListenerSet` catches what its listeners raise).
+    """
+
+    def __init__(
+        self,
+        manager: TableManager,
+        producer: Producer,
+        on_commit: Callable[[CommitDone], None] | None = None,
+    ) -> None:
         self.manager = manager
         self.producer = producer
+        self.on_commit = on_commit
 
     def commit(self, requests: Sequence[CommitRequest], commit_source: CommitSource) -> None:
         """Commit every partition of ``requests`` (see the module docstring)."""
         if not requests:
             return
+        began = time.perf_counter()
         manager = self.manager
         where = _partitions(requests)
 
@@ -126,6 +141,20 @@ class CommitCoordinator:
             manager.apply(commit)
         for commit in pending:
             manager.check_foreign_writes(commit)
+        if self.on_commit is not None:
+            written = {
+                (table, commit.partition): len(changes)
+                for commit in pending
+                for table, changes in commit.changes.items()
+            }
+            self.on_commit(
+                CommitDone(
+                    tuple(sorted(r.partition for r in requests)),
+                    offsets,
+                    written,
+                    time.perf_counter() - began,
+                )
+            )
 
 
 def _partitions(requests: Sequence[CommitRequest]) -> str:

@@ -33,6 +33,7 @@ from statestream.errors import (
     StoreCorruptedError,
     TableError,
 )
+from statestream.listeners import RestoreEvents
 from statestream.log.base import Producer, TopicSpec, Transport
 from statestream.stores.base import Store
 from statestream.stores.registry import StoreRegistry, destroy_store, open_store
@@ -40,6 +41,7 @@ from statestream.tables.changelog import ChangelogWriter, SentChangelogs
 from statestream.tables.headers import epoch_of, next_epoch, pack_epoch
 from statestream.tables.local import LocalOffsets
 from statestream.tables.recovery import EPOCH_META, ProgressCallback, RestoreOutcome, restore
+from statestream.tables.restore_events import RestoreTracker
 from statestream.tables.shard import Change, TableShard
 from statestream.tables.table import Table
 from statestream.tables.windowed import WindowedTable
@@ -111,6 +113,7 @@ class TableManager:
         *,
         producer: Producer | None = None,
         progress: ProgressCallback | None = None,
+        events: RestoreEvents | None = None,
         restore_batch_size: int = 10_000,
         stall_timeout: float = 60.0,
         compaction_lag_ms: int = 3_600_000,
@@ -128,6 +131,8 @@ class TableManager:
         self.producer = producer if producer is not None else transport.producer()
         self.writer = ChangelogWriter(self.producer)
         self.progress = progress
+        #: Told of every restore of a partition's tables (see :mod:`statestream.listeners`).
+        self.events = events
         self.restore_batch_size = restore_batch_size
         self.stall_timeout = stall_timeout
         #: min.compaction.lag.ms of changelog topics: how long a crashed
@@ -284,15 +289,22 @@ class TableManager:
         """
         part = self._partition(partition)
         outcomes: list[RestoreOutcome] = []
+        trackers = {
+            name: RestoreTracker(self.events, name, shard.changelog)
+            for name, shard in part.shards.items()
+            if self.events is not None
+        }
         fetcher = self.transport.fetcher(isolation_level="read_committed", reset="earliest")
         try:
             for shard in part.shards.values():
                 shard.discard()
-                outcome = self._restore(shard, fetcher, committed, cancel)
+                outcome = self._restore(shard, fetcher, committed, cancel, trackers)
                 if not outcome.completed:
+                    _end_restores(trackers, [outcome])
                     return [outcome]
                 outcomes.append(outcome)
             if not claim:
+                _end_restores(trackers, outcomes)
                 self._set_state(part, PartitionState.READY)
                 return outcomes
             seen = [o.epoch for o in outcomes if o.epoch is not None]
@@ -300,23 +312,29 @@ class TableManager:
             for shard in part.shards.values():
                 self.writer.write_fence(shard.changelog, epoch)
             for index, shard in enumerate(part.shards.values()):
-                outcome = self._restore(shard, fetcher, committed, cancel)
-                if not outcome.completed:
-                    return [outcome]
-                self._repair(shard, outcome, epoch)
+                outcome = self._restore(shard, fetcher, committed, cancel, trackers)
                 first = outcomes[index]
-                outcomes[index] = dataclasses.replace(
+                merged = dataclasses.replace(
                     outcome,
                     applied=first.applied + outcome.applied,
                     skipped=first.skipped + outcome.skipped,
                     fenced=first.fenced + outcome.fenced,
                     cleared=first.cleared or outcome.cleared,
                 )
+                if not outcome.completed:
+                    _end_restores(trackers, [*outcomes[:index], merged])
+                    return [outcome]
+                self._repair(shard, outcome, epoch)
+                outcomes[index] = merged
                 offset = shard.store.offset()
                 part.next_offsets[shard.table] = 0 if offset is None else offset + 1
             part.epoch = epoch
+        except BaseException:
+            _end_restores(trackers, [])  # failed: every restore not ended yet ends incomplete
+            raise
         finally:
             fetcher.close()
+        _end_restores(trackers, outcomes)
         for shard in part.shards.values():
             self._note(shard)
         self._set_state(part, PartitionState.READY)
@@ -328,6 +346,7 @@ class TableManager:
         fetcher: Any,
         committed: Mapping[str, int | None],
         cancel: threading.Event | None,
+        trackers: Mapping[str, RestoreTracker],
     ) -> RestoreOutcome:
         return restore(
             shard.store,
@@ -339,6 +358,7 @@ class TableManager:
             progress=self.progress,
             stall_timeout=self.stall_timeout,
             derive=self._derive.get(shard.table),
+            tracker=trackers.get(shard.table),
         )
 
     def epoch(self, partition: int) -> int:
@@ -639,6 +659,22 @@ class TableManager:
     def _set_state(self, part: _Partition, state: PartitionState) -> None:
         with self._lock:
             part.state = state
+
+
+def _end_restores(
+    trackers: Mapping[str, RestoreTracker], outcomes: Sequence[RestoreOutcome]
+) -> None:
+    """Report the end of each table's restore: the outcomes' tables completed
+    unless an outcome says otherwise; every other table's restore did not."""
+    by_changelog = {o.changelog: o for o in outcomes}
+    for tracker in trackers.values():
+        outcome = by_changelog.get(tracker.changelog)
+        if outcome is None:
+            tracker.end(0, 0, 0, completed=False)
+        else:
+            tracker.end(
+                outcome.applied, outcome.skipped, outcome.fenced, completed=outcome.completed
+            )
 
 
 def _foreign_keys(

@@ -77,6 +77,7 @@ from statestream.errors import RestoreError
 from statestream.log.base import Fetcher
 from statestream.stores.base import Store
 from statestream.tables.headers import epoch_of, pack_epoch, source_of, unpack_epoch
+from statestream.tables.restore_events import RestoreTracker
 from statestream.types import Record, TopicPartition
 
 __all__ = [
@@ -414,12 +415,14 @@ def restore(
     stall_timeout: float = 60.0,
     poll_timeout: float = 0.5,
     derive: Derive | None = None,
+    tracker: RestoreTracker | None = None,
 ) -> RestoreOutcome:
     """Bring ``store`` up to the changelog's high watermark (see module docstring).
 
     ``committed`` maps each source topic to its committed offset (the next
     offset to process) for this partition. The fetcher is assigned
-    ``changelog`` only.
+    ``changelog`` only. ``tracker`` hears where the pass starts and ends and
+    the position after each batch read (it reports to the listeners).
     """
     fetcher.assign([changelog])
     low, high = fetcher.watermarks(changelog)
@@ -433,6 +436,8 @@ def restore(
         store, changelog, committed, batch_size, progress, progress_interval, derive=derive
     )
     start = low if offset is None else offset + 1
+    if tracker is not None:
+        tracker.begin(start, high, cleared)
     if start >= high:
         return run.outcome(cleared, True)
     fetcher.seek(changelog, start)
@@ -451,7 +456,11 @@ def restore(
         records = fetcher.poll(timeout=poll_timeout, max_records=batch_size)
         if records:
             last_progress = time.monotonic()
+            before = run.applied + run.skipped + run.fenced
             run.take(records, high)
+            if tracker is not None:
+                done = run.applied + run.skipped + run.fenced - before
+                tracker.batch(fetcher.position(changelog), done)
         elif time.monotonic() - last_progress > stall_timeout:
             run.flush()
             raise RestoreError(
@@ -465,6 +474,8 @@ def restore(
     run.last_offset = high - 1
     run.flush()
     run.report(0, force=True)
+    if tracker is not None:
+        tracker.reached(high)
     # The partition's "ready" line sums what was replayed; this one is worth
     # a line of its own only when it replayed something.
     log.log(

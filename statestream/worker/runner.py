@@ -17,6 +17,10 @@ commits source offsets when a task asks, and runs the rebalance callbacks:
   or committing anything: another member owns those partitions now, and has
   fenced this member's changelog records (:mod:`statestream.tables.headers`).
 
+Applications hear of assignments, restores, commits and revocations
+through the listener API (:mod:`statestream.listeners`): the app's
+listeners and those given to the worker.
+
 An app with global tables has them restored first, before the group is
 joined (:mod:`statestream.worker.globals`), and kept up to date by their
 own thread for as long as the worker runs.
@@ -57,6 +61,7 @@ from statestream.errors import (
     TopicNotFoundError,
     WorkerError,
 )
+from statestream.listeners import ListenerSet, PartitionsAssigned, PartitionsRevoked
 from statestream.log import Transport, open_transport
 from statestream.log.base import Admin, Fetcher, GroupMember, Producer, TopicSpec
 from statestream.query import QueryService
@@ -79,6 +84,7 @@ from statestream.worker.globals import (
 )
 from statestream.worker.partition import PartitionTask
 from statestream.worker.queries import WorkerStores
+from statestream.worker.restore_log import RestoreLog
 from statestream.worker.rounds import run_round
 from statestream.worker.standby import StandbyThread
 
@@ -118,8 +124,12 @@ class Worker:
         status_interval: float = 2.0,
         transport: Transport | None = None,
         topic_check_interval: float = 10.0,
+        listeners: Sequence[object] = (),
     ) -> None:
+        """``listeners`` hear of the worker's events after the app's own
+        (:mod:`statestream.listeners`)."""
         self.app = app
+        self._listeners = ListenerSet([RestoreLog(), *app.listeners, *listeners])
         #: Seconds between checks of the source topics' partition counts.
         self.topic_check_interval = topic_check_interval
         self._partitions = 0
@@ -287,8 +297,11 @@ class Worker:
             config.store_url,
             producer=self._producer,
             progress=self._on_progress,
+            events=self._listeners,
         )
-        self._coordinator = CommitCoordinator(self._manager, self._producer)
+        self._coordinator = CommitCoordinator(
+            self._manager, self._producer, on_commit=self._listeners.on_commit
+        )
         self._stores = WorkerStores(self._manager, lambda: self._partitions, lambda: self._standby)
         self.queries = QueryService(self.app.tables(), self.app.global_tables(), self._stores)
         self.app.attach_queries(self.queries)
@@ -721,6 +734,7 @@ class Worker:
                 generation,
                 extra={"partitions": numbers},
             )
+            self._listeners.on_assigned(PartitionsAssigned(tuple(numbers), generation))
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         """Finish, commit and close revoked partitions before returning."""
@@ -728,6 +742,7 @@ class Worker:
         self._stop_tasks(numbers)
         if numbers:
             log.info("revoked partitions %s", numbers, extra={"partitions": numbers})
+            self._revoked(numbers, lost=False)
 
     def on_lost(self, partitions: Sequence[TopicPartition]) -> None:
         """Drop lost partitions: no flush, no commit (another member owns them now)."""
@@ -740,6 +755,12 @@ class Worker:
                 extra={"partitions": numbers},
             )
         self._stop_tasks(numbers, commit=False)
+        if numbers:
+            self._revoked(numbers, lost=True)
+
+    def _revoked(self, numbers: Sequence[int], *, lost: bool) -> None:
+        """(Poll thread) Tell the listeners."""
+        self._listeners.on_revoked(PartitionsRevoked(tuple(numbers), lost))
 
     def _stop_tasks(self, numbers: Sequence[int], *, commit: bool = True) -> None:
         tasks = [self._tasks[n] for n in numbers if n in self._tasks]
@@ -762,9 +783,14 @@ class Worker:
         # After a fatal error nothing more is committed (a bad record under
         # the stop policy is the exception: work before it is committed).
         commit = self._fatal is None or isinstance(self._fatal, ProcessingError)
-        steps: list[Callable[[], None]] = [
-            lambda: self._stop_tasks(sorted(self._tasks), commit=commit)
-        ]
+        held = sorted(self._tasks)
+
+        def stop_tasks() -> None:
+            self._stop_tasks(held, commit=commit)
+            if held:
+                self._revoked(held, lost=not commit)
+
+        steps: list[Callable[[], None]] = [stop_tasks]
         if self._member is not None:
             steps.append(self._member.close)
         if self._globals is not None:
