@@ -32,6 +32,7 @@ from collections.abc import Callable
 from statestream.log.base import Delivery, Producer
 from statestream.log.partitioner import default_partition
 from statestream.types import Headers
+from statestream.worker.counters import PartitionCounters
 
 __all__ = ["MAX_BUFFERED", "MAX_WAIT", "OutputBuffer"]
 
@@ -46,8 +47,15 @@ _Item = tuple[bytes | None, bytes | None, Headers]
 class OutputBuffer:
     """Buffers output records per destination partition (see the module docstring)."""
 
-    def __init__(self, producer: Producer, partitions_for: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        partitions_for: Callable[[str], int],
+        counters: PartitionCounters | None = None,
+    ) -> None:
         self._producer = producer
+        # Counts the records handed over (outputs metric), once per hand-over.
+        self._counters = counters
         self._partitions_for = partitions_for
         self._counts: dict[str, int] = {}
         self._sticky: dict[str, int] = {}
@@ -130,6 +138,8 @@ class OutputBuffer:
                 deliveries[(topic, partition)] = delivery
         for topic in {topic for topic, _ in self._waiting}:
             self._sticky[topic] = self._sticky.get(topic, 0) + 1
+        if self._counters is not None:
+            self._counters.outputs += len(self._log)
         self._waiting = {}
         self._log = []
         self._handovers += 1

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -49,6 +50,7 @@ from statestream.tables.shard import TableShard
 from statestream.tables.windowed import WindowedTable
 from statestream.tables.windowed_shard import WindowedShard
 from statestream.types import Headers, Record, TopicPartition
+from statestream.worker.counters import PartitionCounters
 from statestream.worker.outputs import OutputBuffer
 from statestream.worker.rounds import CommitTicket
 
@@ -103,8 +105,14 @@ class PartitionTask(threading.Thread):
         coordinator: CommitCoordinator | None = None,
         generation: int = 0,
         stores: Mapping[str, Store] | None = None,
+        metrics: PartitionCounters | None = None,
     ) -> None:
         super().__init__(name=f"statestream-partition-{partition}", daemon=True)
+        #: This partition's metrics, kept by the worker across tasks (this
+        #: thread writes them; see :mod:`statestream.worker.counters`).
+        self.metrics = metrics if metrics is not None else PartitionCounters(partition)
+        # Seconds spent parked in commit rounds (left out of processing time).
+        self._parked = 0.0
         #: Tables warned about by the key guard, shared by the worker's tasks.
         self.warned_tables: set[str] = set()
         #: Open stores handed over by the standby thread (this task owns them now).
@@ -142,7 +150,7 @@ class PartitionTask(threading.Thread):
         # The last output record (ctx.send, dead letters) sent per destination
         # partition since the last commit: each must be acknowledged before
         # source offsets move.
-        self._out = OutputBuffer(producer, producer.partitions_for)
+        self._out = OutputBuffer(producer, producer.partitions_for, self.metrics)
         self._processors: dict[str, list[Processor]] = {}
         # Per source topic, what every record of it needs (built once).
         self._routes: dict[str, _Route] = {}
@@ -213,6 +221,8 @@ class PartitionTask(threading.Thread):
             except queue.Empty:
                 batch = []
             done = 0
+            began = time.perf_counter()
+            parked = self._parked
             try:
                 for record in batch:
                     if self.stopping.is_set():
@@ -227,7 +237,7 @@ class PartitionTask(threading.Thread):
                 self.commit()
                 raise
             finally:
-                self._took(len(batch), done)
+                self._took(len(batch), done, began, parked)
             self._out.hand_over()  # at least every processed batch
             if self.ticket is not None:
                 self._join_round()
@@ -392,6 +402,7 @@ class PartitionTask(threading.Thread):
                     ctx.send(final, key, {"start": window.start, "end": window.end, "value": value})
 
     def _on_error(self, record: Record, exc: Exception) -> None:
+        self.metrics.failed += 1
         where = f"topic {record.topic!r} partition {record.partition} offset {record.offset}"
         policies = {type(p).error_policy for p in self._processors.get(record.topic, ())}
         policies.discard(None)
@@ -458,6 +469,15 @@ class PartitionTask(threading.Thread):
         ticket, self.ticket = self.ticket, None
         if ticket is None:
             return
+        began = time.perf_counter()
+        try:
+            self._park(ticket)
+        finally:
+            # Committing is not processing: the processing-time metric leaves it out.
+            self._parked += time.perf_counter() - began
+
+    def _park(self, ticket: CommitTicket) -> None:
+        """Hand this partition's request to the round and wait for the round to end."""
         if not ticket.park(self._request()):
             # The round went on without this partition (a record outlasted
             # the wait). Commit alone now, or a partition whose records
@@ -482,7 +502,12 @@ class PartitionTask(threading.Thread):
             self._queued += len(records)
         self.queue.put(records)
 
-    def _took(self, taken: int, processed: int) -> None:
+    def _took(self, taken: int, processed: int, began: float, parked: float) -> None:
+        """A batch is done: ``taken`` records left the queue, ``processed`` of them
+        were processed from ``began`` (``perf_counter``) on, when ``_parked`` was ``parked``."""
+        if processed:
+            spent = time.perf_counter() - began - (self._parked - parked)
+            self.metrics.batch(processed, spent)
         with self._queued_lock:
             self._queued -= taken
             drained = taken and self._queued <= self._low_water
@@ -494,6 +519,15 @@ class PartitionTask(threading.Thread):
     def queued(self) -> int:
         """Records handed over and not yet taken (any thread)."""
         return self._queued
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The next offset of source partition ``tp`` to process (any thread).
+
+        The committed offset until a record was processed; ``None`` when
+        nothing was ever committed.
+        """
+        position = self._positions.get(tp)
+        return self.committed.get(tp.topic) if position is None else position
 
     def describe(self) -> dict[str, Any]:
         """A small status snapshot (any thread)."""

@@ -19,7 +19,8 @@ commits source offsets when a task asks, and runs the rebalance callbacks:
 
 Applications hear of assignments, restores, commits and revocations
 through the listener API (:mod:`statestream.listeners`): the app's
-listeners and those given to the worker.
+listeners and those given to the worker. ``worker.metrics``
+(:mod:`statestream.worker.metrics`) holds the worker's Prometheus metrics.
 
 An app with global tables has them restored first, before the group is
 joined (:mod:`statestream.worker.globals`), and kept up to date by their
@@ -82,6 +83,8 @@ from statestream.worker.globals import (
     check_global_stores,
     ensure_global_topics,
 )
+from statestream.worker.lag import SourceWatermarks
+from statestream.worker.metrics import WorkerMetrics
 from statestream.worker.partition import PartitionTask
 from statestream.worker.queries import WorkerStores
 from statestream.worker.restore_log import RestoreLog
@@ -125,11 +128,16 @@ class Worker:
         transport: Transport | None = None,
         topic_check_interval: float = 10.0,
         listeners: Sequence[object] = (),
+        lag_interval: float = 5.0,
     ) -> None:
         """``listeners`` hear of the worker's events after the app's own
-        (:mod:`statestream.listeners`)."""
+        (:mod:`statestream.listeners`); ``lag_interval`` is the seconds between
+        reads of the source partitions' high watermarks (consumer lag metric)."""
         self.app = app
-        self._listeners = ListenerSet([RestoreLog(), *app.listeners, *listeners])
+        #: This worker's Prometheus metrics (``worker.metrics.registry``, ``.render()``).
+        self.metrics = WorkerMetrics(self)
+        self._listeners = ListenerSet([self.metrics, RestoreLog(), *app.listeners, *listeners])
+        self._lag = SourceWatermarks(lag_interval)
         #: Seconds between checks of the source topics' partition counts.
         self.topic_check_interval = topic_check_interval
         self._partitions = 0
@@ -318,6 +326,7 @@ class Worker:
                 return
         self._member = self._join_group(partitions)
         self._member.subscribe(self.app.source_topics(), self)
+        self._lag.start(self._transport)
         self._started = True
         log.info(
             "worker for %r started: %d partitions, broker %s, store %s",
@@ -564,6 +573,36 @@ class Worker:
             dict(self._restoring),
         )
 
+    # -- what the metrics read at scrape time (any thread) ---------------------------
+
+    def partition_states(self) -> dict[int, str]:
+        """Each active partition's state: ``"restoring"`` or ``"processing"``."""
+        tasks = dict(self._tasks)
+        return {p: "processing" if t.ready.is_set() else "restoring" for p, t in tasks.items()}
+
+    def consumer_lags(self) -> dict[TopicPartition, int]:
+        """Per source partition held: its high watermark minus the position reached.
+
+        The position is the next offset to process (the committed offset
+        before the first record, the log start without one); the high
+        watermark is the last one read (every ``lag_interval`` seconds).
+        """
+        tasks = dict(self._tasks)
+        lags: dict[TopicPartition, int] = {}
+        for tp, (low, high) in self._lag.marks().items():
+            task = tasks.get(tp.partition)
+            if task is not None:
+                position = task.position(tp)
+                lags[tp] = max(high - max(low if position is None else position, low), 0)
+        return lags
+
+    def standby_lags(self) -> list[tuple[str, int, int]]:
+        """``(table, partition, lag)`` of every standby copy whose lag is known."""
+        standby = self._standby
+        if standby is None:
+            return []
+        return [(s.table, s.partition, s.lag) for s in standby.status() if s.lag is not None]
+
     def _write_status(self) -> None:
         """Write the status file ``statestream tables`` reads (roles, offsets, lags)."""
         assert self._manager is not None
@@ -694,6 +733,7 @@ class Worker:
         assert self._manager is not None
         assert self._producer is not None
         assert self._coordinator is not None
+        self.metrics.rebalances.inc()
         numbers = sorted({tp.partition for tp in partitions} - set(self._tasks))
         generation = self._member.generation() if numbers else 0
         handed = self._apply_info(numbers)
@@ -714,6 +754,7 @@ class Worker:
                 coordinator=self._coordinator,
                 generation=generation,
                 stores=handed.pop(number, None),
+                metrics=self.metrics.partition(number),
             )
             task.warned_tables = self._warned_tables  # one key-guard warning per table
             tps = self._tps(number)
@@ -734,6 +775,7 @@ class Worker:
                 generation,
                 extra={"partitions": numbers},
             )
+            self._watch_lag()
             self._listeners.on_assigned(PartitionsAssigned(tuple(numbers), generation))
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
@@ -759,8 +801,12 @@ class Worker:
             self._revoked(numbers, lost=True)
 
     def _revoked(self, numbers: Sequence[int], *, lost: bool) -> None:
-        """(Poll thread) Tell the listeners."""
+        """(Poll thread) Tell the listeners; stop watching the partitions' lag."""
+        self._watch_lag()
         self._listeners.on_revoked(PartitionsRevoked(tuple(numbers), lost))
+
+    def _watch_lag(self) -> None:
+        self._lag.watch(tp for number in self._tasks for tp in self._tps(number))
 
     def _stop_tasks(self, numbers: Sequence[int], *, commit: bool = True) -> None:
         tasks = [self._tasks[n] for n in numbers if n in self._tasks]
@@ -790,7 +836,7 @@ class Worker:
             if held:
                 self._revoked(held, lost=not commit)
 
-        steps: list[Callable[[], None]] = [stop_tasks]
+        steps: list[Callable[[], None]] = [stop_tasks, self._lag.stop]
         if self._member is not None:
             steps.append(self._member.close)
         if self._globals is not None:
