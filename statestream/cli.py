@@ -255,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser(
         "worker",
         help="run an app's processors until stopped (SIGTERM/SIGINT stop it gracefully)",
-        description="Run a worker of APP. Flags override the app's settings.",
+        description=(
+            "Run a worker of APP. Flags override the app's settings. While table partitions "
+            "restore from their changelogs, a live progress bar shows on standard error if it "
+            "is a terminal; log lines report progress every few seconds either way."
+        ),
     )
     _add_app_flags(worker)
 
@@ -453,12 +457,24 @@ def _run_worker(args: argparse.Namespace, run: _Run) -> int:
     from statestream.worker.runner import Worker
 
     app = _load(args, run.secrets)
-    worker = Worker(app)
+    listeners: list[object] = []
+    bar = None
+    if sys.stderr.isatty():
+        # A person watches: restores show as a live bar (a pipe gets the log lines only).
+        from statestream.worker.restore_bar import RestoreBar
+
+        bar = RestoreBar(sys.stderr, run.logging.handler)
+        listeners.append(bar)
+    worker = Worker(app, listeners=listeners)
     # The hosts are enough to say which brokers; the options would only be noise.
     where = redact_url(app.config.broker_url).partition("?")[0]
     run.logging.report_outages(worker.waiting_for, where=where)
     _install_stop(worker.request_stop)
-    return worker.run()
+    try:
+        return worker.run()
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _run_tables(args: argparse.Namespace, run: _Run) -> int:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +20,9 @@ from statestream.listeners import BatchRestored, RestoreEnded, RestoreStarted
 from statestream.tables.restore_events import RestoreTracker
 from statestream.types import TopicPartition
 from statestream.worker.restore_log import RestoreLog, describe_progress, format_seconds
+from tests.worker_thread import produce
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CHANGELOG = TopicPartition("app-values-changelog", 2)
 
 
@@ -135,3 +146,115 @@ def test_progress_text() -> None:
     assert format_seconds(3.46) == "3.5 s"
     assert format_seconds(125) == "2 min 05 s"
     assert format_seconds(3720) == "1 h 02 min"
+
+
+# -- the bar: shown on a terminal, not otherwise ---------------------------------------
+
+
+def _prepare(tmp: Path) -> dict[str, str]:
+    produce(
+        tmp,
+        "progress-values-changelog",
+        [(p, f"k{i}", i) for p in (0, 1) for i in range(40_000 if p == 0 else 5)],
+        cleanup_policy="compact",
+    )
+    env = dict(os.environ)
+    env.update(
+        STATESTREAM_BROKER_URL=f"embedded://{tmp}/log",
+        STATESTREAM_STORE_URL="memory://",
+        STATESTREAM_DATA_DIR=str(tmp),
+        STATESTREAM_PARTITIONS="2",
+        PROGRESS_EVENTS=str(tmp / "events.jsonl"),
+        COLUMNS="120",
+        TERM="xterm",
+    )
+    return env
+
+
+WORKER = [sys.executable, "-m", "statestream.cli", "worker", "tests.progress_app:app"]
+READY = (b"partition 0 ready", b"partition 1 ready")
+
+
+def _events(tmp: Path) -> list[dict[str, Any]]:
+    lines = (tmp / "events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _check_events(tmp: Path) -> None:
+    """The app's listener (added by the app module) heard the restore under the CLI."""
+    events = [e for e in _events(tmp) if e["partition"] == 0]
+    assert events[0] == {"event": "start", "partition": 0, "start": 0, "end": 40_000}
+    assert events[-1] == {"event": "end", "partition": 0, "position": 40_001}
+    positions = [e["position"] for e in events if e["event"] == "batch"]
+    assert positions == sorted(positions)
+    assert positions[-1] == 40_001
+
+
+def _read_until(fd: int, wanted: tuple[bytes, ...], timeout: float) -> bytes:
+    """Read ``fd`` until every ``wanted`` text was seen, or EOF, or ``timeout``."""
+    output = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(w in output for w in wanted):
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the terminal's other side closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output
+
+
+def test_bar_under_a_terminal(tmp_path: Path) -> None:
+    env = _prepare(tmp_path)
+    master, slave = pty.openpty()
+    worker = subprocess.Popen(
+        WORKER, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    try:
+        output = _read_until(master, READY, 60)
+        worker.send_signal(signal.SIGTERM)
+        output += _read_until(master, (b"stopped",), 30)
+        assert worker.wait(30) == 0, output.decode(errors="replace")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        os.close(master)
+    text = output.decode(errors="replace")
+    assert all(w.decode() in text for w in READY), text
+    assert "restoring values[0]" in text, text
+    assert "━" in text  # the bar itself
+    assert "\x1b[" in text  # drawn and removed with terminal control sequences
+    _check_events(tmp_path)
+
+
+def test_no_bar_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    env = _prepare(tmp_path)
+    worker = subprocess.Popen(
+        WORKER,
+        cwd=REPO_ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert worker.stderr is not None
+        output = _read_until(worker.stderr.fileno(), READY, 60)
+        worker.send_signal(signal.SIGTERM)
+        _, rest = worker.communicate(timeout=30)
+        output += rest
+        assert worker.returncode == 0, output.decode(errors="replace")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    text = output.decode(errors="replace")
+    assert all(w.decode() in text for w in READY), text
+    assert "restoring values[" not in text
+    assert "━" not in text
+    assert "\x1b[" not in text
+    _check_events(tmp_path)
