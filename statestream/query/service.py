@@ -27,6 +27,7 @@ from statestream.errors import (
 )
 from statestream.log.partitioner import default_partition
 from statestream.query.answers import Answer, Copy, Page
+from statestream.query.pacing import Pacer
 from statestream.query.windows import read_windows
 from statestream.serde import encode_prefix
 from statestream.stores.base import Store
@@ -60,6 +61,9 @@ class StoreSource(Protocol):
     def owner(self, partition: int) -> str | None:
         """The HTTP endpoint of the worker holding ``partition`` active, if known."""
 
+    def busy(self) -> bool:
+        """Whether the worker has records to process (queries are paced then)."""
+
 
 class QueryService:
     """Reads the committed state of a worker's tables (see the module docstring)."""
@@ -73,6 +77,7 @@ class QueryService:
         self._tables = {t.name: t for t in tables}
         self._globals = {t.name: t for t in global_tables}
         self.source = source
+        self.pacer = Pacer(source.busy)
 
     def table_names(self) -> list[str]:
         """The tables and global tables, sorted."""
@@ -107,8 +112,13 @@ class QueryService:
         From the key's active partition on this worker; with ``standby``, from
         this worker's standby copy when it does not hold the partition active.
         Raises KeyNotLocalError (with the owner's endpoint when known) or
-        PartitionNotReadyError.
+        PartitionNotReadyError. While the worker is busy, reads are paced
+        (:mod:`statestream.query.pacing`).
         """
+        with self.pacer.pace():
+            return self._get(table, key, standby, partition)
+
+    def _get(self, table: str, key: Any, standby: bool, partition: int | None) -> Answer:
         found = self.table(table)
         if isinstance(found, GlobalTable):
             kb = found.key_codec.encode(key)
@@ -150,6 +160,20 @@ class QueryService:
         """Up to ``limit`` pairs of each partition held here (or of ``partition``), keys
         from ``start`` (inclusive) to ``end`` (exclusive) and/or under ``prefix``, in the
         order of the encoded keys."""
+        with self.pacer.pace():
+            return self._range(table, prefix, start, end, limit, partition, standby, reverse)
+
+    def _range(
+        self,
+        table: str,
+        prefix: Any,
+        start: Any,
+        end: Any,
+        limit: int,
+        partition: int | None,
+        standby: bool,
+        reverse: bool,
+    ) -> Page:
         found = self.table(table)
         if isinstance(found, WindowedTable):
             raise QueryError(

@@ -30,10 +30,12 @@ class WorkerStores:
         manager: TableManager,
         partitions: Callable[[], int],
         standby: Callable[[], StandbyThread | None],
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._manager = manager
         self._partitions = partitions
         self._standby = standby
+        self._busy = busy
         self._owners: Mapping[int, str] = {}
 
     def partition_count(self) -> int:
@@ -50,6 +52,9 @@ class WorkerStores:
 
     def owner(self, partition: int) -> str | None:
         return self._owners.get(partition)
+
+    def busy(self) -> bool:
+        return self._busy()
 
     def set_owners(self, owners: Mapping[int, str]) -> None:
         """Partition -> HTTP endpoint of the member holding it active (the assignment's)."""

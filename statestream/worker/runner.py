@@ -93,6 +93,9 @@ from statestream.worker.standby import StandbyThread
 
 __all__ = ["Worker", "WorkerStatus"]
 
+#: Seconds a worker counts as busy after it last processed records.
+_BUSY_FOR = 0.5
+
 log = logging.getLogger("statestream.worker")
 
 _COMMIT_TIMEOUT = 120.0
@@ -180,6 +183,7 @@ class Worker:
         self.queries: QueryService | None = None
         self._stores: WorkerStores | None = None
         self._web: WebServer | None = None
+        self._worked_at = 0.0  # monotonic time records were last processed
         #: This worker's HTTP endpoint URL, advertised to the group (None: none runs).
         self.endpoint: str | None = None
 
@@ -196,6 +200,8 @@ class Worker:
         """Add to a counter (any thread)."""
         with self._counter_lock:
             self._counters[name] = self._counters.get(name, 0) + amount
+        if name == "processed":
+            self._worked_at = time.monotonic()  # one float store: read by _busy
 
     def counters(self) -> dict[str, int]:
         """Return a copy of the counters (any thread)."""
@@ -217,6 +223,13 @@ class Worker:
             "partitions": sorted(tasks),
             "restoring": restoring,
         }
+
+    def _busy(self) -> bool:
+        """(Any thread) Whether records were processed in the last moment, are queued, or
+        a partition restores (queries are paced then: statestream.query.pacing)."""
+        if time.monotonic() - self._worked_at < _BUSY_FOR:
+            return True
+        return any(t.queued() or not t.ready.is_set() for t in list(self._tasks.values()))
 
     def _stop_serving(self) -> None:
         """No new queries (those in flight finish first: a store's close waits for them)."""
@@ -310,7 +323,9 @@ class Worker:
         self._coordinator = CommitCoordinator(
             self._manager, self._producer, on_commit=self._listeners.on_commit
         )
-        self._stores = WorkerStores(self._manager, lambda: self._partitions, lambda: self._standby)
+        self._stores = WorkerStores(
+            self._manager, lambda: self._partitions, lambda: self._standby, self._busy
+        )
         self.queries = QueryService(self.app.tables(), self.app.global_tables(), self._stores)
         self.app.attach_queries(self.queries)
         register_queries(config.app_id, self.queries)
