@@ -232,3 +232,73 @@ def test_two_workers_answer_every_key_by_redirect_or_proxy(
         for w in workers:
             w.stop()
         transport.close()
+
+
+def test_metrics_are_served_in_the_prometheus_format(
+    embedded: tuple[Running, Transport, str],
+) -> None:
+    _, transport, url = embedded
+    produce(transport, "words", ["apple", "banana"])
+    wait_for(lambda: fetch(f"{url}/tables/counts/keys/banana")[0] == 200, 30, "banana committed")
+    status, body, headers = fetch(f"{url}/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    processed = [
+        line
+        for line in body.splitlines()
+        if line.startswith("statestream_records_processed") and not line.startswith("#")
+    ]
+    assert processed, body[:500]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in processed) >= 2
+
+
+def test_health_turns_ready_only_after_every_partition_is_restored(tmp_path: Path) -> None:
+    log_url = f"embedded://{tmp_path}/log"
+    transport = open_transport(log_url)
+    admin = transport.admin()
+    admin.ensure_topic(TopicSpec("words", PARTITIONS))
+    admin.close()
+    first = App(
+        "web-r", [Counter], broker_url=log_url, store_url=f"leveldb://{tmp_path}/a", web_port=0
+    )
+    running = Running(first, transport)
+    try:
+        url = wait_for(lambda: running.worker.endpoint, 30, "the endpoint")
+        produce(transport, "words", [f"w{i}" for i in range(200)])
+        wait_for(lambda: fetch(f"{url}/tables/counts/keys/w199")[0] == 200, 30, "w199 committed")
+    finally:
+        running.stop()
+
+    class Probe:
+        """Asks /health while a partition restores (a fresh store: from the changelog)."""
+
+        def __init__(self) -> None:
+            self.worker: Worker | None = None
+            self.during: list[int] = []
+
+        def on_restore_start(self, event: Any) -> None:
+            assert self.worker is not None
+            assert self.worker.endpoint is not None
+            self.during.append(fetch(f"{self.worker.endpoint}/health")[0])
+
+    probe = Probe()
+    second = App(
+        "web-r",
+        [Counter],
+        broker_url=log_url,
+        store_url=f"leveldb://{tmp_path}/b",
+        web_port=0,
+        listeners=[probe],
+    )
+    running = Running(second, transport)
+    probe.worker = running.worker
+    try:
+        url = wait_for(lambda: running.worker.endpoint, 30, "the endpoint")
+        wait_for(lambda: fetch(f"{url}/health")[0] == 200, 30, "ready after the restores")
+        assert probe.during, "no partition restored"
+        assert set(probe.during) == {503}, "ready while a partition restored"
+        status, body, _ = fetch(f"{url}/tables/counts/keys/w199")
+        assert (status, body["value"]) == (200, 1)
+    finally:
+        running.stop()
+        transport.close()
