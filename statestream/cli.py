@@ -490,8 +490,18 @@ def _run_tables(args: argparse.Namespace, run: _Run) -> int:
 
 def _run_inspect(args: argparse.Namespace, run: _Run) -> int:
     from statestream.console import json_default, text_field
-    from statestream.inspect_store import Query, TableReader, app_table, url_table
+    from statestream.inspect_store import (
+        AskWorker,
+        Query,
+        TableReader,
+        app_table,
+        ask_endpoint,
+        url_table,
+    )
     from statestream.serde import get_codec
+    from statestream.tables.local import read_endpoint, status_path
+
+    ask: AskWorker | None = None
 
     target = args.app
     if "://" in target:
@@ -500,13 +510,18 @@ def _run_inspect(args: argparse.Namespace, run: _Run) -> int:
         key_codec = get_codec(args.key_codec) if args.key_codec else codec
         layout = url_table(target, args.table, key_codec, codec, windowed=args.windowed)
     elif ":" in target:
-        layout = app_table(_load(args, run.secrets), args.table)
+        app = _load(args, run.secrets)
+        layout = app_table(app, args.table)
+        # A store the running worker holds is asked through its endpoint.
+        endpoint = read_endpoint(status_path(app.config.data_dir, app.app_id))
+        if endpoint is not None:
+            ask = ask_endpoint(endpoint, app.config.web_token)
     else:
         raise ConfigurationError(
             "inspect needs an app (module:attribute, e.g. myapp:app) or a store URL "
             f"(e.g. leveldb:///var/lib/app/myapp), got {target!r}"
         )
-    reader = TableReader(layout)
+    reader = TableReader(layout, ask_worker=ask)
     if args.limit < 0:
         raise ConfigurationError(f"--limit must be >= 0 (0: every entry), got {args.limit}")
     limit = args.limit or None

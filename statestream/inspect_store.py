@@ -37,6 +37,9 @@ Thread ownership: the calling thread (the command's main thread).
 
 from __future__ import annotations
 
+import json
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -70,6 +73,7 @@ __all__ = [
     "TableLayout",
     "TableReader",
     "app_table",
+    "ask_endpoint",
     "url_table",
 ]
 
@@ -113,6 +117,45 @@ class Entry(NamedTuple):
 #: Asked for the entries of a store a running worker holds: ``(layout, partition,
 #: query)`` -> the entries, or ``None`` if the worker cannot be asked.
 AskWorker = Callable[[TableLayout, int, Query], Iterable[Entry] | None]
+
+
+def ask_endpoint(endpoint: str, token: str | None = None, timeout: float = 10.0) -> AskWorker:
+    """An :data:`AskWorker` that asks the worker's HTTP endpoint (docs/queries.md).
+
+    ``GET {endpoint}/tables/{name}?partition=&prefix=&limit=`` answers the
+    worker's committed entries of the partition; it answers ``None`` (the
+    worker cannot be asked) when the endpoint does not answer, the worker
+    does not hold the partition active, or the table is windowed (the
+    endpoint reads those per key).
+    """
+
+    def ask(layout: TableLayout, partition: int, query: Query) -> list[Entry] | None:
+        if layout.windowed:
+            return None
+        params: dict[str, str] = {"partition": str(partition)}
+        if query.prefix is not None:
+            params["prefix"] = query.prefix
+        params["limit"] = str(min(query.limit or _MAX_ASKED, _MAX_ASKED))
+        url = (
+            f"{endpoint}/tables/{urllib.parse.quote(layout.name, safe='')}?"
+            + urllib.parse.urlencode(params)
+        )
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) only
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                page = json.loads(response.read())
+        except (OSError, ValueError):
+            return None
+        if page.get("missing"):
+            return None
+        return [Entry(partition, item["key"], item["value"]) for item in page["items"]]
+
+    return ask
+
+
+#: The most entries one request to a worker's endpoint asks for (its range limit).
+_MAX_ASKED = 10_000
 
 
 def app_table(app: App, name: str) -> TableLayout:
@@ -289,7 +332,8 @@ class TableReader:
             raise StoreHeldError(
                 f"the store of table {layout.name!r} partition {partition} is held by a running "
                 "worker (its LevelDB lock is taken), and statestream inspect reads only stores "
-                f"no process has open; stop that worker to inspect it. {exc}"
+                "no process has open; stop that worker to inspect it, or run it with "
+                f"--web-port so that inspect asks it. {exc}"
             ) from exc
 
     def _asked(self, partition: int, query: Query) -> Iterable[Entry]:

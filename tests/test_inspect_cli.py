@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -79,7 +80,7 @@ def _counts(out: str) -> dict[int, dict[str, int]]:
 class WordCountRun:
     """A word count run to its end on the embedded log under ``tmp``: the expected tables."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *flags: str) -> None:
         self.tmp = tmp
         transport = open_embedded(tmp)
         try:
@@ -91,7 +92,7 @@ class WordCountRun:
         self.progress.mkdir()
         self.worker = WorkerProcess(
             WORDCOUNT,
-            ["--data-dir", str(tmp), "--commit-interval", "0.1"],
+            ["--data-dir", str(tmp), "--commit-interval", "0.1", *flags],
             tmp / "worker.log",
             {"WORDCOUNT_PROGRESS_DIR": str(self.progress)},
         )
@@ -212,6 +213,35 @@ def test_inspect_names_what_is_wrong(tmp_path: Path, run: Run) -> None:
     assert "--limit must be >= 0" in err
     for line in err.splitlines():
         assert "Traceback" not in line
+
+
+def test_inspect_asks_the_endpoint_of_the_worker_that_holds_the_store(
+    tmp_path: Path, run: Run
+) -> None:
+    wordcount = WordCountRun(tmp_path, "--web-port", "0")
+    try:
+        wordcount.wait_processed()
+        args = ("--table", "counts", WORDCOUNT, "--data-dir", str(tmp_path), "--limit", "0")
+
+        def answered() -> str | None:
+            code, out, _ = run(*args)
+            return out if code == 0 and out else None
+
+        seen = wait_for(answered, 60, "inspect answered through the endpoint")
+        time.sleep(0.5)  # the last commits land
+        code, seen, err = run(*args)
+        assert code == 0, err
+        code, prefixed, err = run(*args, "--prefix", "c")
+        assert code == 0, err
+        expected = wordcount.stop()
+    finally:
+        wordcount.worker.ensure_stopped()
+    assert _counts(seen) == expected
+    assert _counts(prefixed) == {
+        p: {k: v for k, v in counts.items() if k.startswith("c")}
+        for p, counts in expected.items()
+        if any(k.startswith("c") for k in counts)
+    }
 
 
 def test_a_held_store_goes_to_the_ask_worker_seam(tmp_path: Path) -> None:

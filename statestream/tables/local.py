@@ -30,6 +30,7 @@ from statestream.types import TopicPartition
 __all__ = [
     "STATUS_STALE_AFTER",
     "LocalOffsets",
+    "read_endpoint",
     "read_global_status",
     "read_status",
     "status_path",
@@ -85,6 +86,7 @@ def write_status(
     path: str,
     partitions: Mapping[int, Mapping[str, Any]],
     global_tables: Mapping[str, Mapping[str, Any]] | None = None,
+    endpoint: str | None = None,
 ) -> None:
     """Atomically write a worker's view of its partitions (see :func:`read_status`).
 
@@ -99,6 +101,8 @@ def write_status(
         "written": time.time(),
         "partitions": {str(p): dict(v) for p, v in sorted(partitions.items())},
         "globals": {name: dict(v) for name, v in sorted((global_tables or {}).items())},
+        # The worker's HTTP endpoint (statestream inspect asks it for held stores).
+        "endpoint": endpoint,
     }
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
@@ -106,6 +110,13 @@ def write_status(
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(document, fh)
     os.replace(tmp, path)
+
+
+def read_endpoint(path: str) -> str | None:
+    """The HTTP endpoint of the running worker whose status file is ``path``, or None."""
+    document = _read_fresh(path)
+    endpoint = None if document is None else document.get("endpoint")
+    return endpoint if isinstance(endpoint, str) else None
 
 
 def read_status(path: str) -> dict[int, dict[str, Any]] | None:

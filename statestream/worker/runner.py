@@ -642,7 +642,10 @@ class Worker:
         global_tables = None if self._globals is None else self._globals.status_document()
         try:
             write_status(
-                status_path(self.app.config.data_dir, self.app.app_id), partitions, global_tables
+                status_path(self.app.config.data_dir, self.app.app_id),
+                partitions,
+                global_tables,
+                endpoint=self.endpoint,
             )
         except OSError as exc:
             log.debug("cannot write the status file: %s", exc)
