@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from statestream import App, Processor, Table
+from statestream.errors import QueryError
 from statestream.log import Transport, open_transport
 from statestream.log.base import TopicSpec
 from statestream.worker import Worker
@@ -196,8 +197,11 @@ def test_two_workers_answer_every_key_by_redirect_or_proxy(
                 [Words],
                 broker_url=broker,
                 store_url=f"leveldb://{tmp_path}/{name}",
+                data_dir=str(tmp_path / name),
                 commit_interval=0.1,
                 web_port=0,
+                web_token=TOKEN,
+                num_standby_replicas=1,
             )
             workers.append(Running(app, transport))
         urls = [wait_for(lambda w=w: w.worker.endpoint, 60, "an endpoint") for w in workers]
@@ -210,24 +214,48 @@ def test_two_workers_answer_every_key_by_redirect_or_proxy(
                 ready, details = w.worker.health()
                 if not ready or not details["partitions"]:
                     return False
-            return all(fetch(f"{u}/tables/counts/keys/w39", redirect=True)[0] == 200 for u in urls)
+            return all(fetch(f"{u}/tables/counts/keys/w39", TOKEN)[0] == 200 for u in urls)
 
         wait_for(settled, 90, "two members, each with partitions, w39 counted")
         redirected = 0
         for url in urls:
             for word in words:
-                status, body, headers = fetch(f"{url}/tables/counts/keys/{word}", redirect=False)
+                status, body, headers = fetch(
+                    f"{url}/tables/counts/keys/{word}", TOKEN, redirect=False
+                )
                 if status == 307:
                     redirected += 1
                     assert headers["Location"].split("/tables/")[0] in urls
                     assert headers["Location"].split("/tables/")[0] != url
                 else:
                     assert (status, body["value"]) == (200, 1), word
-                status, body, _ = fetch(f"{url}/tables/counts/keys/{word}")  # follows
+                status, body, _ = fetch(f"{url}/tables/counts/keys/{word}", TOKEN)  # follows
                 assert (status, body["value"]) == (200, 1), word
-                status, body, _ = fetch(f"{url}/tables/counts/keys/{word}?proxy=1", redirect=False)
+                status, body, _ = fetch(
+                    f"{url}/tables/counts/keys/{word}?proxy=1", TOKEN, redirect=False
+                )
                 assert (status, body["value"]) == (200, 1), word
+                assert fetch(f"{url}/tables/counts/keys/{word}?proxy=1")[0] == 401
         assert redirected >= len(words) // 2, "about half the keys live on the other worker"
+        # Standby copies: each worker keeps one of the other's partitions.
+        first = workers[0].worker
+        assert first.queries is not None
+        elsewhere = [
+            w for w in words if fetch(f"{urls[0]}/tables/counts/keys/{w}", TOKEN, False)[0] == 307
+        ]
+
+        def standby_answers() -> bool:
+            try:
+                answers = [first.app.query("counts", w, standby=True) for w in elsewhere]
+            except QueryError:
+                return False
+            return all(a.copy == "standby" and a.value == 1 for a in answers)
+
+        wait_for(standby_answers, 90, "the standby copies caught up")
+        answer = first.app.query("counts", elsewhere[0], standby=True)
+        assert answer.lag is None or answer.lag >= 0
+        status, body, _ = fetch(f"{urls[0]}/tables/counts/keys/{elsewhere[0]}?standby=1", TOKEN)
+        assert (status, body["copy"], body["value"]) == (200, "standby", 1)
     finally:
         for w in workers:
             w.stop()
