@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from statestream import App, Processor, Table
+from statestream import App, GlobalTable, Processor, Table
 from statestream.errors import NotRunningError, QueryError, UnknownTableError
 from statestream.log import Transport, open_transport
 from statestream.log.base import TopicSpec
@@ -37,6 +37,7 @@ class Counts(Processor):
     # Every record sets GROUP keys of its partition to its own offset: any
     # committed state has them all equal.
     batches = Table("batches", default=int)
+    prices = GlobalTable("prices")
 
     def process(self, message: Any, ctx: Any) -> None:
         word = message.value
@@ -196,3 +197,30 @@ def test_query_needs_a_running_worker(tmp_path: Path) -> None:
         transport.close()
     with pytest.raises(NotRunningError):
         app.query("counts", "apple")
+
+
+def test_global_tables_answer_from_the_workers_copy(
+    running: tuple[App, Running, Transport],
+) -> None:
+    app, _, transport = running
+    topic = app.global_topic(Counts.prices)
+    producer = transport.producer()
+    try:
+        for name, price in (("apple", 3), ("apricot", 5), ("banana", 1)):
+            producer.send(topic, json.dumps(name).encode(), json.dumps(price).encode())
+        producer.flush()
+    finally:
+        producer.close()
+
+    def priced() -> Any:
+        try:
+            return app.query("prices", "banana").found
+        except QueryError:
+            return False
+
+    wait_for(priced, 30, "the global copy has the prices")
+    answer = app.query("prices", "apple")
+    assert (answer.found, answer.value, answer.copy, answer.partition) == (True, 3, "global", None)
+    page = app.query_range("prices", prefix="ap")
+    assert sorted((k, v) for k, v, _ in page.items) == [("apple", 3), ("apricot", 5)]
+    assert page.copy == "global"

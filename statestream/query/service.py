@@ -23,6 +23,7 @@ from statestream.errors import (
     PartitionNotReadyError,
     QueryError,
     StoreClosedError,
+    TableContextError,
     UnknownTableError,
 )
 from statestream.log.partitioner import default_partition
@@ -32,7 +33,7 @@ from statestream.query.windows import read_windows
 from statestream.serde import encode_prefix
 from statestream.stores.base import Store
 from statestream.stores.reading import StoreReader
-from statestream.tables.globaltable import GlobalTable
+from statestream.tables.globaltable import GlobalCopy, GlobalTable
 from statestream.tables.table import Table
 from statestream.tables.windowed import WindowedTable
 
@@ -122,7 +123,7 @@ class QueryService:
         found = self.table(table)
         if isinstance(found, GlobalTable):
             kb = found.key_codec.encode(key)
-            raw = found.copy.get(kb)
+            raw = _global_copy(found).get(kb)
             lags = [lag for lag in found.lag().values() if lag is not None]
             value = None if raw is None else found.value_codec.decode(raw)
             lag = sum(lags) if lags else None
@@ -187,7 +188,7 @@ class QueryService:
         raw_prefix = None if prefix is None else encode_prefix(codec, prefix)
         decode_key, decode_value = codec.decode, found.value_codec.decode
         if isinstance(found, GlobalTable):
-            pairs = found.copy.scan(lo, hi, reverse)
+            pairs = _global_copy(found).scan(lo, hi, reverse)
             items: list[tuple[Any, Any, int | None]] = []
             more = False
             for kb, raw in pairs:
@@ -250,3 +251,14 @@ class QueryService:
                 f"table {table!r} partition {partition} is moving ({exc}); ask again",
                 partition=partition,
             ) from exc
+
+
+def _global_copy(table: GlobalTable[Any, Any]) -> GlobalCopy:
+    """The worker's copy of a global table (QueryError before it is restored)."""
+    try:
+        return table.copy
+    except TableContextError as exc:
+        raise QueryError(
+            f"global table {table.name!r} has no copy on this worker yet: it restores before "
+            "the worker joins its group; ask again"
+        ) from exc
