@@ -33,8 +33,8 @@ threads at once. An exception raised by a listener is logged (on
 then a line at most every minute with how many more) and never stops the
 worker; the other listeners still hear of the event.
 
-Restore events concern the local tables of the partitions the worker
-processes (standby copies and global tables are not reported). Each
+Restore events concern the tables of the partitions the worker processes
+(standby copies and global tables are not reported). Each
 restore that has changelog records to replay gets exactly one
 ``on_restore_start``, any number of ``on_batch_restored`` whose
 ``position`` never moves back, and exactly one ``on_restore_end``
