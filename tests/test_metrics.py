@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from statestream import App, Processor, Table
 from statestream.context import Context, Message
+from statestream.log import open_transport
+from statestream.log.base import TopicSpec
 from statestream.worker.metrics import CONTENT_TYPE, render
 from statestream.worker.runner import Worker
 from tests.worker_thread import (
@@ -180,3 +185,83 @@ def test_each_worker_has_its_own_registry(tmp_path: Path) -> None:
     # Nothing in the process-wide default registry.
     assert "statestream_" not in prometheus_client.generate_latest().decode()
     assert CONTENT_TYPE.startswith("text/plain")
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_two_workers_on_kafka_standby_lag_and_separate_counts(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """Two workers of one app in this process, each keeping the other's partitions as
+    standbys: each registry counts its own partitions, and the standby lag reaches 0."""
+    suffix = uuid.uuid4().hex[:8]
+    topic = f"metrics-words-{suffix}"
+
+    class Words(Processor):
+        topics = (topic,)
+        counts: Table[str, int] = Table("counts", default=int)
+
+        def process(self, message: Message, ctx: Context) -> None:
+            self.counts[message.value] += 1
+
+    broker = f"kafka://{kafka_bootstrap}?session_timeout_ms=6000&heartbeat_interval_ms=500"
+    transport = open_transport(f"kafka://{kafka_bootstrap}")
+    try:
+        admin = transport.admin()
+        admin.ensure_topic(TopicSpec(topic, 4))
+        admin.close()
+        apps = [
+            App(
+                f"metrics-{suffix}",
+                [Words],
+                broker_url=broker,
+                store_url=f"leveldb://{tmp_path}/{name}",
+                data_dir=str(tmp_path / name),
+                commit_interval=0.2,
+                num_standby_replicas=1,
+            )
+            for name in ("a", "b")
+        ]
+        with contextlib.ExitStack() as stack:
+            workers = [stack.enter_context(running(app, transport=transport)) for app in apps]
+
+            def split() -> bool:
+                held = [set(w.partition_states()) for w in workers]
+                return all(held) and not held[0] & held[1] and held[0] | held[1] == {0, 1, 2, 3}
+
+            wait_for(split, 90, "the partitions split between the two workers")
+            producer = transport.producer()
+            for i in range(400):
+                producer.send(topic, None, json.dumps(f"w{i % 40}").encode(), partition=i % 4)
+            producer.flush()
+            producer.close()
+
+            def processed(worker: Worker) -> dict[int, float]:
+                return by_partition(samples(worker)["statestream_records_processed_total"])
+
+            wait_for(
+                lambda: sum(sum(processed(w).values()) for w in workers) == 400,
+                60,
+                "400 records processed by the two workers",
+            )
+
+            def standby_lags(worker: Worker) -> dict[int, float]:
+                return by_partition(samples(worker).get("statestream_standby_lag_offsets", {}))
+
+            # Each worker copies the partitions the other one processes, and catches up.
+            wait_for(
+                lambda: all(
+                    set(standby_lags(w)) == {0, 1, 2, 3} - set(w.partition_states())
+                    and set(standby_lags(w).values()) == {0}
+                    for w in workers
+                ),
+                60,
+                "standby copies caught up (lag 0)",
+            )
+            # (A worker that held every partition before the other joined keeps
+            # their counters, at 0.)
+            counts = [{p: n for p, n in processed(w).items() if n} for w in workers]
+            assert not set(counts[0]) & set(counts[1])  # no partition counted twice
+            assert {p: n for c in counts for p, n in c.items()} == {0: 100, 1: 100, 2: 100, 3: 100}
+    finally:
+        transport.close()
