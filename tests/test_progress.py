@@ -10,17 +10,22 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from statestream import App, GlobalTable, Processor
+from statestream.context import Context, Message
 from statestream.listeners import BatchRestored, RestoreEnded, RestoreStarted
+from statestream.log import open_transport
 from statestream.tables.restore_events import RestoreTracker
 from statestream.types import TopicPartition
+from statestream.worker.globals import GlobalTablesThread
 from statestream.worker.restore_log import RestoreLog, describe_progress, format_seconds
-from tests.worker_thread import produce
+from tests.worker_thread import produce, settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CHANGELOG = TopicPartition("app-values-changelog", 2)
@@ -258,3 +263,40 @@ def test_no_bar_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     assert "━" not in text
     assert "\x1b[" not in text
     _check_events(tmp_path)
+
+
+# -- global tables log their first restore's progress too --------------------------------
+
+
+class UsesRates(Processor):
+    topics = ("orders",)
+    rates: GlobalTable[str, float] = GlobalTable("rates")
+
+    def process(self, message: Message, ctx: Context) -> None:
+        pass
+
+
+def test_a_global_table_restore_logs_progress(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    produce(
+        tmp_path,
+        "progress-rates-changelog",
+        [(p, f"c{i}", 1.5) for p in (0, 1) for i in range(3000)],
+        cleanup_policy="compact",
+    )
+    app = App("progress", processors=[UsesRates], **settings(tmp_path))
+    transport = open_transport(app.config.broker_url)
+    reader = GlobalTablesThread(app, transport, batch_size=500, restore_log=RestoreLog(0.0))
+    try:
+        with caplog.at_level(logging.INFO, logger="statestream.recovery"):
+            reader.start()
+            assert reader.wait_ready(threading.Event())
+    finally:
+        reader.stop()
+        transport.close()
+    lines = [r for r in caplog.records if r.getMessage().startswith("restoring table 'rates'")]
+    assert {r.partition for r in lines} == {0, 1}  # type: ignore[attr-defined]
+    assert {r.topic for r in lines} == {"progress-rates-changelog"}  # type: ignore[attr-defined]
+    last = [r.getMessage() for r in lines if r.partition == 0][-1]  # type: ignore[attr-defined]
+    assert last.startswith("restoring table 'rates' partition 0: 3,000 of 3,000 offsets (100%)")

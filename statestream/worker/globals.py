@@ -6,9 +6,11 @@ attaches it to its table so every partition thread reads it, and runs a
 thread with its own fetcher, manually assigned every partition of every
 global table's topic. The thread first restores each copy to the topic's
 high watermarks as they were when it started; :meth:`wait_ready` blocks the
-worker until then, so no record is processed against a partial copy. Then
-it tails the topics for as long as the worker runs, applying what it reads
-in batches (the changelog reader's global mode).
+worker until then, so no record is processed against a partial copy (a
+long restore logs its progress per topic partition every few seconds, as
+partition restores do: :mod:`statestream.worker.restore_log`). Then it
+tails the topics for as long as the worker runs, applying what it reads in
+batches (the changelog reader's global mode).
 
 Errors: a log error is retried (with a warning at most every
 :data:`WARN_INTERVAL` seconds); a restore that makes no progress for
@@ -29,6 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +50,9 @@ from statestream.stores.base import Store
 from statestream.stores.registry import StoreRegistry, destroy_store, open_store
 from statestream.tables.globaltable import GlobalCopy, GlobalTable
 from statestream.tables.recovery import ProgressCallback
+from statestream.tables.restore_events import RestoreTracker
 from statestream.types import Record, TopicPartition
+from statestream.worker.restore_log import RestoreLog
 
 __all__ = [
     "WARN_INTERVAL",
@@ -124,6 +129,7 @@ class GlobalTablesThread:
         progress: ProgressCallback | None = None,
         stall_timeout: float = 60.0,
         batch_size: int = 10_000,
+        restore_log: RestoreLog | None = None,
     ) -> None:
         self.app = app
         self.transport = transport
@@ -140,6 +146,8 @@ class GlobalTablesThread:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_warning = 0.0
+        # Logs restore progress every few seconds (statestream.worker.restore_log).
+        self._restore_log = restore_log or RestoreLog()
 
     # -- the poll thread ---------------------------------------------------------
 
@@ -272,6 +280,13 @@ class GlobalTablesThread:
     def _restore(self, fetcher: Fetcher) -> None:
         began = time.monotonic()
         self._retry(lambda: self._start_copies(fetcher))
+        # The same progress lines as partition restores, per topic partition.
+        trackers = {
+            tp: RestoreTracker(self._restore_log, self._copies[tp.topic].name, tp)
+            for tp in self._targets
+        }
+        for tp, tracker in trackers.items():
+            tracker.begin(fetcher.position(tp), self._targets[tp], None)
         last_progress = time.monotonic()
         applied = 0
         while not self._stop.is_set():
@@ -293,14 +308,20 @@ class GlobalTablesThread:
             if records:
                 last_progress = time.monotonic()
                 applied += self._apply(records)
+            read = Counter(TopicPartition(r.topic, r.partition) for r in records)
             for tp, high in left.items():
-                self._copies[tp.topic].report(tp, max(high - fetcher.position(tp), 0))
+                position = fetcher.position(tp)
+                self._copies[tp.topic].report(tp, max(high - position, 0))
+                trackers[tp].batch(position, read[tp])
         if self._stop.is_set():
+            for tracker in trackers.values():
+                tracker.end(0, 0, 0, completed=False)
             return
         for tp in self._targets:
             copy = self._copies[tp.topic]
             copy.advance(tp, fetcher.position(tp))
             copy.report(tp, 0, force=True)
+            trackers[tp].end(0, 0, 0, completed=True)
         log.info(
             "global tables %s restored: %d records applied in %.1f s",
             sorted(c.name for c in self._copies.values()),
