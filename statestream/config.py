@@ -217,13 +217,24 @@ class AerospikeOptions:
     #: Retries of a call that failed on a timeout or a lost connection. Safe
     #: for writes too: every write puts a whole value or deletes a key.
     max_retries: int = 2
-    #: Limit for the set queries behind iterate, count and clear (ms, > 0).
-    query_timeout: int = 60000
+    #: Limit for one page of the set queries behind iterate, count and clear
+    #: (ms, > 0); it also caps the query's socket idle limit, so a frozen
+    #: server fails a query within it.
+    query_timeout: int = 5000
     #: Limit for reaching the cluster when the first store opens (ms, > 0).
     connect_timeout: int = 1000
     #: Leave tombstones on delete so deletes survive a cold restart of the
     #: server (Aerospike Enterprise only).
     durable_delete: bool = False
+    #: Largest encoded size of one write batch (bytes); batches are split to
+    #: stay under it, far below the server's 128 MiB message limit.
+    max_batch_bytes: int = 8 << 20
+    #: The namespace's ``max-record-size`` (bytes, server default 1 MiB): a
+    #: larger record is refused before anything is sent.
+    max_record_size: int = 1 << 20
+    #: Pairs ``iterate`` sorts in memory (bytes of keys and values); beyond
+    #: it, sorted runs go to temporary files and are merged.
+    iterate_buffer_bytes: int = 32 << 20
     #: User and password for a cluster with security enabled (Enterprise).
     user: str | None = None
     password: str | None = dataclasses.field(default=None, repr=False)
@@ -245,6 +256,9 @@ class AerospikeOptions:
                 f"aerospike option ttl must be -1 (never expire), 0 (namespace default) or "
                 f"a number of seconds up to 10 years, got {self.ttl}"
             )
+        for name in ("max_batch_bytes", "max_record_size", "iterate_buffer_bytes"):
+            if getattr(self, name) < 1024:
+                raise ConfigurationError(f"aerospike option {name} must be >= 1024 bytes")
         for name in ("total_timeout", "query_timeout", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(

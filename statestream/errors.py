@@ -162,6 +162,20 @@ class StoreCorruptedError(StoreError):
     """
 
 
+class OffsetRecordChangedError(StoreCorruptedError):
+    """A remote store's offset record vanished or changed under the store.
+
+    The store writes its offset record only over the version it last saw
+    (Aerospike: a generation check). The record was gone (a server restart
+    that lost an in-memory namespace, a truncate) or another writer had
+    replaced it (a second owner of the partition). The store's data can no
+    longer be trusted, so nothing old is written back. A worker handles it
+    as damage: it deletes the partition's records and rebuilds them from the
+    changelog (the message says which of the two happened). Outside a
+    worker, destroy the store and let the next worker rebuild it.
+    """
+
+
 class LogError(StateStreamError):
     """A log (Kafka or the embedded log) operation failed.
 

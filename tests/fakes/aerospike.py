@@ -32,9 +32,25 @@ What it reproduces of the real client and server:
   namespace allows TTLs (as with ``nsup-period`` set); records expire when the
   fake clock (``advance``) passes their TTL; ``TTL_NEVER_EXPIRE`` and
   ``TTL_DONT_UPDATE`` are honoured.
-* Timeouts: with ``latency_ms`` set, a call whose ``total_timeout`` is not
-  above it sleeps ``total_timeout`` and raises ``TimeoutError`` (9); a call
-  with no total timeout at all fails the test instead of hanging.
+* Timeouts: with ``latency_ms`` set (or the server ``frozen``), a call whose
+  limit is not above it waits that limit and fails, as the real client does:
+  a single-record call raises ``TimeoutError`` (9); a batch call returns
+  with every record's result ``NoResponse`` (-15) and raises nothing; a
+  query waits its socket timeout when that is shorter than its total
+  timeout (the client's query default: total 0, socket 30 s) and raises
+  ``TimeoutError``. A call with no limit at all fails the test instead of
+  hanging. Waits go through ``FakeServer.sleep`` and are logged in ``waits``.
+* Messages: a request over ``max_message_size`` (128 MiB, the server's
+  limit) makes the server drop the connection: ``ConnectionError`` (-10),
+  nothing applied.
+* ``restart(lose_data=True)``: a restart of a server whose namespace lives
+  in memory only; every record is gone, generations start again.
+* Generations: every write adds one; ``put``/``operate`` honour
+  ``POLICY_GEN_EQ`` (``RecordGenerationError``, 3) and ``exists``
+  (``RecordExistsError``, 5; ``RecordNotFound``, 2); ``operate`` returns the
+  new ``gen`` in its meta.
+* Query pagination: ``max_records``, ``paginate()``, ``is_done()``; pages
+  follow digest order, so records removed between pages are not skipped.
 * ``truncate``, ``close`` (later calls raise ``ClusterError``), ``is_connected``.
 
 Faults can be injected with :meth:`FakeServer.fail`.
@@ -83,6 +99,20 @@ POLICY_KEYS: dict[str, set[str]] = {
     "batch_remove": {"key", "commit_level", "gen", "generation", "durable_delete", "expressions"},
     "batch_read": {"read_mode_ap", "read_mode_sc", "read_touch_ttl_percent", "expressions"},
     "query": _COMMON | {"deserialize", "include_bin_data", "expected_duration", "short_query"},
+    "operate": _COMMON
+    | {
+        "key",
+        "exists",
+        "ttl",
+        "gen",
+        "commit_level",
+        "durable_delete",
+        "read_mode_ap",
+        "read_mode_sc",
+        "read_touch_ttl_percent",
+        "deserialize",
+        "respond_all_ops",
+    },
 }
 CONFIG_KEYS = {
     "hosts",
@@ -107,6 +137,10 @@ CONFIG_KEYS = {
     "auth_mode",
 }
 _DEFAULT_TOTAL_TIMEOUT = {"query": 0}  # the client's defaults; 1000 ms for the rest
+_DEFAULT_SOCKET_TIMEOUT = 30000
+#: The server's limit on one request (``proto-size`` checks): 128 MiB.
+MAX_MESSAGE_SIZE = 128 << 20
+_BATCH_KINDS = {"batch"}
 
 
 def error(cls: type[ex.AerospikeError], msg: str, in_doubt: bool = False) -> ex.AerospikeError:
@@ -160,6 +194,14 @@ class FakeServer:
     users: dict[str, str] | None = None
     #: Simulated time every call takes, in ms.
     latency_ms: int = 0
+    #: A frozen server answers nothing: every call waits its whole limit.
+    frozen: bool = False
+    #: Requests larger than this (bytes) make the server drop the connection.
+    max_message_size: int = MAX_MESSAGE_SIZE
+    #: How the fake waits (seconds); tests may replace it to skip real sleeping.
+    sleep: Callable[[float], None] = time.sleep
+    #: ``(method, ms)`` of every wait a timeout caused.
+    waits: list[tuple[str, float]] = field(default_factory=list)
     seed: int = 0
     #: Every client made, and ``(method, policy)`` of every call, for assertions.
     clients: list[FakeClient] = field(default_factory=list)
@@ -183,6 +225,12 @@ class FakeServer:
 
     def open_clients(self) -> int:
         return sum(1 for c in self.clients if c.is_connected())
+
+    def restart(self, lose_data: bool = True) -> None:
+        """Restart the cluster; with ``lose_data`` (an in-memory namespace) every record is gone."""
+        with self._lock:
+            if lose_data:
+                self._records.clear()
 
     def advance(self, seconds: float) -> None:
         """Move the clock: records whose TTL passed are gone."""
@@ -309,20 +357,39 @@ class FakeClient:
         server = self._server
         with server._lock:
             server.calls.append((method, merged))
-        if server.latency_ms:
-            total = merged.get("total_timeout", _DEFAULT_TOTAL_TIMEOUT.get(kind, 1000))
-            if not total:
-                raise AssertionError(
-                    f"fake aerospike: {method} has no total_timeout: it could hang"
-                )
-            if server.latency_ms >= total:
-                time.sleep(total / 1000)
+        if server.latency_ms or server.frozen:
+            limit = self._limit(method, kind, merged)
+            if server.frozen or server.latency_ms >= limit:
+                server.waits.append((method, limit))
+                server.sleep(limit / 1000)
+                if kind in _BATCH_KINDS:
+                    merged["_timed_out"] = True  # each record reports -15, the call returns
+                    return merged
                 raise error(ex.TimeoutError, "Timeout: client-side", in_doubt=kind != "read")
-            time.sleep(server.latency_ms / 1000)
+            server.sleep(server.latency_ms / 1000)
         fault = server._take_fault(method)
         if fault is not None:
             raise error(fault, f"injected {fault.__name__}")
         return merged
+
+    def _limit(self, method: str, kind: str, merged: Mapping[str, Any]) -> float:
+        """How long a call waits for a server that does not answer (ms)."""
+        total = merged.get("total_timeout", _DEFAULT_TOTAL_TIMEOUT.get(kind, 1000))
+        if kind == "query":
+            # A query waits for each page up to the socket timeout, then gives up.
+            socket = merged.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
+            limits = [t for t in (total, socket) if t]
+            if not limits:
+                raise AssertionError(f"fake aerospike: {method} has no timeout: it could hang")
+            return float(min(limits))
+        if not total:
+            raise AssertionError(f"fake aerospike: {method} has no total_timeout: it could hang")
+        return float(total)
+
+    def _check_message(self, size: int) -> None:
+        """A request over the server's message limit: the server drops the connection."""
+        if size > self._server.max_message_size:
+            raise error(ex.ConnectionError, "Bad file descriptor: connection closed by the server")
 
     def _digest(self, key: Any) -> tuple[str, str, bytes, Any]:
         if not isinstance(key, tuple) or len(key) not in (3, 4):
@@ -405,8 +472,26 @@ class FakeClient:
         merged = self._call("put", "write", policy)
         if not isinstance(bins, dict):
             raise error(ex.ParamError, "Record should be passed as bin-value pair")
+        self._check_message(_changes_size(list(bins.items())))
         with self._server._lock:
             self._write(key, list(bins.items()), merged, meta or {})
+
+    def operate(
+        self,
+        key: tuple[Any, ...],
+        operations: list[dict[str, Any]],
+        meta: dict[str, Any] | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> tuple[Any, ...]:
+        merged = self._call("operate", "operate", policy)
+        changes, reads = _split_ops(operations)
+        self._check_message(_changes_size(changes))
+        with self._server._lock:
+            record = self._write(key, changes, merged, meta or {})
+            digest = self._digest(key)[2]
+            bins = _pick(record.bins, reads) if record is not None and reads else {}
+            record_meta = self._meta(record) if record is not None else {}
+            return self._key_tuple(key, digest), record_meta, bins
 
     def remove(
         self,
@@ -508,18 +593,23 @@ class FakeClient:
         bins: list[str] | None = None,
         policy: dict[str, Any] | None = None,
     ) -> BatchRecords:
-        self._call("batch_read", "batch", policy)
+        merged = self._call("batch_read", "batch", policy)
         results = BatchRecords([BatchRecord(key) for key in keys])
+        if _timed_out(merged, results):
+            return results
         self._run_batch("batch_read", results, lambda rec: self._read_one(rec, bins))
         return results
 
     def batch_write(
         self, batch_records: BatchRecords, policy_batch: dict[str, Any] | None = None
     ) -> BatchRecords:
-        self._call("batch_write", "batch", policy_batch)
+        merged = self._call("batch_write", "batch", policy_batch)
         for rec in batch_records.batch_records:
             kind = {Write: "batch_write", Remove: "batch_remove", Read: "batch_read"}[type(rec)]
             self._check_policy(kind, rec.policy)
+        self._check_message(_batch_size(batch_records))
+        if _timed_out(merged, batch_records):
+            return batch_records
         self._run_batch("batch_write", batch_records, self._apply_one)
         return batch_records
 
@@ -531,12 +621,15 @@ class FakeClient:
         policy_batch_write: dict[str, Any] | None = None,
         ttl: int | None = None,
     ) -> BatchRecords:
-        self._call("batch_operate", "batch", policy_batch)
+        merged = self._call("batch_operate", "batch", policy_batch)
         self._check_policy("batch_write", policy_batch_write)
         policy = dict(policy_batch_write or {})
         if ttl is not None:
             policy["ttl"] = ttl
         results = BatchRecords([Write(key, ops, policy=policy) for key in keys])
+        self._check_message(_batch_size(results))
+        if _timed_out(merged, results):
+            return results
         self._run_batch("batch_operate", results, self._apply_one)
         return results
 
@@ -546,9 +639,11 @@ class FakeClient:
         policy_batch: dict[str, Any] | None = None,
         policy_batch_remove: dict[str, Any] | None = None,
     ) -> BatchRecords:
-        self._call("batch_remove", "batch", policy_batch)
+        merged = self._call("batch_remove", "batch", policy_batch)
         self._check_policy("batch_remove", policy_batch_remove)
         results = BatchRecords([Remove(key, policy=policy_batch_remove) for key in keys])
+        if _timed_out(merged, results):
+            return results
         self._run_batch("batch_remove", results, self._apply_one)
         return results
 
@@ -594,16 +689,8 @@ class FakeClient:
         if isinstance(rec, Read):
             self._read_one(rec, [op["bin"] for op in rec.ops or []] or None)
             return
-        changes, reads, delete = [], [], False
-        for op in rec.ops:
-            if op["op"] == aerospike.OPERATOR_WRITE:
-                changes.append((op["bin"], op["val"]))
-            elif op["op"] == aerospike.OPERATOR_READ:
-                reads.append(op["bin"])
-            elif op["op"] == aerospike.OPERATOR_DELETE:
-                delete = True
-            else:
-                raise NotImplementedError(f"fake aerospike: operation {op!r}")
+        delete = any(op["op"] == aerospike.OPERATOR_DELETE for op in rec.ops)
+        changes, reads = _split_ops([op for op in rec.ops if op["op"] != aerospike.OPERATOR_DELETE])
         record = self._write(rec.key, changes, policy, rec.meta or {})
         if delete:
             self._remove(rec.key)
@@ -630,6 +717,18 @@ class FakeQuery:
         self._namespace = namespace
         self._set = set_name or ""
         self._bins: list[str] | None = None
+        #: Records per ``results`` call (0: all); with ``paginate`` the next
+        #: call goes on where the last one stopped.
+        self.max_records = 0
+        self._paginate = False
+        self._after: bytes | None = None
+        self._done = False
+
+    def paginate(self) -> None:
+        self._paginate = True
+
+    def is_done(self) -> bool:
+        return self._done
 
     def select(self, *bins: str) -> None:
         self._bins = list(bins)
@@ -672,8 +771,22 @@ class FakeQuery:
                 for digest, record in found
                 if expression is None or evaluate(expression, record.bins) is True
             ]
-            # Servers return records by partition, then digest: never in key order.
-            server._random.shuffle(found)
+            if self._paginate:
+                # Pages go by partition, then digest: never in key order, and
+                # a page starts where the last one ended.
+                found.sort(key=lambda item: (_partition_id(item[0]), item[0]))
+                if self._after is not None:
+                    after = (_partition_id(self._after), self._after)
+                    found = [f for f in found if (_partition_id(f[0]), f[0]) > after]
+            else:
+                # Servers return records by partition, then digest: never in key order.
+                server._random.shuffle(found)
+            if self.max_records and len(found) > self.max_records:
+                found = found[: self.max_records]
+                self._after = found[-1][0] if self._paginate else None
+                self._done = not self._paginate
+            else:
+                self._after, self._done = None, True
             rows = [
                 (
                     (self._namespace, self._set, record.user_key, bytearray(digest)),
@@ -734,6 +847,50 @@ def _evaluate_node(nodes: Iterator[tuple[Any, ...]], bins: Mapping[str, Any]) ->
 # -- helpers -------------------------------------------------------------------
 
 
+def _partition_id(digest: bytes) -> int:
+    # The cluster's partition of a record: 12 bits of its digest.
+    return int.from_bytes(digest[:2], "little") & 0xFFF
+
+
+def _timed_out(merged: Mapping[str, Any], batch: BatchRecords) -> bool:
+    """After a wait on a frozen server: each record is "no response" (-15), as with the client."""
+    if not merged.get("_timed_out"):
+        return False
+    for rec in batch.batch_records:
+        rec.result, rec.record = ex.NoResponse.code, None
+        rec.message = "AEROSPIKE_ERR_NO_RESPONSE"
+        rec.in_doubt = not isinstance(rec, Read)
+    batch.result = ex.TimeoutError.code
+    return True
+
+
+def _split_ops(operations: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[str, Any]], list[str]]:
+    changes, reads = [], []
+    for op in operations:
+        if op["op"] == aerospike.OPERATOR_WRITE:
+            changes.append((op["bin"], op["val"]))
+        elif op["op"] == aerospike.OPERATOR_READ:
+            reads.append(op["bin"])
+        else:
+            raise NotImplementedError(f"fake aerospike: operation {op!r}")
+    return changes, reads
+
+
+def _changes_size(changes: Sequence[tuple[str, Any]]) -> int:
+    # Message header, key fields and per bin its operation header, name and value.
+    return 30 + 60 + sum(8 + len(name) + _size_of(value) for name, value in changes)
+
+
+def _batch_size(batch: BatchRecords) -> int:
+    size = 30
+    for rec in batch.batch_records:
+        key = rec.key[2] if isinstance(rec.key, tuple) and len(rec.key) > 2 else None
+        size += 30 + (0 if key is None else _size_of(key))
+        for op in getattr(rec, "ops", None) or []:
+            size += 8 + len(op.get("bin", "")) + (_size_of(op["val"]) if "val" in op else 0)
+    return size
+
+
 def _stored(value: Any) -> Any:
     """A value as the server keeps it: a copy, never the caller's object (maps and lists too)."""
     if isinstance(value, bytearray):
@@ -744,10 +901,17 @@ def _stored(value: Any) -> Any:
 
 
 def _pick(bins: Mapping[str, Any], names: Sequence[str] | None) -> dict[str, Any]:
-    # Deep copies: a client gets its own maps and lists, as from a real server.
+    # Copies: a client gets its own values, maps and lists, as from a real
+    # server (bytes too: each read of a record allocates its own).
     if names is None:
-        return copy.deepcopy(dict(bins))
-    return {name: copy.deepcopy(bins[name]) for name in names if name in bins}
+        names = list(bins)
+    return {name: _copy(bins[name]) for name in names if name in bins}
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return bytes(memoryview(value))
+    return copy.deepcopy(value)
 
 
 def _check_bin(name: Any, value: Any) -> None:

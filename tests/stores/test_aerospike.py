@@ -36,8 +36,8 @@ from statestream.errors import (
     StoreTimeoutError,
     StoreWriteRejectedError,
 )
-from statestream.stores import aerospike as aerospike_store
 from statestream.stores.aerospike import AerospikeStore, ClientPool, parse_hosts
+from statestream.stores.aerospike import batching as aerospike_batching
 from statestream.stores.registry import StoreRegistry, destroy_store, open_store
 from tests.fakes.aerospike import FakeNamespace, FakeServer
 from tests.stores.aerospike_openers import FAKE_HOSTS, REAL_ADDRESS, Backend
@@ -116,7 +116,7 @@ def test_a_new_owner_reads_the_offset_record(backend: Backend) -> None:
 def test_batches_are_split_and_every_record_counts(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(aerospike_store, "_BATCH_LIMIT", 3)
+    monkeypatch.setattr(aerospike_batching, "MAX_BATCH_KEYS", 3)
     store = backend.open()
     keys = [b"%02d" % n for n in range(10)]
     store.write({key: key * 2 for key in keys}, 1)
@@ -134,7 +134,7 @@ def test_offset_record_is_written_after_the_data(fake: Backend, server: FakeServ
     store = fake.open()
     server.calls.clear()
     store.write({b"a": b"1", b"b": None}, 3)
-    assert [method for method, _ in server.calls] == ["batch_write", "put"]
+    assert [method for method, _ in server.calls] == ["batch_write", "operate"]
 
 
 def test_failed_data_write_leaves_the_offset_so_replay_is_safe(
@@ -158,7 +158,7 @@ def test_failed_data_write_leaves_the_offset_so_replay_is_safe(
 def test_failed_offset_write_keeps_the_old_offset(fake: Backend, server: FakeServer) -> None:
     store = fake.open()
     store.write({b"a": b"1"}, 4)
-    server.fail("put", ex.TimeoutError)
+    server.fail("operate", ex.TimeoutError)
     with pytest.raises(StoreTimeoutError):
         store.write({b"a": b"2"}, 5)
     assert store.offset() == 4
@@ -229,10 +229,10 @@ def test_metadata_is_written_with_the_offset_after_the_data(
     store = fake.open()
     server.calls.clear()
     store.write({b"a": b"1"}, 3, {"epoch": EPOCH})
-    assert [method for method, _ in server.calls] == ["batch_write", "put"]
+    assert [method for method, _ in server.calls] == ["batch_write", "operate"]
     server.calls.clear()
     store.write({b"a": b"2"}, None, {"epoch": EPOCH})
-    assert [method for method, _ in server.calls] == ["batch_write", "put"]
+    assert [method for method, _ in server.calls] == ["batch_write", "operate"]
     server.calls.clear()
     store.write({b"a": b"3"}, None)
     assert [method for method, _ in server.calls] == ["batch_write"]
@@ -249,7 +249,7 @@ def test_metadata_before_any_offset(fake: Backend) -> None:
 def test_failed_offset_write_keeps_the_old_metadata(fake: Backend, server: FakeServer) -> None:
     store = fake.open()
     store.write({b"a": b"1"}, 4, {"epoch": b"old"})
-    server.fail("put", ex.TimeoutError)
+    server.fail("operate", ex.TimeoutError)
     with pytest.raises(StoreTimeoutError):
         store.write({b"a": b"2"}, 5, {"epoch": b"new"})
     assert (store.offset(), store.meta("epoch")) == (4, b"old")
@@ -469,14 +469,15 @@ def test_timeouts_are_passed_through_and_bound_every_call(
             1,
         ), method
     server.latency_ms = 60_000
-    for call in (
-        lambda: store.get(b"a"),
-        lambda: store.get_many([b"a"]),
-        lambda: store.write({b"a": b"2"}, 2),
-        lambda: list(store.iterate()),
-    ):
+    calls: list[tuple[Callable[[], object], str]] = [
+        (lambda: store.get(b"a"), "get .*total_timeout=50 ms"),
+        (lambda: store.get_many([b"a"]), "batch read .*total_timeout=50 ms"),
+        (lambda: store.write({b"a": b"2"}, 2), "batch write .*total_timeout=50 ms"),
+        (lambda: list(store.iterate()), "query .*query_timeout=80 ms"),
+    ]
+    for call, match in calls:
         started = time.monotonic()
-        with pytest.raises(StoreTimeoutError, match="total_timeout=50 ms"):
+        with pytest.raises(StoreTimeoutError, match=match):
             call()
         assert time.monotonic() - started < 5
     assert store.offset() == 1
