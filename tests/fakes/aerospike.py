@@ -24,8 +24,9 @@ What it reproduces of the real client and server:
   return the ``aerospike_helpers.batch.records`` classes with a result per
   record; the batch's ``result`` is 0 when the only failures are "not found".
 * ``query(ns, set)`` returns the set's records in a shuffled order (never key
-  order), filtered by a policy's ``expressions`` (``Eq``, ``Ne``, ``And``,
-  ``Or``, ``Not``, bins and values), ``select``-ed bins, ``nobins``.
+  order), filtered by a policy's ``expressions`` (``Eq``, ``Ne``, ``GT``,
+  ``GE``, ``LT``, ``LE``, ``And``, ``Or``, ``Not``, ``BinExists``, bins and
+  values), ``select``-ed bins, ``nobins``.
 * Map and list bins are copied in and out, so a caller mutating its dict after
   a ``put`` (or the dict a ``get`` returned) changes nothing on the server.
 * TTL: a write with a TTL > 0 raises ``ForbiddenError`` (22) unless the
@@ -202,6 +203,8 @@ class FakeServer:
     sleep: Callable[[float], None] = time.sleep
     #: ``(method, ms)`` of every wait a timeout caused.
     waits: list[tuple[str, float]] = field(default_factory=list)
+    #: Records sent back by queries, in all.
+    query_rows: int = 0
     seed: int = 0
     #: Every client made, and ``(method, policy)`` of every call, for assertions.
     clients: list[FakeClient] = field(default_factory=list)
@@ -795,6 +798,7 @@ class FakeQuery:
                 )
                 for digest, record in found
             ]
+            server.query_rows += len(rows)
         yield from rows
 
 
@@ -802,7 +806,14 @@ class FakeQuery:
 
 _UNKNOWN = object()
 _END = object()
-_EQ, _NE, _AND, _OR, _NOT, _BIN, _BIN_EXISTS, _END_ARGS, _VAL = 1, 2, 16, 17, 18, 81, 83, 150, 200
+_EQ, _NE, _GT, _GE, _LT, _LE = 1, 2, 3, 4, 5, 6
+_AND, _OR, _NOT, _BIN, _BIN_EXISTS, _END_ARGS, _VAL = 16, 17, 18, 81, 83, 150, 200
+_ORDER: dict[int, Callable[[Any, Any], bool]] = {
+    _GT: lambda a, b: a > b,
+    _GE: lambda a, b: a >= b,
+    _LT: lambda a, b: a < b,
+    _LE: lambda a, b: a <= b,
+}
 _TYPES: dict[int, tuple[type, ...]] = {2: (int,), 3: (str,), 6: (bytes, bytearray), 7: (float,)}
 
 
@@ -835,6 +846,13 @@ def _evaluate_node(nodes: Iterator[tuple[Any, ...]], bins: Mapping[str, Any]) ->
         if _UNKNOWN in args:
             return _UNKNOWN
         return (args[0] == args[1]) is (op == _EQ)
+    if op in _ORDER:
+        if _UNKNOWN in args:
+            return _UNKNOWN
+        if type(args[0]) is not type(args[1]):
+            # The server refuses to compare values of two types (parameter error).
+            raise error(ex.InvalidRequest, "AEROSPIKE_ERR_REQUEST_INVALID")
+        return _ORDER[op](args[0], args[1])
     if op == _NOT:
         return _UNKNOWN if args[0] is _UNKNOWN else not args[0]
     if op == _AND:

@@ -79,8 +79,8 @@ def test_one_set_per_table_keyed_by_partition_with_keys_sent(backend: Backend) -
     records = {bytes(key): bins for key, bins in backend.records(store.set_name)}
     partition = (7).to_bytes(4, "big")
     assert records == {
-        partition + b"dk": {"v": b"value", "p": 7},
-        partition + b"d": {"v": b"empty key", "p": 7},
+        partition + b"dk": {"v": b"value", "p": 7, "k": int.from_bytes(b"k" + bytes(6), "big")},
+        partition + b"d": {"v": b"empty key", "p": 7, "k": 0},
         partition + b"o": {"o": 41},
     }
 

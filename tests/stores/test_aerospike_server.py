@@ -319,6 +319,31 @@ def test_bounded_iteration_keeps_order_bounds_and_reverse(backend: Backend) -> N
     ]
 
 
+def test_a_key_range_is_filtered_on_the_server(fake: Backend, server: FakeServer) -> None:
+    store = fake.open()
+    store.write({b"%04d" % n: b"v" for n in range(1000)}, 1)
+    server.query_rows = 0
+    assert [key for key, _ in store.iterate(prefix=b"05")] == [b"%04d" % n for n in range(500, 600)]
+    assert server.query_rows == 100  # not the partition's 1000 records
+    server.query_rows = 0
+    assert len(list(store.iterate(start=b"0990"))) == 10
+    assert len(list(store.iterate(end=b"0010", reverse=True))) == 10
+    assert server.query_rows == 21  # ranks are inclusive: b"0010" comes too, dropped here
+
+
+def test_key_ranges_still_find_records_without_a_rank(fake: Backend, server: FakeServer) -> None:
+    # A record as written before ranks existed: value and partition bins only.
+    store = fake.open()
+    store.write({b"ab1": b"new"}, 1)
+    client = server.client({"hosts": FAKE_HOSTS})
+    client.put(
+        ("test", "t", bytearray(b"\x00\x00\x00\x00dab0")),
+        {"v": b"old", "p": 0},
+        policy={"key": 1},  # POLICY_KEY_SEND
+    )
+    assert list(store.iterate(prefix=b"ab")) == [(b"ab0", b"old"), (b"ab1", b"new")]
+
+
 def test_an_abandoned_iteration_leaves_no_files(fake: Backend) -> None:
     store = fake.open(iterate_buffer_bytes=4096)
     store.write({b"%04d" % n: b"v" * 100 for n in range(500)}, 1)

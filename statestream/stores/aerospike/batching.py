@@ -22,8 +22,8 @@ MAX_BATCH_KEYS = 5000
 #: header, digest, namespace and set fields, operation headers, bin names.
 _REQUEST_OVERHEAD = 80
 #: A data record on the server besides its key and value: record header,
-#: stored key field, bins ``v`` and ``p`` (names, headers, the 8-byte int).
-_RECORD_OVERHEAD = 39 + 1 + 7 + 7 + 8
+#: stored key field, bins ``v``, ``p`` and ``k`` (names, headers, 8-byte ints).
+_RECORD_OVERHEAD = 39 + 1 + 7 + 2 * (7 + 8)
 
 #: A change of a batch: key, and value or ``None`` (delete).
 Item = tuple[bytes, "bytes | None"]

@@ -49,6 +49,10 @@ _OFFSET = b"o"
 # Bin names: the server allows at most 15 bytes.
 _VALUE_BIN = "v"
 _PARTITION_BIN = "p"
+#: The key's first bytes as an integer (see :func:`key_rank`): what the
+#: server filters a key range on, since it has no key order of its own.
+_RANK_BIN = "k"
+_RANK_BYTES = 7
 #: Most records per page of a query: a page is what a query holds at once.
 QUERY_PAGE = 5000
 #: Records of the first page with values (later ones follow the values' size).
@@ -58,6 +62,17 @@ _NAME = re.compile(r"[A-Za-z0-9._\-]+")
 _MAX_SET_NAME = 63
 _MAX_NAMESPACE = 31
 _WRITE_OP = aerospike.OPERATOR_WRITE
+
+
+def key_rank(key: bytes) -> int:
+    """The first 7 bytes of ``key``, zero-padded, as a big-endian integer.
+
+    It never decreases in key order (``a <= b`` implies ``rank(a) <= rank(b)``),
+    and it fits the server's signed 64-bit integers, so a server-side
+    filter on it keeps every key of a range (and a few neighbours, dropped
+    client-side).
+    """
+    return int.from_bytes(key[:_RANK_BYTES].ljust(_RANK_BYTES, b"\0"), "big")
 
 
 def _check_name(kind: str, name: str, limit: int, fix: str) -> str:
@@ -344,7 +359,11 @@ class AerospikeStore(Store):
             if value is None
             else Write(
                 (namespace, set_name, bytearray(prefix + key)),
-                [{"op": _WRITE_OP, "bin": _VALUE_BIN, "val": value}, partition_op],
+                [
+                    {"op": _WRITE_OP, "bin": _VALUE_BIN, "val": value},
+                    partition_op,
+                    {"op": _WRITE_OP, "bin": _RANK_BIN, "val": key_rank(key)},
+                ],
                 policy=record_write,
             )
             for key, value in items
@@ -390,7 +409,7 @@ class AerospikeStore(Store):
         lo, hi = bounds
         runs = SortedRuns(self.options.iterate_buffer_bytes, reverse)
         try:
-            for page in self._pages(with_values=True):
+            for page in self._pages(with_values=True, lo=lo, hi=hi):
                 for key, value in page:
                     if (lo is None or key >= lo) and (hi is None or key < hi):
                         runs.add(key, value)
@@ -412,9 +431,16 @@ class AerospikeStore(Store):
             if close is not None:
                 close()
 
-    def _pages(self, with_values: bool) -> Iterator[list[tuple[bytes, bytes]]]:
+    def _pages(
+        self, with_values: bool, lo: bytes | None = None, hi: bytes | None = None
+    ) -> Iterator[list[tuple[bytes, bytes]]]:
         """This partition's data records, a page at a time: ``(key, value)``, values ``b""``
-        without values."""
+        without values.
+
+        With bounds, the server sends only records whose key rank is within
+        them (and records without a rank, written before ranks existed): a
+        superset of ``lo <= key < hi`` that the caller narrows.
+        """
         query = self._client.query(self.namespace, self.set_name)
         if with_values:
             query.select(_VALUE_BIN)
@@ -423,12 +449,15 @@ class AerospikeStore(Store):
         page_bytes = self.options.iterate_buffer_bytes // 4
         query.max_records = _FIRST_PAGE if with_values else QUERY_PAGE
         query.paginate()
+        policy = self._policies.query_between(
+            None if lo is None else key_rank(lo), None if hi is None else key_rank(hi)
+        )
         options = {"nobins": not with_values}
         cut = len(self._data_prefix)
         seen = seen_bytes = 0
         while True:
             try:
-                records = query.results(self._policies.query, options)
+                records = query.results(policy, options)
             except as_exc.AerospikeError as exc:
                 raise self._errors.wrap(exc, "query", query=True) from exc
             pairs = []
@@ -538,14 +567,29 @@ class _Policies:
         # server fails the query within query_timeout, never the client's
         # 30 s socket default.
         socket = options.socket_timeout or options.query_timeout
+        self._partition = exp.Eq(exp.IntBin(_PARTITION_BIN), partition)
         self.query: dict[str, Any] = {
             "total_timeout": options.query_timeout,
             "socket_timeout": min(socket, options.query_timeout),
             "max_retries": options.max_retries,
-            "expressions": exp.Eq(exp.IntBin(_PARTITION_BIN), partition).compile(),
+            "expressions": self._partition.compile(),
         }
         self.by_name: dict[str, dict[str, Any]] = {
             "read": self.read,
             "offset_write": self.offset_write,
             "remove": self.remove,
         }
+
+    def query_between(self, lo: int | None, hi: int | None) -> dict[str, Any]:
+        """The query policy for key ranks from ``lo`` to ``hi`` (both inclusive; ``None``: open)."""
+        if lo is None and hi is None:
+            return self.query
+        rank = exp.IntBin(_RANK_BIN)
+        limits = [
+            *([] if lo is None else [exp.GE(rank, lo)]),
+            *([] if hi is None else [exp.LE(rank, hi)]),
+        ]
+        in_range = limits[0] if len(limits) == 1 else exp.And(*limits)
+        unranked = exp.Not(exp.BinExists(_RANK_BIN))
+        keep = exp.And(self._partition, exp.Or(unranked, in_range))
+        return {**self.query, "expressions": keep.compile()}
