@@ -53,6 +53,7 @@ _PARTITION_BIN = "p"
 #: server filters a key range on, since it has no key order of its own.
 _RANK_BIN = "k"
 _RANK_BYTES = 7
+_RANK_PAD = bytes(_RANK_BYTES)
 #: Most records per page of a query: a page is what a query holds at once.
 QUERY_PAGE = 5000
 #: Records of the first page with values (later ones follow the values' size).
@@ -72,7 +73,7 @@ def key_rank(key: bytes) -> int:
     filter on it keeps every key of a range (and a few neighbours, dropped
     client-side).
     """
-    return int.from_bytes(key[:_RANK_BYTES].ljust(_RANK_BYTES, b"\0"), "big")
+    return int.from_bytes((key + _RANK_PAD)[:_RANK_BYTES])  # big-endian
 
 
 def _check_name(kind: str, name: str, limit: int, fix: str) -> str:
@@ -327,25 +328,35 @@ class AerospikeStore(Store):
         """Write ``items`` in batches bounded by keys and bytes; nothing is sent if a record
         is over ``max_record_size``."""
         namespace, set_name = self.namespace, self.set_name
-        user_key_extra = len(self._data_prefix)
-        max_record = self.options.max_record_size
-        sizes = []
-        for key, value in items:
-            value_size = 0 if value is None else len(value)
-            user_key_size = user_key_extra + len(key)
-            if batching.record_size(set_name, user_key_size, value_size) > max_record:
-                raise RecordTooLargeError(
-                    f"Aerospike write for table {self.table!r} partition {self.partition} key "
-                    f"{key!r:.60}: the record would be about "
-                    f"{batching.record_size(set_name, user_key_size, value_size)} bytes (value "
-                    f"of {value_size} bytes), over max_record_size={max_record} (the "
-                    f"namespace's max-record-size); nothing of the batch was sent. Keep values "
-                    "smaller, or raise max-record-size on the server and max_record_size in "
-                    "the store URL"
-                )
-            sizes.append(batching.request_size(namespace, set_name, user_key_size, value_size))
-        for start, stop in batching.split(sizes, self._max_keys, self.options.max_batch_bytes):
+        extra = len(self._data_prefix)
+        # Key and value bytes of each item; the per-record overheads are constants.
+        sizes = [len(key) + (0 if value is None else len(value)) for key, value in items]
+        record_limit = self.options.max_record_size - batching.record_size(set_name, extra, 0)
+        if max(sizes) > record_limit:
+            self._refuse_too_large(items, sizes, record_limit)
+        fixed = batching.request_size(namespace, set_name, extra, 0)
+        max_bytes = self.options.max_batch_bytes
+        if len(items) <= self._max_keys and sum(sizes) + fixed * len(items) <= max_bytes:
+            self._write_batch(items)  # the common case: one batch
+            return
+        requests = [size + fixed for size in sizes]
+        for start, stop in batching.split(requests, self._max_keys, max_bytes):
             self._write_batch(items[start:stop])
+
+    def _refuse_too_large(
+        self, items: list[tuple[bytes, bytes | None]], sizes: list[int], limit: int
+    ) -> None:
+        index = next(n for n, size in enumerate(sizes) if size > limit)
+        key, value = items[index]
+        value_size = 0 if value is None else len(value)
+        size = batching.record_size(self.set_name, len(self._data_prefix) + len(key), value_size)
+        raise RecordTooLargeError(
+            f"Aerospike write for table {self.table!r} partition {self.partition} key "
+            f"{key!r:.60}: the record would be about {size} bytes (value of {value_size} "
+            f"bytes), over max_record_size={self.options.max_record_size} (the namespace's "
+            "max-record-size); nothing of the batch was sent. Keep values smaller, or raise "
+            "max-record-size on the server and max_record_size in the store URL"
+        )
 
     def _write_batch(self, items: Sequence[tuple[bytes, bytes | None]]) -> None:
         policies = self._policies
@@ -354,6 +365,7 @@ class AerospikeStore(Store):
         # One operation dict for the partition bin, shared by every record of
         # the batch: the client only reads it.
         partition_op = {"op": _WRITE_OP, "bin": _PARTITION_BIN, "val": self.partition}
+        from_bytes, pad = int.from_bytes, _RANK_PAD
         records = [
             Remove((namespace, set_name, bytearray(prefix + key)), policy=record_remove)
             if value is None
@@ -362,7 +374,8 @@ class AerospikeStore(Store):
                 [
                     {"op": _WRITE_OP, "bin": _VALUE_BIN, "val": value},
                     partition_op,
-                    {"op": _WRITE_OP, "bin": _RANK_BIN, "val": key_rank(key)},
+                    # key_rank(key), inline: this runs once per record written.
+                    {"op": _WRITE_OP, "bin": _RANK_BIN, "val": from_bytes((key + pad)[:7])},
                 ],
                 policy=record_write,
             )
