@@ -18,6 +18,7 @@ Thread ownership: the partition thread of its shard.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,6 +43,12 @@ from statestream.tables.window_layout import (
 from statestream.tables.window_state import WindowState
 
 __all__ = ["WindowClosing"]
+
+#: ClosedWindow(...) without its generated __new__ frame: a close reports one
+#: per window, a hopping close ten per slice.
+_new = tuple.__new__
+#: The order closes are reported in: due time, then key (encoded).
+_due_and_key = operator.itemgetter(0, 1)
 
 #: Most windows closed (or deleted) while one record is processed; the rest
 #: follow with the next records, so one record that moves stream time far
@@ -139,7 +146,7 @@ class WindowClosing(WindowState):
                         continue
                     (length,) = unpack_length(rest)
                     start, end = unpack_bounds(rest, 4 + length)
-                    window = ClosedWindow(self.name, start - OFFSET, end - OFFSET)
+                    window = _new(ClosedWindow, (self.name, start - OFFSET, end - OFFSET))
                     self._events.append((window, decode_key(rest[4 : 4 + length]), value))
             else:
                 reached = cutoff  # nobody listens: only the watermark moves
@@ -221,7 +228,7 @@ class WindowClosing(WindowState):
         self._keep_open_slices(slices, reached, loaded_through)
         decode_key = self.shard.key_codec.decode
         for due, prefix, start, value in events:
-            window = ClosedWindow(self.name, start, due)
+            window = _new(ClosedWindow, (self.name, start, due))
             self._events.append((window, decode_key(prefix[4:]), value))
         return reached
 
@@ -275,7 +282,7 @@ class WindowClosing(WindowState):
                     mine, size, step, merge, first, reached - size + 1
                 ):
                     events.append((end, prefix, start, value))
-        events.sort(key=lambda e: (e[0], e[1]))
+        events.sort(key=_due_and_key)
         return events
 
     def _expire_through(self, cutoff: int) -> None:
