@@ -1,21 +1,20 @@
 """``AerospikeStore``: the state of one table partition in an Aerospike set.
 
 See the package docstring for the layout. The parts with an idea of their
-own live next to this module: clients and their pool (``clients``), errors
-(``failures``), batch sizing (``batching``), the offset record
-(``offsets``), key-ordered iteration in bounded memory (``iteration``).
+own live next to this module: record keys and bins (``layout``), clients and
+their pool (``clients``), policies (``policies``), errors (``failures``),
+batch sizing (``batching``), the offset record (``offsets``), key-ordered
+iteration in bounded memory (``iteration``).
 """
 
 from __future__ import annotations
 
 import re
-import struct
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import aerospike
 from aerospike import exception as as_exc
-from aerospike_helpers import expressions as exp
 from aerospike_helpers.batch.records import BatchRecords, Remove, Write
 
 from statestream.config import AerospikeOptions, options_from_strings
@@ -25,7 +24,18 @@ from statestream.stores.aerospike import batching
 from statestream.stores.aerospike.clients import ClientPool, client_config, parse_hosts
 from statestream.stores.aerospike.failures import OK, Failures
 from statestream.stores.aerospike.iteration import SortedRuns
+from statestream.stores.aerospike.layout import (
+    DATA,
+    OFFSET,
+    PARTITION,
+    PARTITION_BIN,
+    RANK_BIN,
+    RANK_PAD,
+    VALUE_BIN,
+    key_rank,
+)
 from statestream.stores.aerospike.offsets import OffsetRecord
+from statestream.stores.aerospike.policies import Policies
 from statestream.stores.base import (
     Changes,
     Meta,
@@ -43,17 +53,6 @@ from statestream.stores.base import (
 
 __all__ = ["AerospikeStore"]
 
-_PARTITION = struct.Struct(">I")
-_DATA = b"d"
-_OFFSET = b"o"
-# Bin names: the server allows at most 15 bytes.
-_VALUE_BIN = "v"
-_PARTITION_BIN = "p"
-#: The key's first bytes as an integer (see :func:`key_rank`): what the
-#: server filters a key range on, since it has no key order of its own.
-_RANK_BIN = "k"
-_RANK_BYTES = 7
-_RANK_PAD = bytes(_RANK_BYTES)
 #: Most records per page of a query: a page is what a query holds at once.
 QUERY_PAGE = 5000
 #: Records of the first page with values (later ones follow the values' size).
@@ -63,17 +62,6 @@ _NAME = re.compile(r"[A-Za-z0-9._\-]+")
 _MAX_SET_NAME = 63
 _MAX_NAMESPACE = 31
 _WRITE_OP = aerospike.OPERATOR_WRITE
-
-
-def key_rank(key: bytes) -> int:
-    """The first 7 bytes of ``key``, zero-padded, as a big-endian integer.
-
-    It never decreases in key order (``a <= b`` implies ``rank(a) <= rank(b)``),
-    and it fits the server's signed 64-bit integers, so a server-side
-    filter on it keeps every key of a range (and a few neighbours, dropped
-    client-side).
-    """
-    return int.from_bytes((key + _RANK_PAD)[:_RANK_BYTES])  # big-endian
 
 
 def _check_name(kind: str, name: str, limit: int, fix: str) -> str:
@@ -177,9 +165,9 @@ class AerospikeStore(Store):
             _MAX_SET_NAME,
             "the set is named set_prefix + table name: shorten the table name or set_prefix",
         )
-        self._prefix = _PARTITION.pack(partition)
-        self._data_prefix = self._prefix + _DATA
-        self._policies = _Policies(self.options, partition)
+        self._prefix = PARTITION.pack(partition)
+        self._data_prefix = self._prefix + DATA
+        self._policies = Policies(self.options, partition)
         self._errors = Failures(table, partition, self.hosts, namespace, self.options)
         self._max_keys = batching.MAX_BATCH_KEYS
         self._pool = pool or ClientPool.shared()
@@ -190,7 +178,7 @@ class AerospikeStore(Store):
         self._client: Any = self._lease.client
         self._offsets = OffsetRecord(
             self._client,
-            self._record_key(_OFFSET),
+            self._record_key(OFFSET),
             self._policies.by_name,
             self._errors,
             f"table {table!r} partition {partition} in set {self.set_name!r}",
@@ -248,11 +236,11 @@ class AerospikeStore(Store):
         return (self.namespace, self.set_name, bytearray(self._prefix + kind + key))
 
     def _value(self, bins: Mapping[str, Any] | None, key: bytes) -> bytes:
-        value = (bins or {}).get(_VALUE_BIN)
+        value = (bins or {}).get(VALUE_BIN)
         if not isinstance(value, bytes | bytearray):
             raise StoreCorruptedError(
                 f"Aerospike record of key {key!r:.60} in set {self.set_name!r} has no bytes "
-                f"value bin {_VALUE_BIN!r}; another program writes to this set: give "
+                f"value bin {VALUE_BIN!r}; another program writes to this set: give "
                 "statestream its own set_prefix"
             )
         return value if isinstance(value, bytes) else bytes(value)
@@ -265,7 +253,7 @@ class AerospikeStore(Store):
         if not isinstance(key, bytes):
             check_key(key)
         try:
-            _, _, bins = self._client.get(self._record_key(_DATA, key), policy=self._policies.read)
+            _, _, bins = self._client.get(self._record_key(DATA, key), policy=self._policies.read)
         except as_exc.RecordNotFound:
             return None
         except as_exc.AerospikeError as exc:
@@ -286,7 +274,7 @@ class AerospikeStore(Store):
             record_keys = [(namespace, set_name, bytearray(prefix + key)) for key in chunk]
             try:
                 batch = self._client.batch_read(
-                    record_keys, bins=[_VALUE_BIN], policy=self._policies.batch
+                    record_keys, bins=[VALUE_BIN], policy=self._policies.batch
                 )
             except as_exc.AerospikeError as exc:
                 raise self._errors.wrap(exc, "batch read") from exc
@@ -298,7 +286,7 @@ class AerospikeStore(Store):
             for record, key in zip(records, chunk, strict=True):
                 found = record.record
                 if record.result == OK and found is not None:
-                    value = found[2].get(_VALUE_BIN)
+                    value = found[2].get(VALUE_BIN)
                     values.append(value if type(value) is bytes else self._value(found[2], key))
                 else:
                     values.append(None)
@@ -364,18 +352,18 @@ class AerospikeStore(Store):
         record_write, record_remove = policies.record_write, policies.record_remove
         # One operation dict for the partition bin, shared by every record of
         # the batch: the client only reads it.
-        partition_op = {"op": _WRITE_OP, "bin": _PARTITION_BIN, "val": self.partition}
-        from_bytes, pad = int.from_bytes, _RANK_PAD
+        partition_op = {"op": _WRITE_OP, "bin": PARTITION_BIN, "val": self.partition}
+        from_bytes, pad = int.from_bytes, RANK_PAD
         records = [
             Remove((namespace, set_name, bytearray(prefix + key)), policy=record_remove)
             if value is None
             else Write(
                 (namespace, set_name, bytearray(prefix + key)),
                 [
-                    {"op": _WRITE_OP, "bin": _VALUE_BIN, "val": value},
+                    {"op": _WRITE_OP, "bin": VALUE_BIN, "val": value},
                     partition_op,
                     # key_rank(key), inline: this runs once per record written.
-                    {"op": _WRITE_OP, "bin": _RANK_BIN, "val": from_bytes((key + pad)[:7])},
+                    {"op": _WRITE_OP, "bin": RANK_BIN, "val": from_bytes((key + pad)[:7])},
                 ],
                 policy=record_write,
             )
@@ -456,7 +444,7 @@ class AerospikeStore(Store):
         """
         query = self._client.query(self.namespace, self.set_name)
         if with_values:
-            query.select(_VALUE_BIN)
+            query.select(VALUE_BIN)
         # Pages with values are sized to a quarter of the iteration buffer,
         # from the pairs seen so far; a page is all a query holds at once.
         page_bytes = self.options.iterate_buffer_bytes // 4
@@ -527,7 +515,7 @@ class AerospikeStore(Store):
                 chunk = keys[start : start + self._max_keys]
                 try:
                     batch = self._client.batch_remove(
-                        [self._record_key(_DATA, key) for key in chunk],
+                        [self._record_key(DATA, key) for key in chunk],
                         policy_batch=self._policies.batch,
                         policy_batch_remove=self._policies.record_remove,
                     )
@@ -552,57 +540,3 @@ def _parse_url(url: StoreURL) -> tuple[tuple[tuple[str, int], ...], str, Aerospi
         AerospikeOptions, url.options, f"store URL {redact_url(url.raw)!r}"
     )
     return parse_hosts(url.hosts), namespace, options
-
-
-class _Policies:
-    """The per-call policy dicts of one store, built once from its options."""
-
-    def __init__(self, options: AerospikeOptions, partition: int) -> None:
-        timeouts = {
-            "total_timeout": options.total_timeout,
-            "socket_timeout": options.socket_timeout,
-            "max_retries": options.max_retries,
-        }
-        deletes = {"durable_delete": True} if options.durable_delete else {}
-        record_ttl = {"ttl": aerospike.TTL_NEVER_EXPIRE if options.ttl == -1 else options.ttl}
-        self.read: dict[str, Any] = dict(timeouts)
-        self.batch: dict[str, Any] = dict(timeouts)
-        self.remove: dict[str, Any] = {**timeouts, **deletes}
-        self.record_remove: dict[str, Any] = dict(deletes)
-        self.record_write: dict[str, Any] = {
-            "key": aerospike.POLICY_KEY_SEND,
-            **(record_ttl if options.ttl else {}),
-        }
-        # The offset record never expires, whatever the data's TTL (its
-        # operation says so in its meta).
-        self.offset_write: dict[str, Any] = {**timeouts, "key": aerospike.POLICY_KEY_SEND}
-        # A query's socket idle limit is capped by its page limit: a frozen
-        # server fails the query within query_timeout, never the client's
-        # 30 s socket default.
-        socket = options.socket_timeout or options.query_timeout
-        self._partition = exp.Eq(exp.IntBin(_PARTITION_BIN), partition)
-        self.query: dict[str, Any] = {
-            "total_timeout": options.query_timeout,
-            "socket_timeout": min(socket, options.query_timeout),
-            "max_retries": options.max_retries,
-            "expressions": self._partition.compile(),
-        }
-        self.by_name: dict[str, dict[str, Any]] = {
-            "read": self.read,
-            "offset_write": self.offset_write,
-            "remove": self.remove,
-        }
-
-    def query_between(self, lo: int | None, hi: int | None) -> dict[str, Any]:
-        """The query policy for key ranks from ``lo`` to ``hi`` (both inclusive; ``None``: open)."""
-        if lo is None and hi is None:
-            return self.query
-        rank = exp.IntBin(_RANK_BIN)
-        limits = [
-            *([] if lo is None else [exp.GE(rank, lo)]),
-            *([] if hi is None else [exp.LE(rank, hi)]),
-        ]
-        in_range = limits[0] if len(limits) == 1 else exp.And(*limits)
-        unranked = exp.Not(exp.BinExists(_RANK_BIN))
-        keep = exp.And(self._partition, exp.Or(unranked, in_range))
-        return {**self.query, "expressions": keep.compile()}
