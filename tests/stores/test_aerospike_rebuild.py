@@ -72,8 +72,9 @@ def _totals(server: FakeServer) -> dict[str, Any]:
         store.close()
 
 
+@pytest.mark.parametrize("when", ["restore", "commit"])
 def test_a_server_restart_that_lost_the_data_is_rebuilt_from_the_changelog(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, when: str
 ) -> None:
     server = FakeServer()
     monkeypatch.setattr(ClientPool, "_shared", ClientPool(server.client))
@@ -83,17 +84,20 @@ def test_a_server_restart_that_lost_the_data_is_rebuilt_from_the_changelog(
     assert _totals(server) == {"a": 4, "b": 6}
 
     # The next worker opens its stores (reading their offset records); the
-    # server restarts and loses everything before the worker's first write.
+    # server restarts and loses everything just before the worker's first
+    # write: in its restore, or in its first commit.
     second = [("a", 10), ("c", 5)]
     _produce(tmp_path, second)
     real_write = AerospikeStore.write
     restarted: list[str] = []
 
-    def write(self: AerospikeStore, *args: Any, **kwargs: Any) -> None:
-        if not restarted:
+    def write(self: AerospikeStore, changes: Any, *args: Any, **kwargs: Any) -> None:
+        # The restore's first write moves the offset past the fence marker (no
+        # changes); a commit's write carries the processed records' changes.
+        if (changes or when == "restore") and not restarted:
             restarted.append(self.table)
             server.restart(lose_data=True)
-        real_write(self, *args, **kwargs)
+        real_write(self, changes, *args, **kwargs)
 
     monkeypatch.setattr(AerospikeStore, "write", write)
     worker = _run(tmp_path, len(first) + len(second))
