@@ -126,6 +126,8 @@ _HELP = {
     "default: none)",
     "web_host": "address the HTTP endpoint binds to (default 127.0.0.1)",
     "web_url": "the endpoint's URL other workers redirect to (default http://host:port)",
+    "query_share": "share of the time queries may take while the worker is busy (default "
+    "0.02; 1: never paced)",
 }
 #: Settings read from the environment only, never a flag: a secret on a
 #: command line is visible to every user of the machine (ps, /proc).
@@ -138,6 +140,7 @@ _TYPES: dict[str, Any] = {
     "acceptable_recovery_lag": int,
     "probing_rebalance_interval": float,
     "web_port": int,
+    "query_share": float,
 }
 
 

@@ -307,6 +307,7 @@ APP_ENV: Mapping[str, str] = MappingProxyType(
         "web_host": "STATESTREAM_WEB_HOST",
         "web_token": "STATESTREAM_WEB_TOKEN",
         "web_url": "STATESTREAM_WEB_URL",
+        "query_share": "STATESTREAM_QUERY_SHARE",
     }
 )
 
@@ -358,6 +359,9 @@ class AppConfig:
     web_token: str | None = None
     #: The endpoint's URL other workers redirect to (default: http://host:port).
     web_url: str | None = None
+    #: Share of the time queries may take while the worker is busy (the rest
+    #: is processing's; statestream.query.pacing). 1: queries are never paced.
+    query_share: float = 0.02
 
     @classmethod
     def resolve(cls, app_id: str, **given: Any) -> AppConfig:
@@ -406,6 +410,7 @@ class AppConfig:
             web_host=str(raw["web_host"] or "127.0.0.1"),
             web_token=None if raw["web_token"] is None else str(raw["web_token"]),
             web_url=None if raw["web_url"] is None else str(raw["web_url"]).rstrip("/"),
+            query_share=_as(float, "query_share", raw["query_share"], 0.02),
         )
         config.validate()
         return config
@@ -445,10 +450,19 @@ class AppConfig:
             )
         if self.instance_id is not None:
             check_instance_id(self.instance_id)
+        self._validate_queries()
+
+    def _validate_queries(self) -> None:
+        """The HTTP endpoint's and the queries' settings (:meth:`validate`)."""
         if self.web_port is not None and not 0 <= self.web_port <= 65535:
             raise ConfigurationError(f"web_port must be 0 to 65535, got {self.web_port}")
         if self.web_token is not None and not self.web_token.strip():
             raise ConfigurationError("web_token is empty; give a token, or leave it unset")
+        if not 0 < self.query_share <= 1:
+            raise ConfigurationError(
+                f"query_share must be above 0 and at most 1 (a share of the time), got "
+                f"{self.query_share}"
+            )
         if self.web_url is not None and not self.web_url.startswith(("http://", "https://")):
             raise ConfigurationError(
                 f"web_url must be an http:// or https:// URL, got {self.web_url!r}"

@@ -19,7 +19,12 @@ from typing import Any
 import pytest
 
 from statestream import App, GlobalTable, Processor, Table
-from statestream.errors import NotRunningError, QueryError, UnknownTableError
+from statestream.errors import (
+    NotRunningError,
+    QueryError,
+    TopicNotFoundError,
+    UnknownTableError,
+)
 from statestream.log import Transport, open_transport
 from statestream.log.base import TopicSpec
 from statestream.log.partitioner import default_partition
@@ -204,13 +209,21 @@ def test_global_tables_answer_from_the_workers_copy(
 ) -> None:
     app, _, transport = running
     topic = app.global_topic(Counts.prices)
-    producer = transport.producer()
-    try:
-        for name, price in (("apple", 3), ("apricot", 5), ("banana", 1)):
-            producer.send(topic, json.dumps(name).encode(), json.dumps(price).encode())
-        producer.flush()
-    finally:
-        producer.close()
+
+    def sent() -> bool:
+        # The worker creates the global table's topic as it starts.
+        producer = transport.producer()
+        try:
+            for name, price in (("apple", 3), ("apricot", 5), ("banana", 1)):
+                producer.send(topic, json.dumps(name).encode(), json.dumps(price).encode())
+            producer.flush()
+        except TopicNotFoundError:
+            return False
+        finally:
+            producer.close()
+        return True
+
+    wait_for(sent, 30, "the global table's topic exists")
 
     def priced() -> Any:
         try:

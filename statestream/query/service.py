@@ -28,7 +28,7 @@ from statestream.errors import (
 )
 from statestream.log.partitioner import default_partition
 from statestream.query.answers import Answer, Copy, Page
-from statestream.query.pacing import Pacer
+from statestream.query.pacing import DEFAULT_SHARE, Pacer
 from statestream.query.windows import read_windows
 from statestream.serde import encode_prefix
 from statestream.stores.base import Store
@@ -74,11 +74,13 @@ class QueryService:
         tables: Sequence[Table[Any, Any]],
         global_tables: Sequence[GlobalTable[Any, Any]],
         source: StoreSource,
+        *,
+        share: float = DEFAULT_SHARE,
     ) -> None:
         self._tables = {t.name: t for t in tables}
         self._globals = {t.name: t for t in global_tables}
         self.source = source
-        self.pacer = Pacer(source.busy)
+        self.pacer = Pacer(source.busy, share)
 
     def table_names(self) -> list[str]:
         """The tables and global tables, sorted."""

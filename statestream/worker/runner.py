@@ -326,7 +326,9 @@ class Worker:
         self._stores = WorkerStores(
             self._manager, lambda: self._partitions, lambda: self._standby, self._busy
         )
-        self.queries = QueryService(self.app.tables(), self.app.global_tables(), self._stores)
+        self.queries = QueryService(
+            self.app.tables(), self.app.global_tables(), self._stores, share=config.query_share
+        )
         self.app.attach_queries(self.queries)
         register_queries(config.app_id, self.queries)
         self._start_web()
