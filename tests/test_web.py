@@ -72,12 +72,18 @@ def produce(transport: Transport, topic: str, words: list[str]) -> None:
         producer.close()
 
 
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[tuple[Running, Transport, str]]:
+def words_log(tmp_path: Path) -> Transport:
+    """The embedded log under ``tmp_path``, with its ``words`` topic."""
     transport = open_transport(f"embedded://{tmp_path}/log")
     admin = transport.admin()
     admin.ensure_topic(TopicSpec("words", PARTITIONS))
     admin.close()
+    return transport
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[tuple[Running, Transport, str]]:
+    transport = words_log(tmp_path)
     app = App(
         "web",
         [Counter],
@@ -139,10 +145,7 @@ def test_health_is_not_ready_before_the_worker_runs(tmp_path: Path) -> None:
 
 
 def test_a_token_is_required_and_never_shown(tmp_path: Path) -> None:
-    transport = open_transport(f"embedded://{tmp_path}/log")
-    admin = transport.admin()
-    admin.ensure_topic(TopicSpec("words", PARTITIONS))
-    admin.close()
+    transport = words_log(tmp_path)
     app = App(
         "web-t",
         [Counter],
@@ -282,10 +285,7 @@ def test_metrics_are_served_in_the_prometheus_format(
 
 def test_health_turns_ready_only_after_every_partition_is_restored(tmp_path: Path) -> None:
     log_url = f"embedded://{tmp_path}/log"
-    transport = open_transport(log_url)
-    admin = transport.admin()
-    admin.ensure_topic(TopicSpec("words", PARTITIONS))
-    admin.close()
+    transport = words_log(tmp_path)
     first = App(
         "web-r", [Counter], broker_url=log_url, store_url=f"leveldb://{tmp_path}/a", web_port=0
     )

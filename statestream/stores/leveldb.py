@@ -594,18 +594,7 @@ class _LevelDBReader(StoreReader):
             raise store._wrap(exc, "get") from exc
         return value
 
-    def _scan(
-        self,
-        start: bytes | None,
-        end: bytes | None,
-        prefix: bytes | None,
-        reverse: bool,
-        limit: int | None,
-    ) -> Pairs:
-        bounds = key_bounds(start, end, prefix)
-        if bounds is None:
-            return []
-        lo, hi = bounds
+    def _scan(self, lo: bytes | None, hi: bytes | None, reverse: bool, limit: int | None) -> Pairs:
         store = self._store
         floor = _DATA + lo if lo is not None else _DATA
         stop = _DATA + hi if hi is not None else _DATA_END

@@ -176,18 +176,7 @@ class _MemoryReader(StoreReader):
             value: bytes | None = self._store._data.get(key)
             return value
 
-    def _scan(
-        self,
-        start: bytes | None,
-        end: bytes | None,
-        prefix: bytes | None,
-        reverse: bool,
-        limit: int | None,
-    ) -> Pairs:
-        bounds = key_bounds(start, end, prefix)
-        if bounds is None:
-            return []
-        lo, hi = bounds
+    def _scan(self, lo: bytes | None, hi: bytes | None, reverse: bool, limit: int | None) -> Pairs:
         store = self._store
         with store._lock:
             data = store._data

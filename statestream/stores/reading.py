@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from statestream.errors import StoreClosedError
+from statestream.stores.bounds import key_bounds
 
 if TYPE_CHECKING:
     from statestream.stores.base import Store
@@ -123,8 +124,11 @@ class StoreReader(ABC):
     ) -> Pairs:
         """Up to ``limit`` pairs of ``[start, end)`` under ``prefix`` (as
         :meth:`Store.iterate`), all from one state of the store."""
+        bounds = key_bounds(start, end, prefix)
+        if bounds is None or (limit is not None and limit <= 0):
+            return []
         with self.gate.reading():
-            return self._scan(start, end, prefix, reverse, limit)
+            return self._scan(bounds[0], bounds[1], reverse, limit)
 
     def offset(self) -> int | None:
         """The changelog offset of the last batch written."""
@@ -139,14 +143,8 @@ class StoreReader(ABC):
         return self._get(key), self._offset()
 
     @abstractmethod
-    def _scan(
-        self,
-        start: bytes | None,
-        end: bytes | None,
-        prefix: bytes | None,
-        reverse: bool,
-        limit: int | None,
-    ) -> Pairs: ...
+    def _scan(self, lo: bytes | None, hi: bytes | None, reverse: bool, limit: int | None) -> Pairs:
+        """The pairs of ``[lo, hi)`` (None: open), ``limit`` > 0 or None, from one state."""
 
     @abstractmethod
     def _offset(self) -> int | None: ...
@@ -155,8 +153,6 @@ class StoreReader(ABC):
 def take(pairs: Iterator[tuple[bytes, bytes]], limit: int | None) -> Pairs:
     """The first ``limit`` pairs (all of them for None)."""
     out: Pairs = []
-    if limit is not None and limit <= 0:
-        return out
     for pair in pairs:
         out.append(pair)
         if limit is not None and len(out) >= limit:
@@ -178,15 +174,8 @@ class SharedReader(StoreReader):
     def _get(self, key: bytes) -> bytes | None:
         return self._store.get(key)
 
-    def _scan(
-        self,
-        start: bytes | None,
-        end: bytes | None,
-        prefix: bytes | None,
-        reverse: bool,
-        limit: int | None,
-    ) -> Pairs:
-        return take(self._store.iterate(start, end, prefix, reverse), limit)
+    def _scan(self, lo: bytes | None, hi: bytes | None, reverse: bool, limit: int | None) -> Pairs:
+        return take(self._store.iterate(lo, hi, None, reverse), limit)
 
     def _offset(self) -> int | None:
         return self._store.offset()
