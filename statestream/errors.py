@@ -155,10 +155,12 @@ class StoreCorruptedError(StoreError):
     """The store's files exist but are damaged (the message names the file).
 
     A worker handles it: a store found damaged when it opens is deleted and
-    rebuilt from its changelog at once; one found damaged by a read stops the
-    worker after it is deleted, and is rebuilt at the next start. Outside a
-    worker, delete it with ``statestream.stores.destroy_store`` and let the
-    next worker rebuild it.
+    rebuilt from its changelog at once; one found damaged by a read or a
+    write while the partition processes ends the partition's task, which
+    deletes its stores, and the worker starts a new task that rebuilds them
+    (``statestream.worker.rebuilds`` bounds how often). Outside a worker,
+    delete it with ``statestream.stores.destroy_store`` and let the next
+    worker rebuild it.
     """
 
 
@@ -358,6 +360,25 @@ class CommitError(StateStreamError):
     restarting recovers exact state: records of an unfinished commit are
     reprocessed, and changelog records they produced are skipped on restore.
     """
+
+
+class DamagedStoresError(CommitError):
+    """Step 4 of a commit found the stores of some partitions damaged.
+
+    A store write found its data gone (for example an
+    :class:`OffsetRecordChangedError` after a server restart that lost an
+    in-memory namespace). Those partitions' changelog records and source
+    offsets are committed; their stores were not written. Every other
+    partition of the commit completed all four steps. ``damaged`` maps each
+    damaged partition to its store's error. A worker handles it: it deletes
+    those partitions' stores and rebuilds them from their changelogs in
+    place, with a warning. Outside a worker, destroy the named stores and
+    let the next worker rebuild them.
+    """
+
+    def __init__(self, message: str, damaged: dict[int, StoreCorruptedError]) -> None:
+        super().__init__(message)
+        self.damaged = damaged
 
 
 class ProcessingError(StateStreamError):

@@ -27,6 +27,13 @@ restores exactly the state of the committed source records (recovery skips
 changelog records whose source offset was not committed). The caller stops
 the worker; a failed round is never retried in place.
 
+One failure is not the round's: a store found damaged in step 4 (its data
+gone under it, :class:`~statestream.errors.StoreCorruptedError`). Its
+partition's changelog records and source offsets are committed by then, so
+the other partitions' stores are still written, and
+:class:`~statestream.errors.DamagedStoresError` (a ``CommitError``) names
+the damaged partitions, which the worker rebuilds from their changelogs.
+
 Owners of offsets (each has exactly one):
 
 * **source offsets** (the consumer group's committed offsets): written only
@@ -50,7 +57,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from statestream.errors import CommitError, LogError, StateStreamError
+from statestream.errors import (
+    CommitError,
+    DamagedStoresError,
+    LogError,
+    StateStreamError,
+    StoreCorruptedError,
+)
 from statestream.listeners import CommitDone
 from statestream.log.base import Delivery, Producer
 from statestream.tables.manager import TableManager
@@ -136,25 +149,42 @@ class CommitCoordinator:
                 f"({exc}); the stores were not updated, so a restart restores exact state"
             ) from exc
 
-        # 4. Apply the changes to the stores with their changelog offsets.
+        # 4. Apply the changes to the stores with their changelog offsets. A
+        # store found damaged (its data gone) does not stop the others: every
+        # step before this one is done for its partition too, so the others
+        # complete and the damaged ones are rebuilt from their changelogs.
+        damaged: dict[int, StoreCorruptedError] = {}
         for commit in pending:
-            manager.apply(commit)
-        for commit in pending:
+            try:
+                manager.apply(commit)
+            except StoreCorruptedError as exc:
+                damaged[commit.partition] = exc
+        done = [commit for commit in pending if commit.partition not in damaged]
+        for commit in done:
             manager.check_foreign_writes(commit)
-        if self.on_commit is not None:
+        if self.on_commit is not None and done:
             written = {
                 (table, commit.partition): len(changes)
-                for commit in pending
+                for commit in done
                 for table, changes in commit.changes.items()
             }
             self.on_commit(
                 CommitDone(
-                    tuple(sorted(r.partition for r in requests)),
-                    offsets,
+                    tuple(sorted(commit.partition for commit in done)),
+                    {tp: o for tp, o in offsets.items() if tp.partition not in damaged},
                     written,
                     time.perf_counter() - began,
                 )
             )
+        if damaged:
+            first = min(damaged)
+            raise DamagedStoresError(
+                f"step 4 of the commit of {where}: the stores of partitions "
+                f"{sorted(damaged)} are damaged (partition {first}: {damaged[first]}); their "
+                "changelog records and source offsets are committed, so they are rebuilt "
+                "from their changelogs",
+                damaged,
+            ) from damaged[first]
 
 
 def _partitions(requests: Sequence[CommitRequest]) -> str:

@@ -31,6 +31,7 @@ from statestream.context import ORIGIN, Context, Message
 from statestream.errors import (
     CommitError,
     ConfigurationError,
+    DamagedStoresError,
     DecodeError,
     LogError,
     ProcessingError,
@@ -321,11 +322,10 @@ class PartitionTask(threading.Thread):
             if self.failure is None:
                 self.failure = exc
         if isinstance(self.failure, StoreCorruptedError):
-            # Rebuilt from the changelog by the next owner (or restart)
-            # instead of failing on the same damage again.
+            # Rebuilt from the changelog (by the worker at once, or by the
+            # next owner) instead of failing on the same damage again.
             log.warning(
-                "partition %d: deleting its damaged stores; they are rebuilt from the "
-                "changelog when the partition is next assigned",
+                "partition %d: deleting its damaged stores; they are rebuilt from the changelog",
                 self.partition,
                 extra=self._where,
             )
@@ -493,7 +493,10 @@ class PartitionTask(threading.Thread):
         self._decline_ticket()
         if not self._uncommitted:
             return
-        self.coordinator.commit([self._request()], self.commit_source)
+        try:
+            self.coordinator.commit([self._request()], self.commit_source)
+        except DamagedStoresError as exc:
+            raise exc.damaged[self.partition] from exc  # the task ends; its stores are rebuilt
         self._committed()
 
     def enqueue(self, records: list[Record]) -> None:

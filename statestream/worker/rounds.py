@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from statestream.errors import DamagedStoresError, StoreCorruptedError
 from statestream.tables.commit import CommitRequest
 
 __all__ = ["CommitTicket", "TicketState", "run_round"]
@@ -124,8 +125,11 @@ def run_round(
     not alive or have not parked within ``take_timeout``; then ``commit``
     the requests of every parked partition at once (the coordinator) and
     finish every parked ticket, with the error if the commit raised; the
-    error is then raised here too. Every ticket handed out is finished or
-    cancelled on return, so no task waits for ever.
+    error is then raised here too. A
+    :class:`~statestream.errors.DamagedStoresError` is not raised: each
+    damaged partition's ticket gets its own store's error, the others
+    committed. Every ticket handed out is finished or cancelled on return,
+    so no task waits for ever.
     """
     deadline = time.monotonic() + take_timeout
     for ticket in tickets:
@@ -135,14 +139,19 @@ def run_round(
                 ticket.cancel()
     parked = [t for t in tickets if t.state is TicketState.PARKED]
     error: BaseException | None = None
+    damaged: dict[int, StoreCorruptedError] = {}
     try:
         requests = [t.request for t in parked if t.request is not None]
         if requests:
             commit(requests)
+    except DamagedStoresError as exc:
+        # Not the round's failure: the other partitions committed, and each
+        # damaged one raises its own store's error (its task rebuilds it).
+        damaged = exc.damaged
     except BaseException as exc:  # handed to every task of the round, which raise it
         error = exc
         raise
     finally:
         for ticket in parked:
-            ticket.finish(error)
-    return parked
+            ticket.finish(damaged.get(ticket.partition, error))
+    return [t for t in parked if t.partition not in damaged]

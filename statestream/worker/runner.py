@@ -58,6 +58,7 @@ from statestream.errors import (
     LogError,
     ProcessingError,
     StateStreamError,
+    StoreCorruptedError,
     TopicMismatchError,
     TopicNotFoundError,
     WorkerError,
@@ -87,6 +88,7 @@ from statestream.worker.lag import SourceWatermarks
 from statestream.worker.metrics import WorkerMetrics
 from statestream.worker.partition import PartitionTask
 from statestream.worker.queries import WorkerStores
+from statestream.worker.rebuilds import RebuildBudget
 from statestream.worker.restore_log import RestoreLog
 from statestream.worker.rounds import run_round
 from statestream.worker.standby import StandbyThread
@@ -159,6 +161,8 @@ class Worker:
         self._counter_lock = threading.Lock()
         self._restoring: dict[str, RestoreProgress] = {}
         self._fatal: BaseException | None = None
+        # In-place rebuilds of damaged partitions (poll thread).
+        self._rebuilds = RebuildBudget()
         self._transport: Transport | None = None
         self._producer: Producer | None = None
         self._manager: TableManager | None = None
@@ -733,7 +737,14 @@ class Worker:
     def _check_tasks(self) -> None:
         for partition, task in list(self._tasks.items()):
             if not task.is_alive() and task.failure is not None:
-                self._fail(task.failure)
+                failure = task.failure
+                if (
+                    isinstance(failure, StoreCorruptedError)
+                    and not self._stop.is_set()
+                    and self._rebuild(task, failure)
+                ):
+                    continue  # its stores were deleted; a new task restores them
+                self._fail(failure)
                 return
             if not task.is_alive() and not self._stop.is_set():
                 # Ended without being asked (revoked while restoring ends it too,
@@ -758,36 +769,7 @@ class Worker:
         generation = self._member.generation() if numbers else 0
         handed = self._apply_info(numbers)
         for number in numbers:
-            committed = {
-                topic: self._member.committed(TopicPartition(topic, number))
-                for topic in self.app.source_topics()
-            }
-            task = PartitionTask(
-                self.app,
-                number,
-                self._manager,
-                self._producer,
-                committed,
-                self._commit_source,
-                self.count,
-                self._drained.set,
-                coordinator=self._coordinator,
-                generation=generation,
-                stores=handed.pop(number, None),
-                metrics=self.metrics.partition(number),
-            )
-            task.warned_tables = self._warned_tables  # one key-guard warning per table
-            tps = self._tps(number)
-            for tp in tps:
-                # A partition revoked and assigned back keeps its fetch
-                # position, which may be past records its task had queued
-                # but not processed: always resume from the committed offset
-                # (0 when none: the reset policy then picks the log start).
-                self._member.seek(tp, committed[tp.topic] or 0)
-            self._member.pause(tps)  # until restored
-            self._paused.update(tps)
-            self._tasks[number] = task
-            task.start()
+            self._start_task(number, generation, handed.pop(number, None))
         if numbers:
             log.info(
                 "assigned partitions %s (generation %d)",
@@ -797,6 +779,74 @@ class Worker:
             )
             self._watch_lag()
             self._listeners.on_assigned(PartitionsAssigned(tuple(numbers), generation))
+
+    def _start_task(
+        self, number: int, generation: int, stores: Mapping[str, Store] | None = None
+    ) -> None:
+        """(Poll thread) Start partition ``number``'s task: it restores, then processes
+        from the committed source offsets."""
+        assert self._member is not None
+        assert self._manager is not None
+        assert self._producer is not None
+        committed = {
+            topic: self._member.committed(TopicPartition(topic, number))
+            for topic in self.app.source_topics()
+        }
+        task = PartitionTask(
+            self.app,
+            number,
+            self._manager,
+            self._producer,
+            committed,
+            self._commit_source,
+            self.count,
+            self._drained.set,
+            coordinator=self._coordinator,
+            generation=generation,
+            stores=stores,
+            metrics=self.metrics.partition(number),
+        )
+        task.warned_tables = self._warned_tables  # one key-guard warning per table
+        tps = self._tps(number)
+        for tp in tps:
+            # A partition revoked and assigned back (or rebuilt) keeps its
+            # fetch position, which may be past records its task had queued
+            # but not processed: always resume from the committed offset
+            # (0 when none: the reset policy then picks the log start).
+            self._member.seek(tp, committed[tp.topic] or 0)
+        self._member.pause(tps)  # until restored
+        self._paused.update(tps)
+        self._tasks[number] = task
+        task.start()
+
+    def _rebuild(self, task: PartitionTask, damage: StoreCorruptedError) -> bool:
+        """(Poll thread) Start a new task for ``task``'s partition, whose damaged
+        stores its task deleted (see :mod:`statestream.worker.rebuilds`).
+
+        ``False`` when the partition was rebuilt too often lately: the
+        caller stops the worker with the error.
+        """
+        number = task.partition
+        if not self._rebuilds.take(number):
+            log.error(
+                "partition %d: damaged again after %d rebuilds in %.0f s; stopping",
+                number,
+                self._rebuilds.limit,
+                self._rebuilds.window,
+                extra={"partition": number},
+            )
+            return False
+        log.warning(
+            "partition %d: %s; rebuilding it from its changelogs (rebuild %d)",
+            number,
+            damage,
+            self._rebuilds.count(number),
+            extra={"partition": number},
+        )
+        self.count("rebuilds", 1)
+        assert self._member is not None
+        self._start_task(number, self._member.generation())
+        return True
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         """Finish, commit and close revoked partitions before returning."""
@@ -838,6 +888,10 @@ class Worker:
         for task in tasks:
             self._tasks.pop(task.partition, None)
             self._paused.difference_update(self._tps(task.partition))
+            if isinstance(task.failure, StoreCorruptedError):
+                # Found in its last commit: its stores are deleted (the task
+                # said so) and the next owner rebuilds them; nothing is lost.
+                continue
             if task.failure is not None:
                 self._fail(task.failure)
 

@@ -4,8 +4,8 @@ The server (the fake) keeps an in-memory namespace: a restart empties it
 while a worker holds open stores whose offset record it read earlier. The
 store must refuse to write its cached offset back
 (:class:`~statestream.errors.OffsetRecordChangedError`); the worker deletes
-the partition's records with a warning and stops, and the next worker
-rebuilds the partition from the changelog: the state is exact.
+the partition's records with a warning and rebuilds the partition from the
+changelog in place, without stopping: the state is exact.
 """
 
 from __future__ import annotations
@@ -43,10 +43,16 @@ def _produce(data_dir: Path, values: list[tuple[str, int]]) -> None:
         transport.close()
 
 
-def _run(data_dir: Path, records: int, until: Callable[[], bool] | None = None) -> Worker:
+def _run(
+    data_dir: Path, records: int, until: Callable[[], bool] | None = None, **settings: Any
+) -> Worker:
     """A worker that stops after ``records`` records, or once ready and ``until()``."""
     app = poison_app.app.with_settings(
-        data_dir=str(data_dir), partitions=1, commit_interval=0.1, store_url=STORE_URL
+        data_dir=str(data_dir),
+        partitions=1,
+        commit_interval=0.1,
+        store_url=STORE_URL,
+        **settings,
     )
     worker: Worker
     deadline = time.monotonic() + 30
@@ -73,7 +79,7 @@ def _totals(server: FakeServer) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("when", ["restore", "commit"])
-def test_a_server_restart_that_lost_the_data_is_rebuilt_from_the_changelog(
+def test_a_server_restart_that_lost_the_data_is_rebuilt_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, when: str
 ) -> None:
     server = FakeServer()
@@ -85,7 +91,8 @@ def test_a_server_restart_that_lost_the_data_is_rebuilt_from_the_changelog(
 
     # The next worker opens its stores (reading their offset records); the
     # server restarts and loses everything just before the worker's first
-    # write: in its restore, or in its first commit.
+    # write: in its restore, or in its first commit (step 4, after the
+    # changelog records and source offsets are committed).
     second = [("a", 10), ("c", 5)]
     _produce(tmp_path, second)
     real_write = AerospikeStore.write
@@ -100,24 +107,45 @@ def test_a_server_restart_that_lost_the_data_is_rebuilt_from_the_changelog(
         real_write(self, changes, *args, **kwargs)
 
     monkeypatch.setattr(AerospikeStore, "write", write)
-    worker = _run(tmp_path, len(first) + len(second))
+    expected = {"a": 14, "b": 6, "c": 5}
+    worker = _run(tmp_path, 0, until=lambda: bool(restarted) and _totals(server) == expected)
+    with caplog.at_level(logging.WARNING, logger="statestream"):
+        assert worker.run() == 0  # the same worker goes on: no restart needed
+    assert restarted
+    assert "deleting its damaged stores" in caplog.text
+    assert "rebuilding it from its changelogs" in caplog.text
+    assert worker.counters().get("rebuilds") == 1
+    assert _totals(server) == expected
+    # Every store's offset again covers exactly the data it holds: a fresh
+    # worker changes nothing and processes nothing.
+    monkeypatch.setattr(AerospikeStore, "write", real_write)
+    again = _run(tmp_path, 0, until=lambda: True)
+    assert again.run() == 0
+    assert again.counters().get("processed", 0) == 0
+    assert _totals(server) == expected
+
+
+def test_damage_that_keeps_coming_back_stops_the_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that loses its data at every write: three rebuilds, then the error."""
+    server = FakeServer()
+    monkeypatch.setattr(ClientPool, "_shared", ClientPool(server.client))
+    values = [("a", 1), ("b", 2)]
+    _produce(tmp_path, values)
+    assert _run(tmp_path, len(values)).run() == 0
+    real_write = AerospikeStore.write
+
+    def write(self: AerospikeStore, changes: Any, *args: Any, **kwargs: Any) -> None:
+        server.restart(lose_data=True)
+        real_write(self, changes, *args, **kwargs)
+
+    monkeypatch.setattr(AerospikeStore, "write", write)
+    worker = _run(tmp_path, 0, until=lambda: False)
     with (
         caplog.at_level(logging.WARNING, logger="statestream"),
         pytest.raises(OffsetRecordChangedError, match="is gone"),
     ):
         worker.run()
-    assert restarted
-    assert "deleting its damaged stores" in caplog.text
-    # No store claims an offset over data it does not hold.
-    for table in ("totals", "seen"):
-        store = AerospikeStore(
-            FAKE_HOSTS, "test", table, 0, OPTIONS, pool=ClientPool(server.client)
-        )
-        assert store.offset() is None
-        store.close()
-
-    # The next worker rebuilds the partition from the changelog: exact state.
-    monkeypatch.setattr(AerospikeStore, "write", real_write)
-    expected = {"a": 14, "b": 6, "c": 5}
-    assert _run(tmp_path, 0, until=lambda: _totals(server) == expected).run() == 0
-    assert _totals(server) == expected
+    assert worker.counters().get("rebuilds") == 3
+    assert "damaged again after 3 rebuilds" in caplog.text

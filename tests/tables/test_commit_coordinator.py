@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from statestream.errors import CommitError, GroupError, ProduceError
+from statestream.errors import (
+    CommitError,
+    DamagedStoresError,
+    GroupError,
+    OffsetRecordChangedError,
+    ProduceError,
+)
+from statestream.listeners import CommitDone
 from statestream.log import Transport
 from statestream.log.base import Delivery, Producer
 from statestream.tables import Table, TableManager
@@ -165,4 +172,45 @@ def test_a_round_of_several_partitions_flushes_and_commits_once(
     for partition, value in ((0, b'"p0"'), (1, b'"p1"')):
         for table in ("t", "u"):
             assert manager.shard(table, partition).store.get(b'"k"') == value
+    manager.close()
+
+
+def test_a_store_damaged_in_step_4_does_not_stop_the_other_partitions(
+    embedded: Transport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Partition 0's store finds its data gone in step 4; partition 1 still commits."""
+    producer = LyingProducer(embedded.producer())
+    manager = manager_on(embedded, tmp_path, producer)
+    write(manager, 0, 5, "p0")
+    write(manager, 1, 7, "p1")
+    damaged_store = manager.shard("t", 0).store
+    real_write = type(damaged_store).write
+
+    def write_store(self: Any, *args: Any, **kwargs: Any) -> None:
+        if self is damaged_store:
+            raise OffsetRecordChangedError("the offset record of t/0 is gone")
+        real_write(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(damaged_store), "write", write_store)
+    commits: list[dict[TopicPartition, int]] = []
+    done: list[CommitDone] = []
+    with pytest.raises(DamagedStoresError, match=r"partitions \[0\] are damaged") as raised:
+        CommitCoordinator(manager, producer, on_commit=done.append).commit(
+            [
+                CommitRequest(0, {TopicPartition(SOURCE, 0): 6}),
+                CommitRequest(1, {TopicPartition(SOURCE, 1): 8}),
+            ],
+            lambda offsets: commits.append(dict(offsets)),
+        )
+    assert set(raised.value.damaged) == {0}
+    assert isinstance(raised.value.damaged[0], OffsetRecordChangedError)
+    assert raised.value.__cause__ is raised.value.damaged[0]
+    # Steps 2 and 3 covered both partitions; step 4 completed for partition 1.
+    assert commits == [{TopicPartition(SOURCE, 0): 6, TopicPartition(SOURCE, 1): 8}]
+    for table in ("t", "u"):
+        assert manager.shard(table, 1).store.get(b'"k"') == b'"p1"'
+    assert [(d.partitions, dict(d.offsets)) for d in done] == [
+        ((1,), {TopicPartition(SOURCE, 1): 8})
+    ]
+    monkeypatch.setattr(type(damaged_store), "write", real_write)
     manager.close()

@@ -12,7 +12,7 @@ import pytest
 
 from statestream import App, Processor, Table
 from statestream.context import Context, Message
-from statestream.errors import CommitError
+from statestream.errors import CommitError, DamagedStoresError, OffsetRecordChangedError
 from statestream.log import open_transport
 from statestream.log.base import TopicSpec
 from statestream.serde import JsonCodec
@@ -127,6 +127,25 @@ def test_a_failed_commit_fails_every_partition_of_the_round_and_is_raised() -> N
         "p1 round failed",
     ]
     assert all(isinstance(t.error, CommitError) for t in tickets)
+
+
+def test_a_damaged_partition_fails_alone_and_the_others_committed() -> None:
+    log = Log()
+    tickets = [CommitTicket(p) for p in range(3)]
+    threads = [task(t, log) for t in tickets]
+    damage = OffsetRecordChangedError("the offset record of t/1 is gone")
+    committed = drive(tickets, log, error=DamagedStoresError("step 4", {1: damage}))
+    for thread in threads:
+        thread.join(5)
+    assert [t.partition for t in committed] == [0, 2]
+    assert tickets[1].error is damage
+    assert tickets[0].error is None
+    assert tickets[2].error is None
+    assert sorted(e for e in log.events if "resumed" in e or "failed" in e) == [
+        "p0 resumed",
+        "p1 round failed",
+        "p2 resumed",
+    ]
 
 
 def test_declining_leaves_the_round_without_waiting() -> None:
