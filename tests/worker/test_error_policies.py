@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -175,10 +176,15 @@ def test_dead_letter_sends_the_record_with_the_error_in_headers(tmp_path: Path, 
     assert TopicPartition(poison_app.DEAD_LETTERS, 0) == record.tp
 
 
-def test_a_store_read_error_stops_the_worker_under_skip_without_skipping_or_committing(
+def test_a_store_read_error_is_not_skipped_under_skip_the_partition_is_rebuilt(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A damaged store is not a bad record: no policy may skip records because of it."""
+    """A damaged store is not a bad record: no policy may skip records because of it.
+
+    The read fails on record 1; the worker deletes the partition's stores,
+    rebuilds them from the changelog in place and processes every record
+    again from the committed offset: only the poison record is skipped.
+    """
     from statestream.errors import StoreCorruptedError
     from statestream.stores.leveldb import LevelDBStore
 
@@ -194,16 +200,22 @@ def test_a_store_read_error_stops_the_worker_under_skip_without_skipping_or_comm
 
     monkeypatch.setattr(LevelDBStore, "get", damaged_get)
     app = poison_app.app.with_settings(**settings(tmp_path, "skip"))
-    worker = Worker(app, status_interval=0.05)
-    with pytest.raises(StoreCorruptedError):
-        worker.run()
-    assert worker.counters().get("skipped", 0) == 0
-    committed, _, _ = read_state(tmp_path)
-    assert committed is None or committed <= 1  # nothing past the failing record
+    worker: Worker
+    deadline = time.monotonic() + 30
+
+    def on_status(status: WorkerStatus) -> None:
+        # Record 0 was processed before the damage, then all ten again.
+        again = status.counters.get("processed", 0) >= RECORDS + 1
+        if (status.counters.get("rebuilds") and again) or time.monotonic() > deadline:
+            worker.request_stop()
+
+    worker = Worker(app, on_status=on_status, status_interval=0.05)
+    assert worker.run() == 0
+    assert calls["n"] > 3
+    counters = worker.counters()
+    assert counters.get("rebuilds") == 1
+    assert counters.get("skipped") == 1  # the poison record, nothing for the damage
     monkeypatch.setattr(LevelDBStore, "get", real_get)
-    # The damaged stores were deleted: a restart rebuilds them and processes on.
-    counters = run_in_process(app)
-    assert counters.get("skipped") == 1
     committed, totals, seen = read_state(tmp_path)
     assert committed == RECORDS
     assert totals == {"a": total_a, "b": total_b}
