@@ -113,6 +113,13 @@ class WorkerMetrics:
             "Rebalances this worker took part in (assignments received)",
             registry=self.registry,
         )
+        self.rebuilds = Counter(
+            "statestream_partition_rebuilds",
+            "Partitions rebuilt in place from their changelogs after their store was found "
+            "damaged while the worker ran",
+            ["partition"],
+            registry=self.registry,
+        )
         self.registry.register(_Collector(self, view))
 
     def partition(self, number: int) -> PartitionCounters:

@@ -844,6 +844,7 @@ class Worker:
             extra={"partition": number},
         )
         self.count("rebuilds", 1)
+        self.metrics.rebuilds.labels(partition=str(number)).inc()
         assert self._member is not None
         self._start_task(number, self._member.generation())
         return True

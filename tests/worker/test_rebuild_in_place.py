@@ -98,6 +98,12 @@ def test_a_store_damaged_in_a_commit_is_rebuilt_while_the_other_partition_goes_o
         assert worker.run() == 0
     assert damaged == [0]
     assert worker.counters().get("rebuilds") == 1
+    rebuilt = [
+        line
+        for line in worker.metrics.render().decode().splitlines()
+        if line.startswith("statestream_partition_rebuilds_total{")
+    ]
+    assert rebuilt == ['statestream_partition_rebuilds_total{partition="0"} 1.0']
     # Both kept committing after partition 0's damage.
     assert after[0] > 0
     assert after[1] > 0
