@@ -212,14 +212,20 @@ def test_two_workers_answer_every_key_by_redirect_or_proxy(
         produce(transport, topic, words)
 
         def settled() -> bool:
-            # Both members hold partitions and know each other's endpoint.
+            # Both members hold partitions and know each other's endpoint, and
+            # every word has been counted by its owner (partitions process at
+            # their own pace, so one counted word says nothing of the others).
             for w in workers:
                 ready, details = w.worker.health()
                 if not ready or not details["partitions"]:
                     return False
-            return all(fetch(f"{u}/tables/counts/keys/w39", TOKEN)[0] == 200 for u in urls)
+            return all(
+                fetch(f"{u}/tables/counts/keys/{word}", TOKEN)[0] == 200
+                for u in urls
+                for word in words
+            )
 
-        wait_for(settled, 90, "two members, each with partitions, w39 counted")
+        wait_for(settled, 90, "two members, each with partitions, every word counted")
         redirected = 0
         for url in urls:
             for word in words:
