@@ -68,8 +68,11 @@ plus the values of the windows still open add up to words x windows per
 word (1 or 10). Reported per variant: sentences/s, words/s (table writes),
 window updates/s (words/s x windows per word; for plain, key updates), the
 ratio of sentences/s to plain's (targets: tumbling >= 70%, hopping >= 20%),
-CPU time per sentence (all threads), changelog records written, windows
-created, closed and expired (closed and no longer stored).
+CPU time per sentence (all threads), the share of the wall time spent in
+the garbage collector (timed through ``gc.callbacks``; ``--gc-threshold``
+runs the workers with another ``gc_threshold``, 0 for Python's own pace),
+changelog records written, windows created, closed and expired (closed and
+no longer stored).
 
 **in-process**: the shard-level cost without the log's consumer and the
 worker: a ``TableManager`` (embedded log for the changelog, LevelDB store,
@@ -320,7 +323,15 @@ _HOOK_TIMES: dict[str, list[float]] = {"assigned": [], "revoked": []}
 _CLOSED: dict[int, list[int]] = {}
 
 
-def _count_app(app_id: str, topic: str, url: str, store_dir: str, interval: float, variant: str):
+def _count_app(
+    app_id: str,
+    topic: str,
+    url: str,
+    store_dir: str,
+    interval: float,
+    variant: str,
+    gc_threshold: int | None,
+):
     from statestream import App, Processor
 
     class WordCount(Processor):
@@ -355,7 +366,24 @@ def _count_app(app_id: str, topic: str, url: str, store_dir: str, interval: floa
         store_url=f"leveldb://{store_dir}",
         data_dir=store_dir,
         commit_interval=interval,
+        gc_threshold=gc_threshold,
     )
+
+
+class _CollectorClock:
+    """Seconds the garbage collector ran, summed through ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.collections += 1
 
 
 def run_worker(
@@ -367,15 +395,19 @@ def run_worker(
     interval: float,
     timeout: float,
     variant: str,
+    gc_threshold: int | None,
     progress: Any,
 ) -> dict:
-    """Child: run the counting app with ``variant``'s table until it processed every record."""
+    """Child: run the counting app with ``variant``'s table until it processed every record.
+
+    ``gc_threshold`` None runs the worker with its default collector pace.
+    """
     from statestream.log import open_transport
     from statestream.stores.leveldb import LevelDBStore
     from statestream.worker.runner import Worker, WorkerStatus
 
     app_id = f"bench-windows-{variant}-{uuid.uuid4().hex[:8]}"
-    app = _count_app(app_id, topic, url, store_dir, interval, variant)
+    app = _count_app(app_id, topic, url, store_dir, interval, variant, gc_threshold)
     deadline = time.monotonic() + timeout
     timed_out = False
 
@@ -391,9 +423,14 @@ def run_worker(
 
     worker = Worker(app, on_status=on_status, status_interval=STATUS_INTERVAL_S)
     before = peak_rss_kb()
+    clock = _CollectorClock()
+    gc.callbacks.append(clock)
     started = time.perf_counter()
     cpu_started = time.process_time()
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        gc.callbacks.remove(clock)
     ended = time.perf_counter()
     cpu = time.process_time() - cpu_started
     counters = worker.counters()
@@ -403,6 +440,8 @@ def run_worker(
         "seconds": max(_HOOK_TIMES["revoked"]) - min(_HOOK_TIMES["assigned"]),
         "wall": ended - started,
         "cpu": cpu,
+        "gc_seconds": clock.seconds,
+        "gc_collections": clock.collections,
         "rebalanced": len(_HOOK_TIMES["assigned"]) > partitions,
         "records": counters.get("processed", 0),
         "commits": counters.get("commits", 0),
@@ -731,7 +770,8 @@ def worker_line(label: str, variant: str, res: dict, plain: dict | None, words: 
     closed = "" if variant == "plain" else f"{res['closed']:,}"
     return (
         f"{label:<9} {variant:<9} {rate:>11,.0f} {word_rate:>10,.0f} {word_rate * per_word:>12,.0f}"
-        f" {ratio:>8} {res['cpu'] / res['records'] * 1e6:>9.0f} {res['changelog_records']:>10,}"
+        f" {ratio:>8} {res['cpu'] / res['records'] * 1e6:>9.0f}"
+        f" {res['gc_seconds'] / res['wall']:>5.0%} {res['changelog_records']:>10,}"
         f" {windows:>9} {closed:>9} {expired:>9} {res['rss_peak_kb'] / 1024:>5.0f} MiB"
     )
 
@@ -803,13 +843,15 @@ def print_report(args: argparse.Namespace, report: dict, out: Any) -> None:
         print(file=out)
         print(
             f"worker on {label} (Worker.run, LevelDB, commit interval {args.commit_interval:g} s"
-            f"; best of {args.repeat} runs, hopping {args.repeat_hopping})",
+            f"; best of {args.repeat} runs, hopping {args.repeat_hopping}; gc_threshold "
+            f"{'default' if args.gc_threshold is None else args.gc_threshold}"
+            "; GC = share of the wall time in the garbage collector)",
             file=out,
         )
         head = (
             f"{'log':<9} {'table':<9} {'sentences/s':>11} {'words/s':>10} {'win upd/s':>12}"
-            f" {'vs plain':>8} {'CPU us/s':>9} {'changelog':>10} {'windows':>9} {'closed':>9}"
-            f" {'expired':>9} {'RSS peak':>9}"
+            f" {'vs plain':>8} {'CPU us/s':>9} {'GC':>5} {'changelog':>10} {'windows':>9}"
+            f" {'closed':>9} {'expired':>9} {'RSS peak':>9}"
         )
         print(head, file=out)
         print("-" * len(head), file=out)
@@ -970,6 +1012,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat", type=int, help="worker runs of plain and tumbling, best reported (3; quick 1)"
     )
     parser.add_argument("--repeat-hopping", type=int, help="worker runs of hopping (as --repeat)")
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        help="the workers' gc_threshold setting (default: the worker's default; 0: Python's)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process loops")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up a run after s")
     parser.add_argument("--json", action="store_true", help="JSON on stdout, report on stderr")
@@ -1054,6 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.commit_interval,
                             args.timeout,
                             variant,
+                            args.gc_threshold,
                         )
                     finally:
                         shutil.rmtree(store, ignore_errors=True)

@@ -128,6 +128,8 @@ _HELP = {
     "web_url": "the endpoint's URL other workers redirect to (default http://host:port)",
     "query_share": "share of the time queries may take while the worker is busy (default "
     "0.02; 1: never paced)",
+    "gc_threshold": "allocations between two collections of the garbage collector's youngest "
+    "generation while the worker runs (default 50000; 0: Python's own setting)",
 }
 #: Settings read from the environment only, never a flag: a secret on a
 #: command line is visible to every user of the machine (ps, /proc).
@@ -141,6 +143,7 @@ _TYPES: dict[str, Any] = {
     "probing_rebalance_interval": float,
     "web_port": int,
     "query_share": float,
+    "gc_threshold": int,
 }
 
 

@@ -308,6 +308,7 @@ APP_ENV: Mapping[str, str] = MappingProxyType(
         "web_token": "STATESTREAM_WEB_TOKEN",
         "web_url": "STATESTREAM_WEB_URL",
         "query_share": "STATESTREAM_QUERY_SHARE",
+        "gc_threshold": "STATESTREAM_GC_THRESHOLD",
     }
 )
 
@@ -362,6 +363,10 @@ class AppConfig:
     #: Share of the time queries may take while the worker is busy (the rest
     #: is processing's; statestream.query.pacing). 1: queries are never paced.
     query_share: float = 0.02
+    #: Allocations between two collections of the garbage collector's
+    #: youngest generation while the worker runs (statestream.worker.collector);
+    #: 0 leaves the interpreter's own settings.
+    gc_threshold: int = 50_000
 
     @classmethod
     def resolve(cls, app_id: str, **given: Any) -> AppConfig:
@@ -411,6 +416,7 @@ class AppConfig:
             web_token=None if raw["web_token"] is None else str(raw["web_token"]),
             web_url=None if raw["web_url"] is None else str(raw["web_url"]).rstrip("/"),
             query_share=_as(float, "query_share", raw["query_share"], 0.02),
+            gc_threshold=_as(int, "gc_threshold", raw["gc_threshold"], 50_000),
         )
         config.validate()
         return config
@@ -450,6 +456,11 @@ class AppConfig:
             )
         if self.instance_id is not None:
             check_instance_id(self.instance_id)
+        if self.gc_threshold < 0:
+            raise ConfigurationError(
+                f"gc_threshold must be >= 0 allocations (0: Python's own setting), got "
+                f"{self.gc_threshold}"
+            )
         self._validate_queries()
 
     def _validate_queries(self) -> None:

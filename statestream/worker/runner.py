@@ -35,6 +35,9 @@ finish the current record, commit, close stores, leave the group. A fatal
 error on any thread (a failed commit, a store, produce or group error) stops
 the worker at once without committing anything more; :meth:`Worker.run`
 raises it.
+
+While it runs, the garbage collector runs less often than Python's default
+(``gc_threshold``, :mod:`statestream.worker.collector`).
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ from statestream.tables.recovery import RestoreProgress
 from statestream.tables.table import Table
 from statestream.types import Record, TopicPartition
 from statestream.web import Routes, WebServer
+from statestream.worker.collector import CollectorPace
 from statestream.worker.globals import (
     GlobalTablesThread,
     check_global_stores,
@@ -288,12 +292,13 @@ class Worker:
         A fatal error is re-raised after a clean shutdown so the caller can
         report it.
         """
-        try:
-            self._start()
-            if self._member is not None:  # None: stopped while global tables restored
-                self._loop()
-        finally:
-            self._shutdown()
+        with CollectorPace(self.app.config.gc_threshold):
+            try:
+                self._start()
+                if self._member is not None:  # None: stopped while global tables restored
+                    self._loop()
+            finally:
+                self._shutdown()
         if self._fatal is not None:
             raise self._fatal
         return 0
