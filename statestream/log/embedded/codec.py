@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from statestream.types import Headers, Record
@@ -49,6 +50,7 @@ __all__ = [
     "TopicMeta",
     "decode_record",
     "decode_topic",
+    "encode_keyed_batch",
     "encode_record",
     "encode_topic",
     "group_key",
@@ -168,6 +170,66 @@ def encode_record(
     if value is not None:
         parts.append(value)
     return b"".join(parts)
+
+
+def _header_block(headers: Headers) -> bytes:
+    """The encoded headers of a record (count, then each name and value), as
+    :func:`encode_record` writes them; raises ``TypeError`` for a bad pair."""
+    parts = [_U16.pack(len(headers))]
+    for item in headers:
+        if (
+            type(item) is not tuple
+            or len(item) != 2
+            or not isinstance(item[0], str)
+            or not isinstance(item[1], bytes)
+        ):
+            raise TypeError(f"record headers must be (str, bytes) pairs, got {item!r}")
+        name, data = item
+        raw_name = name.encode()
+        parts += (_U16.pack(len(raw_name)), raw_name, _HEADER_VALUE_LEN.pack(len(data)), data)
+    return b"".join(parts)
+
+
+def encode_keyed_batch(
+    records: Sequence[tuple[bytes | None, bytes | None, Headers]], timestamp: int
+) -> list[bytes] | None:
+    """Encode ``(key, value, headers)`` records sharing ``timestamp``, each exactly
+    as :func:`encode_record` would.
+
+    Returns None, having encoded nothing, if a record has no key or a key or
+    value that is not ``bytes`` (the caller sends those one by one). The
+    headers of records that share one headers object (a changelog's records
+    of one source record) are encoded once. Raises ``TypeError`` for headers
+    that are not ``(str, bytes)`` pairs and ``struct.error`` for a timestamp
+    out of range.
+    """
+    with_headers = _HEAD.pack(HAS_HEADERS | HAS_KEY | HAS_VALUE, timestamp)
+    tombstone = _HEAD.pack(HAS_HEADERS | HAS_KEY, timestamp)
+    plain = _HEAD.pack(HAS_KEY | HAS_VALUE, timestamp)
+    plain_tombstone = _HEAD.pack(HAS_KEY, timestamp)
+    pack_len = U32.pack
+    blocks: dict[int, bytes] = {}
+    out: list[bytes] = []
+    append = out.append
+    for key, value, headers in records:
+        if type(key) is not bytes or (value is not None and type(value) is not bytes):
+            return None
+        if not headers:
+            if value is None:
+                append(plain_tombstone + pack_len(len(key)) + key)
+            else:
+                append(b"".join((plain, pack_len(len(key)), key, value)))
+            continue
+        # By identity: the records list holds each headers object, so an id
+        # is not reused while this runs.
+        block = blocks.get(id(headers))
+        if block is None:
+            block = blocks[id(headers)] = _header_block(headers)
+        if value is None:
+            append(b"".join((tombstone, pack_len(len(key)), key, block)))
+        else:
+            append(b"".join((with_headers, pack_len(len(key)), key, block, value)))
+    return out
 
 
 def decode_record(topic: str, partition: int, offset: int, raw: bytes) -> Record:

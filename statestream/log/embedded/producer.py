@@ -6,12 +6,12 @@ import struct
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from statestream.errors import ConfigurationError, LogError, ProduceError, TransactionError
 from statestream.log.base import Producer
-from statestream.log.embedded.codec import encode_record
+from statestream.log.embedded.codec import encode_keyed_batch, encode_record
 from statestream.log.embedded.meta import EmbeddedDelivery, Partition, Topic
 from statestream.log.embedded.storage import EmbeddedLog
 from statestream.log.partitioner import default_partition
@@ -215,6 +215,51 @@ class EmbeddedProducer(Producer):
             self._pending[part].append((raw, delivery))
             was_empty = self._pending_bytes == 0
             self._pending_bytes += len(raw)
+            full = self._pending_bytes >= self._buffer_limit
+        if full and self._transactional_id is None:
+            self.flush()
+        elif was_empty and self._schedule_flush is not None and self._transactional_id is None:
+            self._schedule_flush(self)
+        return delivery
+
+    def send_batch(
+        self,
+        topic: str,
+        partition: int,
+        records: Sequence[tuple[bytes | None, bytes | None, Headers]],
+    ) -> EmbeddedDelivery | None:
+        """Queue ``records`` for one partition as :meth:`send` would, in one step.
+
+        One timestamp, one lock and one delivery for the batch (each record's
+        offset is not asked for: the delivery's is the batch's last), and
+        headers shared by records encoded once. Batches with a keyless record,
+        or a key or value that is not bytes, go record by record.
+        """
+        if not records:
+            return None
+        route = self._routes.get(topic)
+        if route is None or route.topic.deleted:
+            route = self._routes[topic] = _Route(self._log.topic(topic))
+        if type(partition) is not int or not 0 <= partition < route.count:
+            raise _bad_partition(route.topic, partition)
+        try:
+            raws = encode_keyed_batch(records, time.time_ns() // 1_000_000)
+        except TypeError as exc:
+            raise ProduceError(f"cannot encode a record for {topic!r}: {exc}") from exc
+        if raws is None:
+            return super().send_batch(topic, partition, records)  # type: ignore[return-value]
+        delivery = EmbeddedDelivery(partition)
+        # One delivery for every record: the log gives its items offsets in
+        # order, so it ends with the last record's.
+        items = [(raw, delivery) for raw in raws]
+        size = sum(map(len, raws))
+        part = route.topic.partitions[partition]
+        with self._lock:
+            if self._closed or self._failure is not None or self._transactional_id is not None:
+                self._check_sendable()
+            self._pending[part] += items
+            was_empty = self._pending_bytes == 0
+            self._pending_bytes += size
             full = self._pending_bytes >= self._buffer_limit
         if full and self._transactional_id is None:
             self.flush()
