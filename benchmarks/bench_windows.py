@@ -68,9 +68,10 @@ plus the values of the windows still open add up to words x windows per
 word (1 or 10). Reported per variant: sentences/s, words/s (table writes),
 window updates/s (words/s x windows per word; for plain, key updates), the
 ratio of sentences/s to plain's (targets: tumbling >= 70%, hopping >= 20%),
-CPU time per sentence (all threads), the share of the wall time spent in
-the garbage collector (timed through ``gc.callbacks``; ``--gc-threshold``
-runs the workers with another ``gc_threshold``, 0 for Python's own pace),
+CPU time per sentence (all threads), the shares of the wall time spent in
+commits (``statestream_commit_seconds``) and in the garbage collector
+(timed through ``gc.callbacks``; ``--gc-threshold`` runs the workers with
+another ``gc_threshold``, 0 for Python's own pace),
 changelog records written, windows created, closed and expired (closed and
 no longer stored).
 
@@ -441,6 +442,8 @@ def run_worker(
         "wall": ended - started,
         "cpu": cpu,
         "gc_seconds": clock.seconds,
+        "commit_seconds": worker.metrics.registry.get_sample_value("statestream_commit_seconds_sum")
+        or 0.0,
         "gc_collections": clock.collections,
         "rebalanced": len(_HOOK_TIMES["assigned"]) > partitions,
         "records": counters.get("processed", 0),
@@ -771,7 +774,8 @@ def worker_line(label: str, variant: str, res: dict, plain: dict | None, words: 
     return (
         f"{label:<9} {variant:<9} {rate:>11,.0f} {word_rate:>10,.0f} {word_rate * per_word:>12,.0f}"
         f" {ratio:>8} {res['cpu'] / res['records'] * 1e6:>9.0f}"
-        f" {res['gc_seconds'] / res['wall']:>5.0%} {res['changelog_records']:>10,}"
+        f" {res['commit_seconds'] / res['wall']:>6.0%} {res['gc_seconds'] / res['wall']:>5.0%}"
+        f" {res['changelog_records']:>10,}"
         f" {windows:>9} {closed:>9} {expired:>9} {res['rss_peak_kb'] / 1024:>5.0f} MiB"
     )
 
@@ -845,13 +849,13 @@ def print_report(args: argparse.Namespace, report: dict, out: Any) -> None:
             f"worker on {label} (Worker.run, LevelDB, commit interval {args.commit_interval:g} s"
             f"; best of {args.repeat} runs, hopping {args.repeat_hopping}; gc_threshold "
             f"{'default' if args.gc_threshold is None else args.gc_threshold}"
-            "; GC = share of the wall time in the garbage collector)",
+            "; commit, GC = share of the wall time in commits and in the garbage collector)",
             file=out,
         )
         head = (
             f"{'log':<9} {'table':<9} {'sentences/s':>11} {'words/s':>10} {'win upd/s':>12}"
-            f" {'vs plain':>8} {'CPU us/s':>9} {'GC':>5} {'changelog':>10} {'windows':>9}"
-            f" {'closed':>9} {'expired':>9} {'RSS peak':>9}"
+            f" {'vs plain':>8} {'CPU us/s':>9} {'commit':>6} {'GC':>5} {'changelog':>10}"
+            f" {'windows':>9} {'closed':>9} {'expired':>9} {'RSS peak':>9}"
         )
         print(head, file=out)
         print("-" * len(head), file=out)

@@ -142,9 +142,16 @@ class TaggedCodec:
         self.name = f"windowed-{inner.name}"
         #: Whether ints and strings always encode (lets the shard encode them at commit).
         self.defers = isinstance(inner, JsonCodec)
+        # The json codec's bytes of an int, without its call (a counting
+        # table's every window value at every commit); the exact class only:
+        # a subclass may encode differently.
+        self._json_ints = type(inner) is JsonCodec
 
     def encode(self, obj: Any) -> bytes:
-        if type(obj) is RawValue:
+        kind = type(obj)
+        if kind is int and self._json_ints:
+            return b"\x01" + str(obj).encode("ascii")
+        if kind is RawValue:
             return b"\x00" + obj
         return b"\x01" + self.inner.encode(obj)
 

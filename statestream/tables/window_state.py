@@ -119,6 +119,14 @@ class WindowState:
         # entries (forget_entries).
         self._fast: dict[Any, tuple[Any, bytes, int]] = {}
         self._fast_bounds: tuple[int, int] = (0, 0)
+        # The record whose += took the fast path with nothing left to do for
+        # its time: its event time is in _fast_bounds, not late, and stream
+        # time has moved to it with no closes or deletes waiting. None of
+        # that changes until the next record (one record has one event time,
+        # and only writes move stream time), so its next += of a key in _fast
+        # goes straight to the entry. Anything that could make it wrong
+        # (undo, reset, the buffer dropping entries) clears _fast.
+        self._fast_message: Any = None
         # Store keys of the windows [_fast_bounds) created since they began,
         # and whether that is every one there is.
         self._fast_created: set[bytes] = set()

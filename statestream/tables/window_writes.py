@@ -65,12 +65,21 @@ class WindowWrites(WindowClosing):
         one slice per step) take a path of their own: one store key per
         write, found without building a list.
         """
+        source = self.event_source
+        message = None if source is None else source()
+        if message is self._fast_message and message is not None:
+            # A later word of a record whose += took the fast path: its time,
+            # window and stream time were checked then (see _fast_message).
+            fast = self._fast.get(key)
+            if fast is not None:
+                entry = fast[0]
+                if fast[2] == self._generation and entry.state is not _DELETED:
+                    self.shard.update_entry(entry, entry.obj + amount)
+                    return
         spec = self.spec
         if spec.kind not in _ALIGNED:
             self._write(key, lambda value: value + amount, MISSING)
             return
-        source = self.event_source
-        message = None if source is None else source()
         t = self._time if message is self._time_of and message is not None else self.now()
         lo, hi = self._fast_bounds
         if lo <= t < hi:
@@ -94,6 +103,8 @@ class WindowWrites(WindowClosing):
                     self._sweep(st - spec.grace)
                 if hi > st - spec.grace and entry.state is not _DELETED:
                     self.shard.update_entry(entry, entry.obj + amount)
+                    if not self._backlog:
+                        self._fast_message = message
                     return
         self._add_aligned(key, amount, t)
 

@@ -125,6 +125,7 @@ class WindowedShard(WindowWrites):
         # and slices read as final may take writes again (stream time went back).
         self._open_slices = None
         self._fast.clear()
+        self._fast_message = None
         self._fast_created.clear()
         self._fast_bounds = (0, 0)
         self._fast_all = False
@@ -155,6 +156,7 @@ class WindowedShard(WindowWrites):
         self._loaded = False
         self._events.clear()
         self._fast.clear()
+        self._fast_message = None
         self._fast_created.clear()
         self._fast_bounds = (0, 0)
         self._fast_all = False

@@ -172,22 +172,19 @@ def encode_record(
     return b"".join(parts)
 
 
-def _header_block(headers: Headers) -> bytes:
-    """The encoded headers of a record (count, then each name and value), as
-    :func:`encode_record` writes them; raises ``TypeError`` for a bad pair."""
-    parts = [_U16.pack(len(headers))]
-    for item in headers:
-        if (
-            type(item) is not tuple
-            or len(item) != 2
-            or not isinstance(item[0], str)
-            or not isinstance(item[1], bytes)
-        ):
-            raise TypeError(f"record headers must be (str, bytes) pairs, got {item!r}")
-        name, data = item
-        raw_name = name.encode()
-        parts += (_U16.pack(len(raw_name)), raw_name, _HEADER_VALUE_LEN.pack(len(data)), data)
-    return b"".join(parts)
+def _header_item(item: object) -> bytes:
+    """One encoded header (name length, name, value length, value), as
+    :func:`encode_record` writes it; raises ``TypeError`` for a bad pair."""
+    if (
+        type(item) is not tuple
+        or len(item) != 2
+        or not isinstance(item[0], str)
+        or not isinstance(item[1], bytes)
+    ):
+        raise TypeError(f"record headers must be (str, bytes) pairs, got {item!r}")
+    raw_name = item[0].encode()
+    data = item[1]
+    return b"".join((_U16.pack(len(raw_name)), raw_name, _HEADER_VALUE_LEN.pack(len(data)), data))
 
 
 def encode_keyed_batch(
@@ -197,18 +194,22 @@ def encode_keyed_batch(
     as :func:`encode_record` would.
 
     Returns None, having encoded nothing, if a record has no key or a key or
-    value that is not ``bytes`` (the caller sends those one by one). The
-    headers of records that share one headers object (a changelog's records
-    of one source record) are encoded once. Raises ``TypeError`` for headers
-    that are not ``(str, bytes)`` pairs and ``struct.error`` for a timestamp
-    out of range.
+    value that is not ``bytes`` (the caller sends those one by one). Headers
+    objects, and header pairs, shared by several records (a changelog's
+    records of one source record; the topic and epoch headers of all of
+    them) are encoded once. Raises ``TypeError`` for headers that are not
+    ``(str, bytes)`` pairs and ``struct.error`` for a timestamp out of range.
     """
     with_headers = _HEAD.pack(HAS_HEADERS | HAS_KEY | HAS_VALUE, timestamp)
     tombstone = _HEAD.pack(HAS_HEADERS | HAS_KEY, timestamp)
     plain = _HEAD.pack(HAS_KEY | HAS_VALUE, timestamp)
     plain_tombstone = _HEAD.pack(HAS_KEY, timestamp)
     pack_len = U32.pack
+    pack_count = _U16.pack
+    # By identity: ``records`` holds every headers object, and they hold their
+    # pairs, so no id is reused while this runs.
     blocks: dict[int, bytes] = {}
+    items: dict[int, bytes] = {}
     out: list[bytes] = []
     append = out.append
     for key, value, headers in records:
@@ -220,11 +221,15 @@ def encode_keyed_batch(
             else:
                 append(b"".join((plain, pack_len(len(key)), key, value)))
             continue
-        # By identity: the records list holds each headers object, so an id
-        # is not reused while this runs.
         block = blocks.get(id(headers))
         if block is None:
-            block = blocks[id(headers)] = _header_block(headers)
+            parts = [pack_count(len(headers))]
+            for item in headers:
+                encoded = items.get(id(item))
+                if encoded is None:
+                    encoded = items[id(item)] = _header_item(item)
+                parts.append(encoded)
+            block = blocks[id(headers)] = b"".join(parts)
         if value is None:
             append(b"".join((tombstone, pack_len(len(key)), key, block)))
         else:
