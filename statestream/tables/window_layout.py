@@ -151,7 +151,7 @@ class TaggedCodec:
         kind = type(obj)
         if kind is int and self._json_ints:
             return b"\x01" + str(obj).encode("ascii")
-        if kind is RawValue:
+        if type(obj) is RawValue:
             return b"\x00" + obj
         return b"\x01" + self.inner.encode(obj)
 
