@@ -327,7 +327,16 @@ class TableShard:
 
     def update_entry(self, entry: Any, value: Any) -> None:
         """Set ``value`` in ``entry`` (from :meth:`buffered`, not deleted since)."""
-        self._update(entry, value, _SET)
+        # _update(entry, value, _SET) inlined: this runs for every windowed +=.
+        encoded = (
+            None if self._json and type(value) in _ALWAYS_JSON else self.value_codec.encode(value)
+        )
+        kb = entry.kb
+        undo = self._undo
+        if kb not in undo:
+            undo[kb] = (entry.obj, entry.encoded, entry.state, entry.source)
+        entry.obj, entry.encoded, entry.state, entry.source = value, encoded, _SET, self.source
+        self._touched.add(kb)
 
     def add_encoded(self, kb: bytes, amount: Any) -> bool:
         """Add ``amount`` to the value under the store key ``kb``; False if it has none.

@@ -116,14 +116,15 @@ class WindowClosing(WindowState):
         if the scan ended, else the last due taken.
         """
         taken: list[tuple[bytes, Any]] = []
+        append = taken.append
         last: int | None = None
         for kb, value in scan:
-            due = time_at(kb, 1)
+            due = unpack_time(kb, 1)[0] - OFFSET  # time_at(kb, 1), inline: once per window
             if len(taken) >= _BUDGET and due != last:
                 assert last is not None
                 self._backlog = True  # the rest follows with the next records
                 return taken, last
-            taken.append((kb, value))
+            append((kb, value))
             last = due
         return taken, cutoff
 
@@ -139,15 +140,19 @@ class WindowClosing(WindowState):
                 hi = INDEX + pack_time(cutoff + 1 + OFFSET)
                 taken, reached = self._due_batch(self._index_scan(lo, hi), cutoff)
                 decode_key = self.shard.key_codec.decode
+                # A peek: reading a window to report it neither marks it for the
+                # commit's in-place check nor keeps a store read in the buffer.
+                peek = self.shard.peek_encoded
+                name, events = self.name, self._events
                 for kb, _ in taken:
                     rest = kb[9:]
-                    value = self.shard.get_encoded(DATA + rest, MISSING)
+                    value = peek(DATA + rest, MISSING)
                     if value is MISSING:
                         continue
-                    (length,) = unpack_length(rest)
+                    length = unpack_length(rest)[0]
                     start, end = unpack_bounds(rest, 4 + length)
-                    window = _new(ClosedWindow, (self.name, start - OFFSET, end - OFFSET))
-                    self._events.append((window, decode_key(rest[4 : 4 + length]), value))
+                    window = _new(ClosedWindow, (name, start - OFFSET, end - OFFSET))
+                    events.append((window, decode_key(rest[4 : 4 + length]), value))
             else:
                 reached = cutoff  # nobody listens: only the watermark moves
             self._closed = closed = reached
@@ -297,9 +302,14 @@ class WindowClosing(WindowState):
         reached = cutoff
         if done is None or cutoff > done:
             taken, reached = self._due_batch(self._index_scan(lo, hi), cutoff)
+            index_put, written = self._index_put, self._written_index
+            delete, note = self.shard.delete_encoded, self._note_written
             for kb, _ in taken:
-                self._delete(kb)
-                self._delete(DATA + kb[9:])
+                # self._delete of the index entry and of its window, inline.
+                index_put(kb, False, written)
+                data = DATA + kb[9:]
+                delete(data)
+                note(data[: 5 + unpack_length(data, 1)[0]], data)
             self._expired = done = reached
         self._next_expire = self._first_due(done)
 

@@ -248,12 +248,23 @@ class WindowState:
 
     def _pending_scan(
         self, lo: bytes, hi: bytes, written: SortedSet | WrittenKeys
-    ) -> Iterator[tuple[bytes, None]]:
-        """Yield ``(index key, None)`` in ``[lo, hi)``, in order: the store's, with the
-        changes pending since the last commit over them."""
-        pending = self._index_pending
+    ) -> Iterator[tuple[bytes, Any]]:
+        """Yield ``(index key, value)`` in ``[lo, hi)``, in order: the store's, with the
+        changes pending since the last commit over them (the value means nothing)."""
         buffered = iter(written.irange(lo, hi, inclusive=(True, False)))
         b = next(buffered, None)
+        if b is None:
+            # Nothing pending in the range (closes and deletes read the old
+            # end of the index, new windows go to its new end): the store's
+            # rows as they are, one generator less per row.
+            return self.shard.store.iterate(lo, hi, None, False)
+        return self._merged_scan(lo, hi, b, buffered)
+
+    def _merged_scan(
+        self, lo: bytes, hi: bytes, b: bytes | None, buffered: Iterator[bytes]
+    ) -> Iterator[tuple[bytes, None]]:
+        """:meth:`_pending_scan` with pending keys ``b``, then ``buffered``, in the range."""
+        pending = self._index_pending
         for kb, _ in self.shard.store.iterate(lo, hi, None, False):
             while b is not None and b < kb:
                 if pending.get(b):
@@ -288,7 +299,7 @@ class WindowState:
             ordered = sorted((kb for kb in written if lo <= kb < hi), reverse=reverse)
         return self.shard.iterate_encoded(lo, hi, reverse, written=ordered)
 
-    def _index_scan(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, None]]:
+    def _index_scan(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, Any]]:
         return self._pending_scan(lo, hi, self._written_index)
 
     def _first_due(self, after: int | None) -> int:

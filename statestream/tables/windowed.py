@@ -226,7 +226,7 @@ class WindowedTable(Table[Any, Any]):
         # runs this and __setitem__ for every write.
         shard = getattr(self._local, "shard", None)
         windowed = None if shard is None else shard.windowed
-        return WindowSet(self.windowed_shard() if windowed is None else windowed, key)
+        return _window_set(self.windowed_shard() if windowed is None else windowed, key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if type(value) is WindowSet and value.key == key:
@@ -293,7 +293,7 @@ class _WindowedView(_TableView[Any, Any], WindowedTable):
     def __getitem__(self, key: Any) -> WindowSet:
         windowed = self._shard.windowed
         assert windowed is not None
-        return WindowSet(windowed, key)
+        return _window_set(windowed, key)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if type(value) is WindowSet and value.shard is self._shard.windowed and value.key == key:
@@ -357,3 +357,12 @@ class WindowSet:
 
     def __repr__(self) -> str:
         return f"<windows of {self.key!r} in {self.shard.name!r}>"
+
+
+def _window_set(shard: WindowedShard, key: Any) -> WindowSet:
+    """``WindowSet(shard, key)`` without running ``__init__`` in Python: ``table[key]``
+    builds one for every windowed write."""
+    found: WindowSet = object.__new__(WindowSet)
+    found.shard = shard
+    found.key = key
+    return found
