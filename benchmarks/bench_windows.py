@@ -114,11 +114,9 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import functools
 import gc
 import io
 import json
-import operator
 import os
 import platform
 import pstats
@@ -509,7 +507,7 @@ def run_in_process(
         current: list[Any] = [None]
         windowed = variant != "plain"
         if windowed:
-            manager.set_event_source(0, functools.partial(operator.getitem, current, 0))
+            manager.set_event_source(0, lambda: current[0])
             shard = manager.windowed(TABLE, 0)
         work = [
             (Message(SOURCE, 0, i, None, s, ts), s.lower().split())

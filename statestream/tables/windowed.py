@@ -59,6 +59,9 @@ from statestream.types import TopicPartition
 
 __all__ = ["ClosedWindow", "LateRecord", "WindowSet", "WindowedTable", "WindowedValue"]
 
+#: object.__new__, for building WindowSets without their __init__.
+_new_object = object.__new__
+
 #: Default retention of closed windows: one day, like Kafka Streams.
 DEFAULT_RETENTION = 86_400_000
 #: Extra time windowed changelogs keep records past a window's life.
@@ -226,7 +229,11 @@ class WindowedTable(Table[Any, Any]):
         # runs this and __setitem__ for every write.
         shard = getattr(self._local, "shard", None)
         windowed = None if shard is None else shard.windowed
-        return _window_set(self.windowed_shard() if windowed is None else windowed, key)
+        # WindowSet(shard, key) without a Python __init__ frame (see _WindowedView).
+        found: WindowSet = _new_object(WindowSet)
+        found.shard = self.windowed_shard() if windowed is None else windowed
+        found.key = key
+        return found
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if type(value) is WindowSet and value.key == key:
@@ -293,7 +300,12 @@ class _WindowedView(_TableView[Any, Any], WindowedTable):
     def __getitem__(self, key: Any) -> WindowSet:
         windowed = self._shard.windowed
         assert windowed is not None
-        return _window_set(windowed, key)
+        # WindowSet(windowed, key) without running a Python __init__: this runs
+        # for every `table[key] += x` in a processor.
+        found: WindowSet = _new_object(WindowSet)
+        found.shard = windowed
+        found.key = key
+        return found
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if type(value) is WindowSet and value.shard is self._shard.windowed and value.key == key:
@@ -357,12 +369,3 @@ class WindowSet:
 
     def __repr__(self) -> str:
         return f"<windows of {self.key!r} in {self.shard.name!r}>"
-
-
-def _window_set(shard: WindowedShard, key: Any) -> WindowSet:
-    """``WindowSet(shard, key)`` without running ``__init__`` in Python: ``table[key]``
-    builds one for every windowed write."""
-    found: WindowSet = object.__new__(WindowSet)
-    found.shard = shard
-    found.key = key
-    return found

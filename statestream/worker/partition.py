@@ -19,7 +19,6 @@ lose it.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import queue
 import threading
@@ -214,9 +213,7 @@ class PartitionTask(threading.Thread):
         self.manager.bind(self.partition)
         self._guard_keys()
         ctx = Context(self._out.add, self.app.codecs, self._repartition)
-        # getattr through partial: read at every windowed write, and a C call
-        # builds no Python frame (a lambda does).
-        self.manager.set_event_source(self.partition, functools.partial(getattr, ctx, "message"))
+        self.manager.set_event_source(self.partition, lambda: ctx.message)
         instances = self._start_processors()
         self.ready.set()
         while not self.stopping.is_set():
