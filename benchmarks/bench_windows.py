@@ -80,7 +80,8 @@ worker: a ``TableManager`` (embedded log for the changelog, LevelDB store,
 one partition) driven directly: per sentence ``begin_record``, the event
 source set to the sentence's message, ``table[word] += 1`` per word,
 ``take_closed()`` (windowed), and ``manager.commit`` every C sentences
-(default 1,000). Its input is one partition's share of the worker input
+(default 1,000), at the worker's garbage-collector pace (``gc_threshold``'s
+default). Its input is one partition's share of the worker input
 (N / P sentences over the same span, so the same density); runs are
 repeated like the worker's (best of R). The share of the time
 spent inside ``manager.commit`` is shown. Note that the worker's commits
@@ -480,7 +481,16 @@ def run_worker(
 # -- part 2: in process ---------------------------------------------------------------
 
 
-def run_in_process(
+def run_in_process(*args: Any) -> dict:
+    """Child: :func:`_drive_manager` at the worker's garbage-collector pace (gc_threshold's
+    default: statestream.worker.collector), so its figures compare with the worker's."""
+    from statestream.worker.collector import DEFAULT_GC_THRESHOLD, CollectorPace
+
+    with CollectorPace(DEFAULT_GC_THRESHOLD):
+        return _drive_manager(*args)
+
+
+def _drive_manager(
     variant: str,
     n: int,
     vocab: int,
@@ -648,7 +658,15 @@ def _counting_store(data_dir: str, table: str) -> Any:
     return CountingStore(data_dir, table, 0)
 
 
-def run_expiry(expired: int, live: int, batch: int, profile: bool, progress: Any) -> dict:
+def run_expiry(*args: Any) -> dict:
+    """Child: :func:`_expire_at_scale` at the worker's garbage-collector pace."""
+    from statestream.worker.collector import DEFAULT_GC_THRESHOLD, CollectorPace
+
+    with CollectorPace(DEFAULT_GC_THRESHOLD):
+        return _expire_at_scale(*args)
+
+
+def _expire_at_scale(expired: int, live: int, batch: int, profile: bool, progress: Any) -> dict:
     """Child: build ``expired`` closed windows past retention and ``live`` open ones, then
     expire the former with one record and time it (see the module docstring)."""
     from statestream import Table
