@@ -144,6 +144,7 @@ class WindowClosing(WindowState):
                 # commit's in-place check nor keeps a store read in the buffer.
                 peek = self.shard.peek_encoded
                 name, events = self.name, self._events
+                key_of = self._key_of or {}
                 for kb, _ in taken:
                     rest = kb[9:]
                     value = peek(DATA + rest, MISSING)
@@ -152,7 +153,10 @@ class WindowClosing(WindowState):
                     length = unpack_length(rest)[0]
                     start, end = unpack_bounds(rest, 4 + length)
                     window = _new(ClosedWindow, (name, start - OFFSET, end - OFFSET))
-                    events.append((window, decode_key(rest[4 : 4 + length]), value))
+                    key = key_of.get(rest[: 4 + length])
+                    if key is None:
+                        key = decode_key(rest[4 : 4 + length])
+                    events.append((window, key, value))
             else:
                 reached = cutoff  # nobody listens: only the watermark moves
             self._closed = closed = reached
@@ -232,9 +236,11 @@ class WindowClosing(WindowState):
         events = self._slice_events(slices, floor if closed is not None else None, reached)
         self._keep_open_slices(slices, reached, loaded_through)
         decode_key = self.shard.key_codec.decode
+        key_of = self._key_of or {}  # keys written here, not decoded (WindowState._key_of)
         for due, prefix, start, value in events:
             window = _new(ClosedWindow, (self.name, start, due))
-            self._events.append((window, decode_key(prefix[4:]), value))
+            key = key_of.get(prefix)
+            self._events.append((window, decode_key(prefix[4:]) if key is None else key, value))
         return reached
 
     def _keep_open_slices(

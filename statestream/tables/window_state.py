@@ -19,6 +19,7 @@ from typing import Any
 from sortedcontainers import SortedSet
 
 from statestream.errors import EventTimeError, TableContextError
+from statestream.serde import JsonCodec
 from statestream.tables.keyguard import CHECK_EVERY, CHECK_FIRST
 from statestream.tables.shard import TableShard
 from statestream.tables.window_layout import (
@@ -111,6 +112,11 @@ class WindowState:
         self._index_pending: dict[bytes, bool] = {}
         self._index_undo: dict[bytes, bool | None] = {}
         self._key_cache: dict[str, tuple[bytes, bytes]] = {}
+        # The other way round (K -> the str key), for closes to report keys
+        # without decoding them: only with the json key codec itself, whose
+        # str keys decode to exactly what was encoded (another codec may not
+        # give back the object it was given).
+        self._key_of: dict[bytes, str] | None = {} if type(shard.key_codec) is JsonCodec else None
         # Tumbling and hopping +=: each key's buffer entry (TableShard.buffered)
         # of its window (slice) [lo, hi), the one of the shard's latest +=,
         # with its range prefix and the commit generation that listed it in
@@ -191,10 +197,15 @@ class WindowState:
         if type(key) is str:
             cached = self._key_cache.get(key)
             if cached is None:
+                key_of = self._key_of
                 if len(self._key_cache) >= 100_000:
                     self._key_cache.clear()
+                    if key_of is not None:
+                        key_of.clear()
                 prefix = key_prefix(self.shard.key_codec.encode(key))
                 cached = self._key_cache[key] = (prefix, DATA + prefix)
+                if key_of is not None:
+                    key_of[prefix] = key
             return cached
         prefix = key_prefix(self.shard.key_codec.encode(key))
         return prefix, DATA + prefix
