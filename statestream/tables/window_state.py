@@ -132,8 +132,7 @@ class WindowState:
         # and only writes move stream time), so its next += of a key in _fast
         # goes straight to the entry. Anything that could make it wrong
         # (undo, reset, the buffer dropping entries) clears _fast.
-        # WindowSet.__iadd__ reads these three inline (WindowWrites.add's
-        # first lines).
+        # WindowSet.__iadd__ reads these three (the fast path runs there).
         self._fast_message: Any = None
         # Store keys of the windows [_fast_bounds) created since they began,
         # and whether that is every one there is.

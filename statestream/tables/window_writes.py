@@ -63,19 +63,12 @@ class WindowWrites(WindowClosing):
 
         Tumbling windows, the commonest case, and hopping windows (stored as
         one slice per step) take a path of their own: one store key per
-        write, found without building a list.
+        write, found without building a list. The per-record fast path (a
+        later += of a record whose time was checked, see _fast_message) runs
+        in WindowSet.__iadd__, the only caller, before it calls this.
         """
         source = self.event_source
         message = None if source is None else source()
-        if message is self._fast_message and message is not None:
-            # A later word of a record whose += took the fast path: its time,
-            # window and stream time were checked then (see _fast_message).
-            fast = self._fast.get(key)
-            if fast is not None:
-                entry = fast[0]
-                if fast[2] == self._generation and entry.state is not _DELETED:
-                    self.shard.update_entry(entry, entry.obj + amount)
-                    return
         spec = self.spec
         if spec.kind not in _ALIGNED:
             self._write(key, lambda value: value + amount, MISSING)

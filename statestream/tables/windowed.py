@@ -334,10 +334,10 @@ class WindowSet:
         return self
 
     def __iadd__(self, amount: Any) -> WindowSet:
-        # The first lines of WindowWrites.add (its per-record fast path),
-        # inlined: `table[key] += x` runs this for every word of a record,
-        # and the call into add is a tenth of its cost. Everything else, and
-        # every condition the fast path relies on, stays in WindowWrites.add.
+        # The per-record fast path of WindowWrites.add, here rather than there:
+        # `table[key] += x` runs this for every word of a record, and the call
+        # into add is a tenth of its cost. add (the rest, and setting
+        # _fast_message when the conditions hold) runs only when this misses.
         shard = self.shard
         source = shard.event_source
         message = None if source is None else source()
