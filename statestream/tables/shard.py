@@ -373,9 +373,12 @@ class TableShard:
         """Yield ``(store key, value)`` with ``lo <= key < hi``, the buffer merged over the store.
 
         ``written``, if given, holds every key in the range written (set or
-        deleted) since the last commit, *in the order of the iteration* and
-        within the range: the caller keeps them sorted, so the buffer is not
-        searched and sorted for them (a pass over every buffered key).
+        deleted) since the last commit that the store does not hold, *in the
+        order of the iteration* and within the range: the caller keeps them
+        sorted, so the buffer is not searched and sorted for them (a pass
+        over every buffered key). It may hold keys the store holds too; a
+        written key the store holds may be left out, as the store's row
+        brings it and the buffer answers for it.
         With ``values=False`` the values are not decoded (``None`` instead).
         """
         if lo is not None and hi is not None and lo >= hi:

@@ -118,12 +118,12 @@ class WindowState:
         # give back the object it was given).
         self._key_of: dict[bytes, str] | None = {} if type(shard.key_codec) is JsonCodec else None
         # Tumbling and hopping +=: each key's buffer entry (TableShard.buffered)
-        # of its window (slice) [lo, hi), the one of the shard's latest +=,
-        # with its range prefix and the commit generation that listed it in
-        # _written; the next += of the key there needs no encoding, window
-        # arithmetic or buffer lookup. Dropped whenever the buffer may drop
-        # entries (forget_entries).
-        self._fast: dict[Any, tuple[Any, bytes, int]] = {}
+        # of its window (slice) [lo, hi), the one of the shard's latest +=;
+        # the next += of the key there needs no encoding, window arithmetic
+        # or buffer lookup. Dropped whenever the buffer may drop entries
+        # (forget_entries). An entry that outlived a commit is in the store,
+        # so a later += needs no note in _written (see _note_written).
+        self._fast: dict[Any, Any] = {}
         self._fast_bounds: tuple[int, int] = (0, 0)
         # The record whose += took the fast path with nothing left to do for
         # its time: its event time is in _fast_bounds, not late, and stream
@@ -142,9 +142,6 @@ class WindowState:
         # loaded from the index through due _open_through (None: not kept).
         self._open_slices: dict[bytes, dict[int, Any]] | None = None
         self._open_through = MIN_TIME
-        # Commits so far: an entry of _fast from an earlier one must list its
-        # key in _written again (the commit cleared it).
-        self._generation = 0
         self._undo: tuple[Any, ...] | None = None
         self._new_keys = 0
 
@@ -219,6 +216,11 @@ class WindowState:
 
     def _note_written(self, range_prefix: bytes, kb: bytes) -> None:
         """List ``kb`` as written in its key range.
+
+        Range reads (:meth:`_scan`) merge these keys over the store's rows. A
+        key the store holds needs no note (its row brings it, and the buffer
+        answers for it): the += fast path leaves keys out that it wrote
+        before the last commit.
 
         Most ranges get one key per commit (a key's one open window): that
         one is kept as itself, a set only from the second on (a set per key

@@ -78,12 +78,8 @@ class WindowWrites(WindowClosing):
         if lo <= t < hi:
             # The window of this shard's last += : the key's store key there,
             # if the key was written in it.
-            fast = self._fast.get(key)
-            if fast is not None:
-                entry, data, generation = fast
-                if generation != self._generation:
-                    self._fast[key] = (entry, data, self._generation)
-                    self._note_written(data, entry.kb)
+            entry = self._fast.get(key)
+            if entry is not None:
                 st = self._stream_time
                 assert st is not None  # _fast is filled only once loaded
                 if t > st:
@@ -100,6 +96,13 @@ class WindowWrites(WindowClosing):
                         self._fast_message = message
                     return
         self._add_aligned(key, amount, t)
+        if message is not None and not self._backlog:
+            # The record's time is checked now as on the fast path above: its
+            # next += of a key known here goes straight to the entry.
+            lo, hi = self._fast_bounds
+            st = self._stream_time
+            if lo <= t < hi and st is not None and t <= st and hi > st - spec.grace:
+                self._fast_message = message
 
     def _add_aligned(self, key: Any, amount: Any, t: int) -> None:
         """``+=`` on a tumbling window or hopping slice the fast path of :meth:`add` does
@@ -141,7 +144,7 @@ class WindowWrites(WindowClosing):
         else:
             self._create(prefix, start, end, due, self._fresh(key) + amount, end)
         if type(key) in _FAST_KEYS:
-            fast[key] = (self.shard.buffered(kb), data, self._generation)
+            fast[key] = self.shard.buffered(kb)
 
     def assign(self, key: Any, value: Any) -> None:
         """Set ``value`` in every open window of ``key`` containing the current event time."""

@@ -342,12 +342,10 @@ class WindowSet:
         source = shard.event_source
         message = None if source is None else source()
         if message is shard._fast_message and message is not None:
-            fast = shard._fast.get(self.key)
-            if fast is not None:
-                entry = fast[0]
-                if fast[2] == shard._generation and entry.state is not _DELETED:
-                    shard.shard.update_entry(entry, entry.obj + amount)
-                    return self
+            entry = shard._fast.get(self.key)
+            if entry is not None and entry.state is not _DELETED:
+                shard.shard.update_entry(entry, entry.obj + amount)
+                return self
         shard.add(self.key, amount)
         return self
 

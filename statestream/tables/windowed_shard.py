@@ -148,7 +148,6 @@ class WindowedShard(WindowWrites):
         self._written_points.clear()
         self._index_pending.clear()
         self._index_undo.clear()
-        self._generation += 1
         self._undo = None
 
     def reset(self) -> None:
