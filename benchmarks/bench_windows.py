@@ -1007,7 +1007,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke run, under a minute")
     parser.add_argument("--bootstrap", help="host:port of a Kafka broker: run on Kafka too")
     parser.add_argument("--kafka", action="store_true", help="start a throwaway broker")
-    parser.add_argument("--sentences", type=int, help="worker input sentences (12000; quick 1200)")
+    parser.add_argument("--sentences", type=int, help="worker input sentences (180000; quick 1200)")
     parser.add_argument("--partitions", type=int, default=4, help="source partitions (4)")
     parser.add_argument("--vocabulary", type=int, default=10_000, help="distinct words (10000)")
     parser.add_argument(
