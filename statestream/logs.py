@@ -110,6 +110,10 @@ _CONNECTION_PHRASES = (
     "Request timed out after",
     "Unable to bootstrap",
     "Bootstrap attempt",
+    # A receive on a connection closed under it: kafka-python logs the error
+    # it hit (even an AttributeError on its closed socket, with a traceback)
+    # and reconnects.
+    "Error receiving network data",
 )
 
 

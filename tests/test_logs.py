@@ -167,6 +167,25 @@ def test_connection_errors_are_counted_and_hidden(configured: list[LoggingSetup]
     assert watch.take_ended() is None
 
 
+def test_a_receive_on_a_closed_connection_is_a_connection_error(
+    configured: list[LoggingSetup],
+) -> None:
+    """kafka-python logs a traceback when it reads a socket closed under it (an
+    AttributeError on ``None``) and reconnects: counted, not shown."""
+    watch = BrokerWatch()
+    stream = _setup(configured, "INFO", watch=watch)
+    sock = None
+    try:
+        sock.recv(4096)  # type: ignore[attr-defined]
+    except AttributeError:
+        logging.getLogger("kafka.net.transport").exception(
+            "%s: Error receiving network data closing socket", "<KafkaTCPTransport [none] (closed)>"
+        )
+    assert "Traceback" not in stream.getvalue()
+    assert "Error receiving" not in stream.getvalue()
+    assert watch.total_errors == 1
+
+
 def test_naming_kafka_shows_its_connection_errors(configured: list[LoggingSetup]) -> None:
     watch = BrokerWatch()
     stream = _setup(configured, "INFO,kafka=WARNING", watch=watch)
