@@ -103,7 +103,7 @@ windows (due + grace + retention <= 30 minutes) and leaves the live ones
 open (they close at minute 31). Timed: that record's processing (the
 expiry scan and W x 2 buffered tombstones) and the commit that writes them
 (changelog, then the store batch), with the rows each ``iterate()`` of the
-trigger yielded, split into expired index entries, live index entries and
+trigger yielded, split into expired index rows, live index rows and
 others, so it shows whether expiry scanned live windows. ``--profile`` also
 builds a smaller one (200,000 + 20,000 windows) and profiles its trigger
 record and commit.
@@ -242,7 +242,7 @@ def topic_records(transport: Any, topic: str, partitions: int) -> int:
 
 def window_census(store: Any, grace: int = 0, hopping: bool = False) -> dict[str, int]:
     """Windows in a windowed table's store (layout: docs of statestream.tables.windowed_shard):
-    open ones (and the sum of their values), closed ones still kept, index entries.
+    open ones (and the sum of their values), closed ones still kept, windows the time index names.
 
     A hopping table stores one slice per step: "open" counts its open windows,
     "open_sum" adds each slice's value once per open window holding it, and
@@ -265,8 +265,18 @@ def window_census(store: Any, grace: int = 0, hopping: bool = False) -> dict[str
             census["open_sum"] += int(codec.decode(value))
         else:
             census["closed_kept"] += 1
-    census["index"] = sum(1 for _ in store.iterate(prefix=b"e"))
+    census["index"] = index_windows(store)
     return census
+
+
+def index_windows(store: Any) -> int:
+    """The windows the time index names: one per row, or each a bucket row lists."""
+    from statestream.tables.window_layout import BUCKET, unpack_bucket
+
+    return sum(
+        len(unpack_bucket(value)) if kb[9:13] == BUCKET else 1
+        for kb, value in store.iterate(prefix=b"e")
+    )
 
 
 def _slice_census(store: Any, grace: int) -> dict[str, int]:
@@ -293,7 +303,7 @@ def _slice_census(store: Any, grace: int) -> dict[str, int]:
         else:
             census["closed_kept"] += 1
     census["open"] = len(open_windows)
-    census["index"] = sum(1 for _ in store.iterate(prefix=b"e"))
+    census["index"] = index_windows(store)
     return census
 
 
@@ -612,8 +622,8 @@ def _counting_store(data_dir: str, table: str) -> Any:
 
     class CountingStore(LevelDBStore):
         """A LevelDBStore that, while ``boundary`` is set, records every iterate() call and
-        classifies its rows: index entries below ``boundary`` (due at or before the expiry
-        cutoff: expired), index entries at or above it (live), and other keys."""
+        classifies its rows: index rows below ``boundary`` (due at or before the expiry
+        cutoff: expired), index rows at or above it (live), and other keys."""
 
         def __init__(self, *args: Any) -> None:
             super().__init__(*args)
@@ -951,7 +961,7 @@ def print_report(args: argparse.Namespace, report: dict, out: Any) -> None:
         b, a = e["before"], e["after"]
         print(
             f"  before: {b['open'] + b['closed_kept']:,} windows stored ({b['open']:,} open), "
-            f"{b['index']:,} index entries, {e['changelog_before']:,} changelog records",
+            f"{b['index']:,} windows in the index, {e['changelog_before']:,} changelog records",
             file=out,
         )
         print(
@@ -967,14 +977,14 @@ def print_report(args: argparse.Namespace, report: dict, out: Any) -> None:
         )
         print(
             f"  after: {a['open'] + a['closed_kept']:,} windows stored ({a['open']:,} open), "
-            f"{a['index']:,} index entries",
+            f"{a['index']:,} windows in the index",
             file=out,
         )
         tot = {k: sum(s[k] for s in e["scans"]) for k in ("rows", "expired", "live", "other")}
         print(
             f"  store rows iterated by the trigger: {tot['rows']:,} in {len(e['scans'])} iterate() "
-            f"calls: {tot['expired']:,} expired index entries, {tot['live']:,} live index "
-            f"entries, {tot['other']:,} other",
+            f"calls: {tot['expired']:,} expired index rows, {tot['live']:,} live index "
+            f"rows, {tot['other']:,} other",
             file=out,
         )
         for s in e["scans"]:

@@ -546,7 +546,7 @@ class TableShard:
         Called only after the changelog records of ``changes`` were flushed
         (and, by the caller, the source offsets committed).
         """
-        local = self.windowed.local_changes() if self.windowed is not None else []
+        local = self.windowed.local_changes(changelog_offset) if self.windowed is not None else []
         if changes or local:
             batch = {c.key: c.value for c in changes}
             batch.update(local)

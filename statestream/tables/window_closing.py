@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from statestream.tables.window_layout import (
     DATA,
-    INDEX,
     MIN_TIME,
     MISSING,
     NEVER,
@@ -40,7 +39,7 @@ from statestream.tables.window_layout import (
     unpack_length,
     unpack_time,
 )
-from statestream.tables.window_state import WindowState
+from statestream.tables.window_state import DueGroup, WindowState
 
 __all__ = ["WindowClosing"]
 
@@ -57,6 +56,23 @@ _BUDGET = 10_000
 #: Most hopping slices kept in memory between two closes (beyond, each close
 #: reads the slices it needs from the store again).
 _OPEN_SLICES_MAX = 500_000
+
+
+def _windows_by_due(groups: list[DueGroup]) -> Iterator[Iterable[bytes]]:
+    """The windows (``K start end``) of ``groups`` (in due order), one iterable per due time,
+    each window once: rows of one due time, and even one bucket, may list a
+    window twice (deleted with its key and created again: see window_layout)."""
+    at, n = 0, len(groups)
+    while at < n:
+        due = groups[at][0]
+        to = at + 1
+        while to < n and groups[to][0] == due:
+            to += 1
+        if to == at + 1:
+            yield dict.fromkeys(groups[at][2])
+        else:
+            yield dict.fromkeys(rest for group in groups[at:to] for rest in group[2])
+        at = to
 
 
 class WindowClosing(WindowState):
@@ -107,24 +123,25 @@ class WindowClosing(WindowState):
             nxt[2] = NEVER
         self._sweep_at = MIN_TIME - 1 if None in nxt else min(n for n in nxt if n is not None)
 
-    def _due_batch(
-        self, scan: Iterator[tuple[bytes, Any]], cutoff: int
-    ) -> tuple[list[tuple[bytes, Any]], int]:
-        """Take up to :data:`_BUDGET` entries of ``scan`` (every one of the last due time).
+    def _due_batch(self, groups: Iterator[DueGroup], cutoff: int) -> tuple[list[DueGroup], int]:
+        """Take the groups of ``groups`` up to :data:`_BUDGET` windows (and every group of
+        the last due time taken).
 
         Returns them and the due time they are complete through: ``cutoff``
-        if the scan ended, else the last due taken.
+        if the groups ended, else the last due taken.
         """
-        taken: list[tuple[bytes, Any]] = []
+        taken: list[DueGroup] = []
         append = taken.append
+        windows = 0
         last: int | None = None
-        for kb, value in scan:
-            due = unpack_time(kb, 1)[0] - OFFSET  # time_at(kb, 1), inline: once per window
-            if len(taken) >= _BUDGET and due != last:
+        for group in groups:
+            due = group[0]
+            if windows >= _BUDGET and due != last:
                 assert last is not None
                 self._backlog = True  # the rest follows with the next records
                 return taken, last
-            append((kb, value))
+            append(group)
+            windows += len(group[2])
             last = due
         return taken, cutoff
 
@@ -136,27 +153,25 @@ class WindowClosing(WindowState):
             return
         if closed is None or cutoff > closed:
             if self.report_closes:
-                lo = INDEX if closed is None else INDEX + pack_time(closed + 1 + OFFSET)
-                hi = INDEX + pack_time(cutoff + 1 + OFFSET)
-                taken, reached = self._due_batch(self._index_scan(lo, hi), cutoff)
+                taken, reached = self._due_batch(self._due_groups(closed, cutoff), cutoff)
                 decode_key = self.shard.key_codec.decode
                 # A peek: reading a window to report it neither marks it for the
                 # commit's in-place check nor keeps a store read in the buffer.
                 peek = self.shard.peek_encoded
                 name, events = self.name, self._events
                 key_of = self._key_of or {}
-                for kb, _ in taken:
-                    rest = kb[9:]
-                    value = peek(DATA + rest, MISSING)
-                    if value is MISSING:
-                        continue
-                    length = unpack_length(rest)[0]
-                    start, end = unpack_bounds(rest, 4 + length)
-                    window = _new(ClosedWindow, (name, start - OFFSET, end - OFFSET))
-                    key = key_of.get(rest[: 4 + length])
-                    if key is None:
-                        key = decode_key(rest[4 : 4 + length])
-                    events.append((window, key, value))
+                for rests in _windows_by_due(taken):
+                    for rest in rests:
+                        value = peek(DATA + rest, MISSING)
+                        if value is MISSING:
+                            continue  # deleted with its key (a bucket still names it)
+                        length = unpack_length(rest)[0]
+                        start, end = unpack_bounds(rest, 4 + length)
+                        window = _new(ClosedWindow, (name, start - OFFSET, end - OFFSET))
+                        key = key_of.get(rest[: 4 + length])
+                        if key is None:
+                            key = decode_key(rest[4 : 4 + length])
+                        events.append((window, key, value))
             else:
                 reached = cutoff  # nobody listens: only the watermark moves
             self._closed = closed = reached
@@ -203,16 +218,14 @@ class WindowClosing(WindowState):
             slices, loaded_through = {}, floor  # K -> slice start -> value
         else:
             loaded_through = self._open_through
-        lo = INDEX + pack_time(loaded_through + 1 + OFFSET) if loaded_through > MIN_TIME else INDEX
+        after = loaded_through if loaded_through > MIN_TIME else None
         hi_due = cutoff + size - step
-        hi = INDEX + pack_time(hi_due + 1 + OFFSET)
         reached = cutoff
         last: int | None = None
         taken = 0
         get = self.shard.peek_encoded
         loaded_through = max(loaded_through, hi_due)
-        for kb, _ in self._index_scan(lo, hi):
-            due = unpack_time(kb, 1)[0] - OFFSET
+        for due, _, rests in self._due_groups(after, hi_due):
             # Past the budget, stop at a due boundary that completes a window.
             if taken >= _BUDGET and last is not None and due != last and last - size + step > floor:
                 self._backlog = True
@@ -220,19 +233,20 @@ class WindowClosing(WindowState):
                 loaded_through = last
                 break
             last = due
-            rest = kb[9:]
-            value = get(DATA + rest, MISSING)
-            if value is MISSING:
-                continue
-            taken += 1
-            (length,) = unpack_length(rest)
-            start = unpack_time(rest, 4 + length)[0] - OFFSET
-            prefix = rest[: 4 + length]
-            mine = slices.get(prefix)
-            if mine is None:
-                slices[prefix] = {start: value}
-            else:
-                mine[start] = value
+            # A slice listed twice (see window_layout) is read twice, kept once.
+            for rest in rests:
+                value = get(DATA + rest, MISSING)
+                if value is MISSING:
+                    continue  # deleted with its key (a bucket still names it)
+                taken += 1
+                (length,) = unpack_length(rest)
+                start = unpack_time(rest, 4 + length)[0] - OFFSET
+                prefix = rest[: 4 + length]
+                mine = slices.get(prefix)
+                if mine is None:
+                    slices[prefix] = {start: value}
+                else:
+                    mine[start] = value
         events = self._slice_events(slices, floor if closed is not None else None, reached)
         self._keep_open_slices(slices, reached, loaded_through)
         decode_key = self.shard.key_codec.decode
@@ -300,22 +314,25 @@ class WindowClosing(WindowState):
         """Delete every window with ``due <= cutoff`` (found through the time index).
 
         The scan starts past what this shard expired already (those entries
-        stay in the store until the commit), so each is read once.
+        stay in the store until the commit), so each is read once. Windows
+        created since the last commit and due by then are deleted too, and
+        the commit writes no bucket for them (see local_changes).
         """
         done = self._expired
-        lo = INDEX if done is None else INDEX + pack_time(done + 1 + OFFSET)
-        hi = INDEX + pack_time(cutoff + 1 + OFFSET)
         reached = cutoff
         if done is None or cutoff > done:
-            taken, reached = self._due_batch(self._index_scan(lo, hi), cutoff)
+            taken, reached = self._due_batch(self._due_groups(done, cutoff), cutoff)
             index_put, written = self._index_put, self._written_index
             delete, note = self.shard.delete_encoded, self._note_written
-            for kb, _ in taken:
-                # self._delete of the index entry and of its window, inline.
-                index_put(kb, False, written)
-                data = DATA + kb[9:]
-                delete(data)
-                note(data[: 5 + unpack_length(data, 1)[0]], data)
+            for _, row, rests in taken:
+                if row is not None:
+                    index_put(row, False, written)  # self._delete(row), inline
+                for rest in rests:
+                    # self._delete of the window, inline. (A window listed
+                    # twice gets its tombstone once: the buffer holds one.)
+                    data = DATA + rest
+                    delete(data)
+                    note(data[: 5 + unpack_length(rest)[0]], data)
             self._expired = done = reached
         self._next_expire = self._first_due(done)
 
@@ -325,12 +342,14 @@ class WindowClosing(WindowState):
         lo = POINT_INDEX if done is None else POINT_INDEX + pack_time(done + 1 + OFFSET)
         hi = POINT_INDEX + pack_time(cutoff + 1 + OFFSET)
         if done is None or cutoff > done:
+            rows = self._pending_scan(lo, hi, self._written_points)
             taken, reached = self._due_batch(
-                self._pending_scan(lo, hi, self._written_points), cutoff
+                ((time_at(kb, 1), kb, (kb[9:],)) for kb, _ in rows), cutoff
             )
-            for kb, _ in taken:
+            for _, kb, rests in taken:
+                assert kb is not None
                 self._delete(kb)
-                self._delete(POINT + kb[9:])
+                self._delete(POINT + rests[0])
             self._points_expired = done = reached
         lo = POINT_INDEX + pack_time(done + 1 + OFFSET)
         nxt = NEVER

@@ -7,12 +7,21 @@ the key's length (4 bytes) and the key as the table's key codec encodes it::
 
     b"w" K start end        -> the window's value (hopping: the step's slice)
     b"e" due K start end    -> b"" (the time index: windows in the order they close)
+    b"e" due BUCKET tag     -> K start end K start end ... (the same, as one row per commit)
     b"p" K t                -> a sliding table's point aggregate of time t
     b"q" t+size+1 K t       -> b"" (the points' time index)
     b"m"                    -> stream time and close watermark (JSON)
 
 A window's *due* time is its end (a session's: its end plus the gap; a
 hopping slice's: the end of the last window holding it, ``start + size``).
+Tumbling and hopping tables index the windows each commit created as one
+*bucket* row per due time (:func:`pack_bucket`), so a window needs no index
+row of its own to write, read and delete (most of the cost of a short
+window's life). Sessions and sliding windows, whose index entries come and go with
+merges, keep one row per window; restores derive one row per window for
+every kind. A bucket may name a window that is gone (deleted with its key,
+or listed by a row of either form too): readers of the index take the
+windows' values from their data keys, and report each window once.
 The two indexes are kept in the store only (:data:`LOCAL_TAGS`): restores
 and standbys derive them from the window and point records
 (:func:`derive_index`).
@@ -30,6 +39,7 @@ from typing import Any, Literal, NamedTuple
 from statestream.serde import Codec, JsonCodec
 
 __all__ = [
+    "BUCKET",
     "DATA",
     "DATA_END",
     "EMPTY",
@@ -55,11 +65,13 @@ __all__ = [
     "WindowedValue",
     "derive_index",
     "pack_bounds",
+    "pack_bucket",
     "pack_time",
     "slice_windows",
     "sliding_windows",
     "time_at",
     "unpack_bounds",
+    "unpack_bucket",
     "unpack_length",
     "unpack_time",
 ]
@@ -77,6 +89,10 @@ unpack_time = struct.Struct(">Q").unpack_from
 unpack_bounds = struct.Struct(">QQ").unpack_from
 unpack_length = struct.Struct(">I").unpack_from
 MISSING: Any = object()
+#: After ``b"e" due``, marks a bucket row: no key is 2**32 - 1 bytes long, so
+#: no ``K`` starts so. The 12-byte ``tag`` behind it tells apart the buckets
+#: of one due time (the changelog offset of their commit, and 4 random bytes).
+BUCKET = b"\xff\xff\xff\xff"
 
 
 class WindowedValue(NamedTuple):
@@ -176,6 +192,24 @@ def time_at(raw: bytes, at: int) -> int:
 LOCAL_TAGS = frozenset({INDEX, POINT_INDEX})
 #: An index entry's stored bytes: a raw, empty value (TaggedCodec's tag 0).
 EMPTY_STORED = b"\x00"
+
+
+def pack_bucket(rests: list[bytes]) -> bytes:
+    """A bucket row's stored bytes: ``EMPTY_STORED`` (a raw value to TaggedCodec), then
+    each window's ``K start end``."""
+    return EMPTY_STORED + b"".join(rests)
+
+
+def unpack_bucket(raw: bytes) -> list[bytes]:
+    """The ``K start end`` of each window a bucket row lists (see :func:`pack_bucket`)."""
+    rests: list[bytes] = []
+    append = rests.append
+    at, n = 1, len(raw)
+    while at < n:
+        end = at + 20 + unpack_length(raw, at)[0]  # K (4 + length bytes), start, end
+        append(raw[at:end])
+        at = end
+    return rests
 
 
 def sliding_windows(points: dict[int, Any], t: int, size: int) -> list[tuple[int, int]]:

@@ -13,7 +13,8 @@ Thread ownership: the partition thread of its shard, like the shard itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from sortedcontainers import SortedSet
@@ -23,6 +24,7 @@ from statestream.serde import JsonCodec
 from statestream.tables.keyguard import CHECK_EVERY, CHECK_FIRST
 from statestream.tables.shard import TableShard
 from statestream.tables.window_layout import (
+    BUCKET,
     DATA,
     EMPTY_STORED,
     INDEX,
@@ -37,14 +39,23 @@ from statestream.tables.window_layout import (
     LateRecord,
     WindowSpec,
     pack_bounds,
+    pack_bucket,
     pack_time,
     time_at,
+    unpack_bucket,
     unpack_length,
+    unpack_time,
 )
 from statestream.tables.windows import key_prefix
 from statestream.tables.written import WrittenKeys
 
-__all__ = ["WindowState"]
+__all__ = ["DueGroup", "WindowState"]
+
+#: Windows of the time index with one due time, as :meth:`WindowState._due_groups`
+#: yields them: ``(due, row, rests)``; ``row`` is the index row's store key
+#: (None: created since the last commit, not stored yet) and ``rests`` the
+#: ``K start end`` of its windows.
+DueGroup = tuple[int, bytes | None, Sequence[bytes]]
 
 
 class WindowState:
@@ -111,6 +122,13 @@ class WindowState:
         # commit (see _index_put), and per record what they were before it.
         self._index_pending: dict[bytes, bool] = {}
         self._index_undo: dict[bytes, bool | None] = {}
+        # Tumbling and hopping: the index as buckets (window_layout). The
+        # windows created since the last commit, by due time (K start end),
+        # are one bucket row each at the commit; _created_undo lists the due
+        # times the current record added to, for a rollback.
+        self._bucketed = spec.kind in ("tumbling", "hopping")
+        self._created: dict[int, list[bytes]] = {}
+        self._created_undo: list[int] = []
         self._key_cache: dict[str, tuple[bytes, bytes]] = {}
         # The other way round (K -> the str key), for closes to report keys
         # without decoding them: only with the json key codec itself, whose
@@ -294,11 +312,26 @@ class WindowState:
                 yield b, None
             b = next(buffered, None)
 
-    def local_changes(self) -> list[tuple[bytes, bytes | None]]:
-        """The index entries to write with the next commit (store only: not changelogged)."""
-        return [
+    def local_changes(self, changelog_offset: int | None) -> list[tuple[bytes, bytes | None]]:
+        """The index rows to write with the next commit (store only: not changelogged).
+
+        ``changelog_offset`` is the commit's (None: it wrote no changelog
+        record); with 4 random bytes it tags the commit's bucket rows.
+        """
+        out: list[tuple[bytes, bytes | None]] = [
             (kb, EMPTY_STORED if present else None) for kb, present in self._index_pending.items()
         ]
+        if self._created:
+            # Random bytes too: a tag must never repeat within a due time (a
+            # bucket overwritten would lose its windows' closes and expiry),
+            # even where an offset could (a changelog topic made anew).
+            tag = BUCKET + pack_time(changelog_offset or 0) + os.urandom(4)
+            expired = self._expired
+            for due, rests in self._created.items():
+                if expired is not None and due <= expired:
+                    continue  # created and deleted in this interval
+                out.append((INDEX + pack_time(due + OFFSET) + tag, pack_bucket(rests)))
+        return out
 
     def _scan(
         self, lo: bytes, hi: bytes, range_prefix: bytes, reverse: bool = False
@@ -318,10 +351,47 @@ class WindowState:
 
     def _first_due(self, after: int | None) -> int:
         """The due time of the first window due after ``after`` (None: of the first)."""
-        lo = INDEX if after is None else INDEX + pack_time(after + 1 + OFFSET)
-        for kb, _ in self._index_scan(lo, INDEX_END):
-            return time_at(kb, 1)
+        for due, _, _ in self._due_groups(after, None):
+            return due
         return NEVER
+
+    def _due_groups(self, after: int | None, through: int | None) -> Iterator[DueGroup]:
+        """The time index's windows with ``after < due <= through`` (None: open), in due order.
+
+        One :data:`DueGroup` per index row: a row of one window, or a bucket
+        (its windows as listed: see window_layout), and one per due time for
+        the windows created since the last commit (after the stored ones of
+        that due). Rows deleted since the last commit are left out.
+        """
+        lo = INDEX if after is None else INDEX + pack_time(after + 1 + OFFSET)
+        hi = INDEX_END if through is None else INDEX + pack_time(through + 1 + OFFSET)
+        if not self._bucketed:
+            for kb, _ in self._index_scan(lo, hi):
+                yield time_at(kb, 1), kb, (kb[9:],)
+            return
+        created = self._created
+        log: list[int] = []
+        if created:
+            log = sorted(
+                due
+                for due in created
+                if (after is None or due > after) and (through is None or due <= through)
+            )
+        at = 0
+        pending = self._index_pending
+        for kb, raw in self.shard.store.iterate(lo, hi, None, False):
+            if pending and pending.get(kb) is False:
+                continue  # deleted since the last commit
+            due = unpack_time(kb, 1)[0] - OFFSET
+            while at < len(log) and log[at] < due:
+                yield log[at], None, created[log[at]]
+                at += 1
+            if kb[9:13] == BUCKET:
+                yield due, kb, unpack_bucket(raw)
+            else:
+                yield due, kb, (kb[9:],)
+        for due in log[at:]:
+            yield due, None, created[due]
 
     def _create(
         self, prefix: bytes, start: int, end: int, due: int, value: Any, first: int | None = None
@@ -336,9 +406,17 @@ class WindowState:
         self._set(kb, value, DATA + prefix)
         if (start, end) == self._fast_bounds:
             self._fast_created.add(kb)
-        self._index_put(
-            INDEX + pack_time(due + OFFSET) + prefix + bounds, True, self._written_index
-        )
+        if self._bucketed:
+            created = self._created.get(due)
+            if created is None:
+                self._created[due] = [prefix + bounds]
+            else:
+                created.append(prefix + bounds)
+            self._created_undo.append(due)
+        else:
+            self._index_put(
+                INDEX + pack_time(due + OFFSET) + prefix + bounds, True, self._written_index
+            )
         first = due if first is None else first
         if self._next_close is not None and first < self._next_close:
             self._next_close = first
@@ -355,6 +433,8 @@ class WindowState:
     def _remove(self, prefix: bytes, start: int, end: int, due: int) -> None:
         bounds = pack_bounds(start + OFFSET, end + OFFSET)
         self._delete(DATA + prefix + bounds)
+        # A bucket keeps naming the window (readers skip windows without a
+        # value); a row of its own goes with it.
         self._delete(INDEX + pack_time(due + OFFSET) + prefix + bounds)
 
     def _due_of(self, start: int, end: int) -> int:

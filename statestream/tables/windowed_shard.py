@@ -100,6 +100,8 @@ class WindowedShard(WindowWrites):
         self._undo = (*_saved(self), len(self._events))
         if self._index_undo:
             self._index_undo.clear()
+        if self._created_undo:
+            self._created_undo.clear()
 
     def rollback(self) -> None:
         """The record failed: its stream time, closes and late count are undone.
@@ -119,6 +121,13 @@ class WindowedShard(WindowWrites):
             else:
                 pending[kb] = before
         self._index_undo.clear()
+        created = self._created
+        for due in reversed(self._created_undo):
+            windows = created[due]
+            windows.pop()
+            if not windows:
+                del created[due]
+        self._created_undo.clear()
         if self._count_late is not None and self.late != late:
             self._count_late(self.late - late)  # the table's count too
         # The fast path may name windows the record created (now undone),
@@ -148,6 +157,8 @@ class WindowedShard(WindowWrites):
         self._written_points.clear()
         self._index_pending.clear()
         self._index_undo.clear()
+        self._created.clear()
+        self._created_undo.clear()
         self._undo = None
 
     def reset(self) -> None:
