@@ -307,14 +307,15 @@ class TableShard:
         raw = self.store.get(kb)
         return default if raw is None else self.value_codec.decode(raw)
 
-    def set_encoded(self, kb: bytes, value: Any) -> None:
-        """Buffer ``value`` under the store key ``kb``; the key guard is not consulted
-        (``kb`` is not a table key; the caller checks its table key itself)."""
+    def set_encoded(self, kb: bytes, value: Any) -> Any:
+        """Buffer ``value`` under the store key ``kb`` and return its entry (as
+        :meth:`buffered`); the key guard is not consulted (``kb`` is not a table
+        key; the caller checks its table key itself)."""
         entry = self._entries.get(kb)
         if entry is not None:
             self._update(entry, value, _SET)
-        else:
-            self._put(kb, value, _SET)
+            return entry
+        return self._put(kb, value, _SET)
 
     def buffered(self, kb: bytes) -> Any:
         """The buffer's entry of the store key ``kb`` (None if it has none).

@@ -141,17 +141,25 @@ class WindowState:
         # or buffer lookup. Dropped whenever the buffer may drop entries
         # (forget_entries). An entry that outlived a commit is in the store,
         # so a later += needs no note in _written (see _note_written).
+        # str and bytes keys in _fast, int keys (exactly int) in _fast_ints:
+        # keys of other types may equal an int (1.0 == True == 1) but are
+        # other keys, and neither equals a str or bytes, so a lookup in _fast
+        # needs no type check (and one in _fast_ints only its int check).
         self._fast: dict[Any, Any] = {}
+        self._fast_ints: dict[int, Any] = {}
         self._fast_bounds: tuple[int, int] = (0, 0)
-        # The record whose += took the fast path with nothing left to do for
-        # its time: its event time is in _fast_bounds, not late, and stream
-        # time has moved to it with no closes or deletes waiting. None of
-        # that changes until the next record (one record has one event time,
-        # and only writes move stream time), so its next += of a key in _fast
-        # goes straight to the entry. Anything that could make it wrong
-        # (undo, reset, the buffer dropping entries) clears _fast.
-        # WindowSet.__iadd__ reads these three (the fast path runs there).
-        self._fast_message: Any = None
+        # Whether the current record's += took the fast path with nothing
+        # left to do for its time (its event time, in _time, is in
+        # _fast_bounds, not late, and stream time has moved to it with no
+        # closes or deletes waiting). None of that changes until the record
+        # ends (one record has one event time, and only writes move stream
+        # time), so its next += of a key in _fast goes straight to the entry,
+        # without even asking event_source for the message. begin() and
+        # end_record() clear it, so a write outside a record still finds no
+        # message; anything that could make _fast wrong (undo, reset, the
+        # buffer dropping entries) clears _fast. WindowSet.__iadd__ reads
+        # these (the fast path runs there).
+        self._fast_ok = False
         # Store keys of the windows [_fast_bounds) created since they began,
         # and whether that is every one there is.
         self._fast_created: set[bytes] = set()
@@ -188,6 +196,20 @@ class WindowState:
             )
         self._time_of, self._time = message, t
         return t
+
+    def _drop_fast(self) -> None:
+        """Forget the += fast path's entries (see __init__)."""
+        self._fast.clear()
+        self._fast_ints.clear()
+
+    def time_of(self, message: Any) -> int:
+        """:meth:`now` for ``message``, the one ``event_source`` just returned (no second call)."""
+        if message is not None and self.event_time is None:
+            t = message.timestamp
+            if type(t) is int and MIN_TIME <= t <= MAX_TIME:
+                self._time_of, self._time = message, t
+                return t
+        return self.now()  # the rest, and its errors
 
     def _load(self) -> None:
         if self._loaded:
@@ -402,8 +424,25 @@ class WindowState:
         when the first window holding it closes (``due`` if None).
         """
         bounds = pack_bounds(start + OFFSET, end + OFFSET)
-        kb = DATA + prefix + bounds
-        self._set(kb, value, DATA + prefix)
+        data = DATA + prefix
+        self._create_window(prefix, data, bounds, data + bounds, start, end, due, value, first)
+
+    def _create_window(
+        self,
+        prefix: bytes,
+        data: bytes,
+        bounds: bytes,
+        kb: bytes,
+        start: int,
+        end: int,
+        due: int,
+        value: Any,
+        first: int | None,
+    ) -> Any:
+        """:meth:`_create` with its keys made (``data`` = DATA + prefix, ``kb`` = data +
+        bounds); returns the window's buffer entry."""
+        entry = self.shard.set_encoded(kb, value)
+        self._note_written(data, kb)
         if (start, end) == self._fast_bounds:
             self._fast_created.add(kb)
         if self._bucketed:
@@ -429,6 +468,7 @@ class WindowState:
             if count <= CHECK_FIRST or not count % CHECK_EVERY:
                 source = self.shard.source
                 guard(prefix[4:], None if source is None else source[0])
+        return entry
 
     def _remove(self, prefix: bytes, start: int, end: int, due: int) -> None:
         bounds = pack_bounds(start + OFFSET, end + OFFSET)

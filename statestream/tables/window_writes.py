@@ -39,9 +39,6 @@ _DELETED = EntryState.DELETED
 
 log = logging.getLogger("statestream.tables")
 
-#: Key types the tumbling += fast path remembers (hashable, and immutable:
-#: a remembered key must keep meaning the same store key).
-_FAST_KEYS = frozenset({str, int, bytes})
 #: Kinds whose writes go to one aligned store key: a tumbling window, or a
 #: hopping table's slice of one step.
 _ALIGNED = frozenset({"tumbling", "hopping"})
@@ -64,7 +61,7 @@ class WindowWrites(WindowClosing):
         Tumbling windows, the commonest case, and hopping windows (stored as
         one slice per step) take a path of their own: one store key per
         write, found without building a list. The per-record fast path (a
-        later += of a record whose time was checked, see _fast_message) runs
+        later += of a record whose time was checked, see _fast_ok) runs
         in WindowSet.__iadd__, the only caller, before it calls this.
         """
         source = self.event_source
@@ -73,12 +70,18 @@ class WindowWrites(WindowClosing):
         if spec.kind not in _ALIGNED:
             self._write(key, lambda value: value + amount, MISSING)
             return
-        t = self._time if message is self._time_of and message is not None else self.now()
+        t = (
+            self._time
+            if message is self._time_of and message is not None
+            else self.time_of(message)
+        )
         lo, hi = self._fast_bounds
         if lo <= t < hi:
             # The window of this shard's last += : the key's store key there,
             # if the key was written in it.
             entry = self._fast.get(key)
+            if entry is None and type(key) is int:
+                entry = self._fast_ints.get(key)
             if entry is not None:
                 st = self._stream_time
                 assert st is not None  # _fast is filled only once loaded
@@ -93,7 +96,7 @@ class WindowWrites(WindowClosing):
                 if hi > st - spec.grace and entry.state is not _DELETED:
                     self.shard.update_entry(entry, entry.obj + amount)
                     if not self._backlog:
-                        self._fast_message = message
+                        self._fast_ok = message is not None
                     return
         self._add_aligned(key, amount, t)
         if message is not None and not self._backlog:
@@ -102,7 +105,7 @@ class WindowWrites(WindowClosing):
             lo, hi = self._fast_bounds
             st = self._stream_time
             if lo <= t < hi and st is not None and t <= st and hi > st - spec.grace:
-                self._fast_message = message
+                self._fast_ok = True
 
     def _add_aligned(self, key: Any, amount: Any, t: int) -> None:
         """``+=`` on a tumbling window or hopping slice the fast path of :meth:`add` does
@@ -122,29 +125,39 @@ class WindowWrites(WindowClosing):
             return
         due = start + spec.size
         prefix, data = self._keys(key)
-        kb = data + pack_bounds(start + OFFSET, end + OFFSET)
-        fast = self._fast
+        bounds = pack_bounds(start + OFFSET, end + OFFSET)
+        kb = data + bounds
         if self._fast_bounds != (start, end):
-            fast.clear()
+            self._drop_fast()
             self._fast_created.clear()
             self._fast_bounds = (start, end)
             # The first write at or after `start` (stream time was below it):
             # no window [start, end) exists yet, so _create lists each one
             # the table gets in _fast_created (until it overflows).
             self._fast_all = prev is None or prev < start
-        elif len(fast) >= _FAST_MAX or len(self._fast_created) >= _FAST_MAX:
-            fast.clear()
+        elif (
+            len(self._fast) >= _FAST_MAX
+            or len(self._fast_ints) >= _FAST_MAX
+            or len(self._fast_created) >= _FAST_MAX
+        ):
+            self._drop_fast()
             self._fast_created.clear()
             self._fast_all = False
         if self._fast_all and kb not in self._fast_created:
             # A new window for sure: no store read to find that out.
-            self._create(prefix, start, end, due, self._fresh(key) + amount, end)
+            value = self._fresh(key) + amount
+            entry = self._create_window(prefix, data, bounds, kb, start, end, due, value, end)
         elif self.shard.add_encoded(kb, amount):
             self._note_written(data, kb)
+            entry = self.shard.buffered(kb)
         else:
-            self._create(prefix, start, end, due, self._fresh(key) + amount, end)
-        if type(key) in _FAST_KEYS:
-            fast[key] = self.shard.buffered(kb)
+            value = self._fresh(key) + amount
+            entry = self._create_window(prefix, data, bounds, kb, start, end, due, value, end)
+        kind = type(key)
+        if kind is str or kind is bytes:
+            self._fast[key] = entry
+        elif kind is int:
+            self._fast_ints[key] = entry
 
     def assign(self, key: Any, value: Any) -> None:
         """Set ``value`` in every open window of ``key`` containing the current event time."""

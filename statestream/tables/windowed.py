@@ -336,16 +336,21 @@ class WindowSet:
     def __iadd__(self, amount: Any) -> WindowSet:
         # The per-record fast path of WindowWrites.add, here rather than there:
         # `table[key] += x` runs this for every word of a record, and the call
-        # into add is a tenth of its cost. add (the rest, and setting
-        # _fast_message when the conditions hold) runs only when this misses.
+        # into add is a tenth of its cost. add (the rest, and setting _fast_ok
+        # when the conditions hold) runs for a record's first += only.
         shard = self.shard
-        source = shard.event_source
-        message = None if source is None else source()
-        if message is shard._fast_message and message is not None:
-            entry = shard._fast.get(self.key)
+        if shard._fast_ok:
+            key = self.key
+            entry = shard._fast.get(key)
+            if entry is None and type(key) is int:  # (not 1.0 or True: see _fast_ints)
+                entry = shard._fast_ints.get(key)
             if entry is not None and entry.state is not _DELETED:
                 shard.shard.update_entry(entry, entry.obj + amount)
                 return self
+            # The record's time was checked (see add): only the key's store
+            # key is new to the fast path (mostly: its first write in this window).
+            shard._add_aligned(self.key, amount, shard._time)
+            return self
         shard.add(self.key, amount)
         return self
 

@@ -98,10 +98,16 @@ class WindowedShard(WindowWrites):
         if not self._loaded:
             self._load()
         self._undo = (*_saved(self), len(self._events))
+        self._fast_ok = False
         if self._index_undo:
             self._index_undo.clear()
         if self._created_undo:
             self._created_undo.clear()
+
+    def end_record(self) -> None:
+        """The record's processing ended: a write before the next :meth:`begin` is
+        outside any record, so it asks ``event_source`` again (and finds none)."""
+        self._fast_ok = False
 
     def rollback(self) -> None:
         """The record failed: its stream time, closes and late count are undone.
@@ -133,8 +139,8 @@ class WindowedShard(WindowWrites):
         # The fast path may name windows the record created (now undone),
         # and slices read as final may take writes again (stream time went back).
         self._open_slices = None
-        self._fast.clear()
-        self._fast_message = None
+        self._drop_fast()
+        self._fast_ok = False
         self._fast_created.clear()
         self._fast_bounds = (0, 0)
         self._fast_all = False
@@ -148,7 +154,7 @@ class WindowedShard(WindowWrites):
 
     def forget_entries(self) -> None:
         """The buffer may have dropped or replaced entries: the fast path lets go of them."""
-        self._fast.clear()
+        self._drop_fast()
 
     def committed(self) -> None:
         """The buffer was applied to the store: nothing is written any more."""
@@ -165,8 +171,8 @@ class WindowedShard(WindowWrites):
         """The buffer was thrown away (or the store restored): reload on next use."""
         self._loaded = False
         self._events.clear()
-        self._fast.clear()
-        self._fast_message = None
+        self._drop_fast()
+        self._fast_ok = False
         self._fast_created.clear()
         self._fast_bounds = (0, 0)
         self._fast_all = False

@@ -158,9 +158,11 @@ class PartitionTask(threading.Thread):
         #: Set by the poll thread to ask for this partition's part of a commit
         #: round; taken by the partition thread between two records.
         self.ticket: CommitTicket | None = None
-        # Windowed tables of this partition, with the processor instances
-        # declaring each (they hear of its closed windows).
+        # Windowed tables of this partition that report closes, with the
+        # processor instances declaring each (they hear of its closed windows);
+        # and every windowed table of it (each hears that a record ended).
         self._windowed: list[tuple[WindowedShard, WindowedTable, tuple[Processor, ...]]] = []
+        self._window_shards: list[WindowedShard] = []
 
     # -- called from the poll thread ---------------------------------------------
 
@@ -293,6 +295,7 @@ class PartitionTask(threading.Thread):
                     and type(p).on_window_close is not Processor.on_window_close
                 )
                 shard = self.manager.windowed(table.name, self.partition)
+                self._window_shards.append(shard)
                 # Nobody to tell: closing only moves the watermark (no reads).
                 shard.report_closes = bool(declaring) or table.final_topic is not None
                 if shard.report_closes:
@@ -380,6 +383,8 @@ class PartitionTask(threading.Thread):
             self._on_error(record, exc)
         finally:
             ctx.message = None
+            for shard in self._window_shards:
+                shard.end_record()  # a write before the next record finds no record
         self._positions[route.tp] = offset + 1
         self._uncommitted = True
 

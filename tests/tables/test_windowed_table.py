@@ -486,6 +486,28 @@ def test_a_failed_record_is_rolled_back_entirely(transport: Transport) -> None:
         manager.close()
 
 
+def test_keys_that_compare_equal_across_types_keep_their_own_windows(
+    transport: Transport,
+) -> None:
+    # 1, 1.0 and True are equal (and hash alike) but encode to three store
+    # keys: the += fast path, which remembers keys, must not mix them up.
+    table = Table("equal-keys", default=int).tumbling(10)
+    manager = open_manager(transport, [table])
+    try:
+        feeder = Feeder(manager)
+        for t in (1, 2):
+            feeder.begin("k", t)
+            table[1] += 1
+            table[1.0] += 10
+            table[True] += 100
+            table[1] += 1
+        assert windows(table, 1) == [(0, 10, 4)]
+        assert windows(table, 1.0) == [(0, 10, 20)]
+        assert windows(table, True) == [(0, 10, 200)]
+    finally:
+        manager.close()
+
+
 def test_reads_do_not_advance_stream_time_and_del_removes_every_window(
     transport: Transport,
 ) -> None:
