@@ -13,6 +13,7 @@ Thread ownership: the partition thread of its shard, like the shard itself.
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -49,7 +50,24 @@ from statestream.tables.window_layout import (
 from statestream.tables.windows import key_prefix
 from statestream.tables.written import WrittenKeys
 
-__all__ = ["DueGroup", "WindowState"]
+__all__ = ["UNDONE", "DueGroup", "WindowState"]
+
+#: What a record may change of a shard's own state, so what a rollback restores
+#: (besides the events it closed, and the index rows it wrote: see _save_undo).
+UNDONE = (
+    "late",
+    "_stream_time",
+    "_closed",
+    "_next_close",
+    "_next_expire",
+    "_next_point",
+    "_expired",
+    "_points_expired",
+    "_backlog",
+    "_sweep_at",
+    "_meta_dirty",
+)
+_saved = operator.attrgetter(*UNDONE)
 
 #: Windows of the time index with one due time, as :meth:`WindowState._due_groups`
 #: yields them: ``(due, row, rests)``; ``row`` is the index row's store key
@@ -196,6 +214,18 @@ class WindowState:
             )
         self._time_of, self._time = message, t
         return t
+
+    def _save_undo(self) -> None:
+        """Remember what a rollback of the current record restores: called by every
+        write before its first change, when :attr:`_undo` is None (begin() and
+        commits set it so)."""
+        if not self._loaded:
+            self._load()
+        self._undo = (*_saved(self), len(self._events))
+        if self._index_undo:
+            self._index_undo.clear()
+        if self._created_undo:
+            self._created_undo.clear()
 
     def _drop_fast(self) -> None:
         """Forget the += fast path's entries (see __init__)."""

@@ -53,6 +53,8 @@ class WindowWrites(WindowClosing):
 
     def update(self, key: Any, fn: Callable[[Any], Any]) -> None:
         """Apply ``fn`` to every open window of ``key`` containing the current event time."""
+        if self._undo is None:
+            self._save_undo()
         self._write(key, fn, MISSING)
 
     def add(self, key: Any, amount: Any) -> None:
@@ -64,6 +66,8 @@ class WindowWrites(WindowClosing):
         later += of a record whose time was checked, see _fast_ok) runs
         in WindowSet.__iadd__, the only caller, before it calls this.
         """
+        if self._undo is None:
+            self._save_undo()  # the record's first write here (see _save_undo)
         source = self.event_source
         message = None if source is None else source()
         spec = self.spec
@@ -169,6 +173,8 @@ class WindowWrites(WindowClosing):
                 f"the {held} it holds, so it cannot be assigned; update it with "
                 "table[key] += x or table[key].update(fn)"
             )
+        if self._undo is None:
+            self._save_undo()
         self._write(key, None, value)
 
     def _write(self, key: Any, fn: Callable[[Any], Any] | None, value: Any) -> None:
@@ -338,6 +344,8 @@ class WindowWrites(WindowClosing):
 
     def delete_key(self, key: Any) -> bool:
         """Delete every window (and point) of ``key``; return whether it had any."""
+        if self._undo is None:
+            self._save_undo()
         prefix = self._prefix(key)
         found = False
         self._open_slices = None  # they may name this key's slices

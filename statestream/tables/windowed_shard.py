@@ -27,7 +27,6 @@ Thread ownership: the partition thread of its shard, like the shard itself.
 from __future__ import annotations
 
 import json
-import operator
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +53,7 @@ from statestream.tables.window_layout import (
     time_at,
     unpack_length,
 )
+from statestream.tables.window_state import UNDONE
 from statestream.tables.window_writes import WindowWrites
 
 __all__ = [
@@ -69,22 +69,6 @@ __all__ = [
     "derive_index",
 ]
 
-#: What a record may change of a shard's own state, so what a rollback restores.
-_UNDONE = (
-    "late",
-    "_stream_time",
-    "_closed",
-    "_next_close",
-    "_next_expire",
-    "_next_point",
-    "_expired",
-    "_points_expired",
-    "_backlog",
-    "_sweep_at",
-    "_meta_dirty",
-)
-_saved = operator.attrgetter(*_UNDONE)
-
 
 class WindowedShard(WindowWrites):
     """Windows of one table in one partition (see the module docstring).
@@ -94,15 +78,10 @@ class WindowedShard(WindowWrites):
     """
 
     def begin(self) -> None:
-        """A record starts: remember what a rollback restores."""
-        if not self._loaded:
-            self._load()
-        self._undo = (*_saved(self), len(self._events))
+        """A record starts; its first write remembers what a rollback restores
+        (:meth:`_save_undo`), so a record that writes nothing here costs nothing."""
+        self._undo = None
         self._fast_ok = False
-        if self._index_undo:
-            self._index_undo.clear()
-        if self._created_undo:
-            self._created_undo.clear()
 
     def end_record(self) -> None:
         """The record's processing ended: a write before the next :meth:`begin` is
@@ -117,7 +96,7 @@ class WindowedShard(WindowWrites):
         if undo is None:
             return  # nothing began (the shard rolled back before any record)
         late = self.late
-        for name, value in zip(_UNDONE, undo, strict=False):
+        for name, value in zip(UNDONE, undo, strict=False):
             setattr(self, name, value)
         del self._events[undo[-1] :]
         pending = self._index_pending
@@ -166,6 +145,7 @@ class WindowedShard(WindowWrites):
         self._created.clear()
         self._created_undo.clear()
         self._undo = None
+        self._fast_ok = False
 
     def reset(self) -> None:
         """The buffer was thrown away (or the store restored): reload on next use."""
