@@ -68,6 +68,9 @@ UNDONE = (
     "_meta_dirty",
 )
 _saved = operator.attrgetter(*UNDONE)
+# _save_undo folds _undo_time in at these places.
+assert UNDONE[1] == "_stream_time"
+assert UNDONE[-1] == "_meta_dirty"
 
 #: Windows of the time index with one due time, as :meth:`WindowState._due_groups`
 #: yields them: ``(due, row, rests)``; ``row`` is the index row's store key
@@ -187,6 +190,11 @@ class WindowState:
         self._open_slices: dict[bytes, dict[int, Any]] | None = None
         self._open_through = MIN_TIME
         self._undo: tuple[Any, ...] | None = None
+        # The stream time and _meta_dirty the current record found, when all
+        # it changed here so far is moving stream time (add's fast path, with
+        # most records): two attributes rather than _undo's snapshot, which
+        # _save_undo takes (with these two) before any other change.
+        self._undo_time: tuple[int | None, bool] | None = None
         self._new_keys = 0
 
     def stream_time(self) -> int | None:
@@ -221,7 +229,11 @@ class WindowState:
         commits set it so)."""
         if not self._loaded:
             self._load()
-        self._undo = (*_saved(self), len(self._events))
+        saved = _saved(self)
+        found = self._undo_time
+        if found is not None:  # stream time moved already: what the record found
+            saved = (saved[0], found[0], *saved[2:-1], found[1])
+        self._undo = (*saved, len(self._events))
         if self._index_undo:
             self._index_undo.clear()
         if self._created_undo:

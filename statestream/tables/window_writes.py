@@ -66,13 +66,11 @@ class WindowWrites(WindowClosing):
         later += of a record whose time was checked, see _fast_ok) runs
         in WindowSet.__iadd__, the only caller, before it calls this.
         """
-        if self._undo is None:
-            self._save_undo()  # the record's first write here (see _save_undo)
         source = self.event_source
         message = None if source is None else source()
         spec = self.spec
         if spec.kind not in _ALIGNED:
-            self._write(key, lambda value: value + amount, MISSING)
+            self.update(key, lambda value: value + amount)
             return
         t = (
             self._time
@@ -91,12 +89,14 @@ class WindowWrites(WindowClosing):
                 assert st is not None  # _fast is filled only once loaded
                 if t > st:
                     # _advance, inline: stream time moves with most records.
+                    if self._undo is None and self._undo_time is None:
+                        self._undo_time = (st, self._meta_dirty)  # (see _save_undo)
                     self._stream_time = st = t
                     self._meta_dirty = True
                     if t - spec.grace >= self._sweep_at:
-                        self._sweep(t - spec.grace)
+                        self._sweep_undone(t - spec.grace)
                 elif self._backlog:
-                    self._sweep(st - spec.grace)
+                    self._sweep_undone(st - spec.grace)
                 if hi > st - spec.grace and entry.state is not _DELETED:
                     self.shard.update_entry(entry, entry.obj + amount)
                     if not self._backlog:
@@ -111,9 +111,17 @@ class WindowWrites(WindowClosing):
             if lo <= t < hi and st is not None and t <= st and hi > st - spec.grace:
                 self._fast_ok = True
 
+    def _sweep_undone(self, cutoff: int) -> None:
+        """:meth:`_sweep`, after the record's undo snapshot (add's fast path takes none)."""
+        if self._undo is None:
+            self._save_undo()
+        self._sweep(cutoff)
+
     def _add_aligned(self, key: Any, amount: Any, t: int) -> None:
         """``+=`` on a tumbling window or hopping slice the fast path of :meth:`add` does
         not know."""
+        if self._undo is None:
+            self._save_undo()
         spec = self.spec
         st = prev = self._stream_time
         if not self._loaded or st is None or t > st or self._backlog:

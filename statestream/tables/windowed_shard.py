@@ -81,6 +81,7 @@ class WindowedShard(WindowWrites):
         """A record starts; its first write remembers what a rollback restores
         (:meth:`_save_undo`), so a record that writes nothing here costs nothing."""
         self._undo = None
+        self._undo_time = None
         self._fast_ok = False
 
     def end_record(self) -> None:
@@ -93,8 +94,24 @@ class WindowedShard(WindowWrites):
 
         (An ``on_late`` handler it called, or a line it logged, stays.)"""
         undo, self._undo = self._undo, None
+        found, self._undo_time = self._undo_time, None
         if undo is None:
-            return  # nothing began (the shard rolled back before any record)
+            if found is None:
+                return  # the record changed nothing here (or none began)
+            self._stream_time, self._meta_dirty = found  # all it changed
+        else:
+            self._undo_snapshot(undo)
+        # The fast path may name windows the record created (now undone),
+        # and slices read as final may take writes again (stream time went back).
+        self._open_slices = None
+        self._drop_fast()
+        self._fast_ok = False
+        self._fast_created.clear()
+        self._fast_bounds = (0, 0)
+        self._fast_all = False
+
+    def _undo_snapshot(self, undo: tuple[Any, ...]) -> None:
+        """Restore what :meth:`_save_undo` took, and undo the record's index changes."""
         late = self.late
         for name, value in zip(UNDONE, undo, strict=False):
             setattr(self, name, value)
@@ -115,14 +132,6 @@ class WindowedShard(WindowWrites):
         self._created_undo.clear()
         if self._count_late is not None and self.late != late:
             self._count_late(self.late - late)  # the table's count too
-        # The fast path may name windows the record created (now undone),
-        # and slices read as final may take writes again (stream time went back).
-        self._open_slices = None
-        self._drop_fast()
-        self._fast_ok = False
-        self._fast_created.clear()
-        self._fast_bounds = (0, 0)
-        self._fast_all = False
 
     def flush_meta(self) -> None:
         """Before a commit collects changes: buffer the stream time if it moved."""
@@ -145,6 +154,7 @@ class WindowedShard(WindowWrites):
         self._created.clear()
         self._created_undo.clear()
         self._undo = None
+        self._undo_time = None
         self._fast_ok = False
 
     def reset(self) -> None:

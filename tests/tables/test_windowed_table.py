@@ -486,6 +486,34 @@ def test_a_failed_record_is_rolled_back_entirely(transport: Transport) -> None:
         manager.close()
 
 
+def test_a_failed_record_that_only_moved_stream_time_is_rolled_back(
+    transport: Transport,
+) -> None:
+    # The second record's += takes the fast path (its key's window is known),
+    # which keeps only stream time for a rollback: that must be enough.
+    table = Table("rb-fast", default=int).tumbling(10, grace=2)
+    manager = open_manager(transport, [table])
+    try:
+        feeder = Feeder(manager)
+        feeder.begin("k", 1)
+        table["k"] += 1
+        feeder.begin("k", 6)
+        table["k"] += 10
+        table["k"] += 10
+        assert table.stream_time() == 6
+        manager.rollback_record(0)
+        assert table.stream_time() == 1
+        assert windows(table, "k") == [(0, 10, 1)]
+        feeder.begin("k", 11)  # closes nothing: [0, 10) is open until 12
+        table["k"] += 100
+        feeder.begin("k", 3)
+        table["k"] += 1000
+        assert windows(table, "k") == [(0, 10, 1001), (10, 20, 100)]
+        assert table.stream_time() == 11
+    finally:
+        manager.close()
+
+
 def test_keys_that_compare_equal_across_types_keep_their_own_windows(
     transport: Transport,
 ) -> None:
