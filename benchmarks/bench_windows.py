@@ -652,7 +652,7 @@ def _counting_store(data_dir: str, table: str) -> Any:
             try:
                 for kb, value in rows:
                     n += 1
-                    if kb < boundary:  # b"e" is the lowest tag: below it, only index entries
+                    if kb < boundary:  # b"e" is the lowest tag: below it, only index rows
                         expired += 1
                     elif kb < b"f":
                         live += 1
