@@ -1,0 +1,161 @@
+"""The time index's bucket rows (statestream.tables.window_layout).
+
+A tumbling or hopping table's commit indexes the windows it created as one
+row per due time, not one per window; closes and expiry read those rows and
+take each window's value from its own key, so a window deleted with its key
+in between is neither reported nor deleted twice. Sessions and sliding
+windows keep one row per window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statestream.log import Transport, open_transport
+from statestream.tables import Table, TableManager
+from statestream.tables.window_layout import BUCKET, INDEX, unpack_bucket
+from tests.tables.windowed_harness import Feeder, open_manager, windows
+
+
+@pytest.fixture(scope="module")
+def transport(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Transport]:
+    path: Path = tmp_path_factory.mktemp("buckets")
+    opened = open_transport(f"embedded://{path}/log")
+    yield opened
+    opened.close()
+
+
+def index_rows(manager: TableManager, table: str) -> list[tuple[bytes, list[bytes] | None]]:
+    """The stored index rows of ``table``: (key, the windows a bucket lists, or None)."""
+    store = manager.shard(table, 0).store
+    return [
+        (kb, unpack_bucket(bytes(raw)) if kb[9:13] == BUCKET else None)
+        for kb, raw in store.iterate(prefix=INDEX)
+    ]
+
+
+def commit(manager: TableManager) -> None:
+    manager.commit(0, lambda: None)
+
+
+def closed(feeder: Feeder, table: str) -> list[tuple[Any, int, int, Any]]:
+    return sorted((key, w.start, w.end, value) for w, key, value in feeder.take_closed(table))
+
+
+@pytest.mark.parametrize("kind", ["tumbling", "hopping"])
+def test_a_commit_indexes_its_new_windows_of_one_due_time_in_one_row(
+    transport: Transport, kind: str
+) -> None:
+    base = Table(f"bucket-{kind}", default=int)
+    table = base.tumbling(10) if kind == "tumbling" else base.hopping(10, step=10)
+    manager = open_manager(transport, [table])
+    try:
+        feeder = Feeder(manager)
+        feeder.begin("k", 1)
+        for i in range(100):
+            table[f"k{i}"] += i
+        commit(manager)
+        rows = index_rows(manager, table.name)
+        assert len(rows) == 1
+        assert rows[0][1] is not None
+        assert len(rows[0][1]) == 100
+        feeder.begin("k", 5)
+        for i in range(100, 150):
+            table[f"k{i}"] += i
+        table["k0"] += 1000  # an existing window: listed already
+        commit(manager)
+        assert [len(listed or ()) for _, listed in index_rows(manager, table.name)] == [100, 50]
+        feeder.begin("k", 10)  # stream time reaches the windows' end: all close
+        table["later"] += 1
+        want = [(f"k{i}", 0, 10, i + (1000 if i == 0 else 0)) for i in range(150)]
+        assert closed(feeder, table.name) == sorted(want)
+    finally:
+        manager.close()
+
+
+@pytest.mark.parametrize("kind", ["sliding", "session"])
+def test_sliding_and_session_windows_keep_a_row_each(transport: Transport, kind: str) -> None:
+    base = Table(f"rows-{kind}", default=int)
+    table = base.sliding(10) if kind == "sliding" else base.session(gap=5)
+    manager = open_manager(transport, [table])
+    try:
+        feeder = Feeder(manager)
+        feeder.begin("k", 1)
+        for i in range(20):
+            table[f"k{i}"] += 1
+        commit(manager)
+        rows = index_rows(manager, table.name)
+        assert all(listed is None for _, listed in rows)
+        assert len(rows) == 20
+    finally:
+        manager.close()
+
+
+def test_a_window_deleted_with_its_key_is_neither_closed_nor_expired_again(
+    transport: Transport,
+) -> None:
+    table = Table("bucket-deleted", default=int).tumbling(10, retention=10)
+    manager = open_manager(transport, [table])
+    try:
+        feeder = Feeder(manager)
+        feeder.begin("k", 1)
+        table["a"] += 1
+        table["b"] += 2
+        commit(manager)
+        feeder.begin("k", 2)
+        del table["a"]  # its bucket still names its window
+        table["c"] += 3  # created in this interval, then deleted with its key
+        del table["c"]
+        table["c"] += 4  # and created again: listed twice, reported once
+        commit(manager)
+        feeder.begin("k", 12)
+        table["later"] += 1
+        assert closed(feeder, table.name) == [("b", 0, 10, 2), ("c", 0, 10, 4)]
+        feeder.begin("k", 25)  # past retention: [0, 10) expires
+        table["later"] += 1
+        closed(feeder, table.name)
+        commit(manager)
+        assert windows(table, "a") == []
+        assert windows(table, "b") == []
+        assert windows(table, "c") == []
+        store = manager.shard(table.name, 0).store
+        # Left: the index rows of the windows still kept ([10, 20) and [20, 30)).
+        listed = [w for _, names in index_rows(manager, table.name) for w in names or ()]
+        assert len(listed) == 2
+        assert all(store.get(b"w" + rest) is not None for rest in listed)
+    finally:
+        manager.close()
+
+
+def test_buckets_kept_in_a_store_close_their_windows_after_a_restart(
+    transport: Transport, tmp_path: Path
+) -> None:
+    def open_it() -> tuple[Any, TableManager]:
+        table = Table("bucket-restart", default=int).tumbling(10)
+        manager = open_manager(
+            transport, [table], store_url=f"leveldb://{tmp_path}/stores", app_id="bucket-restart"
+        )
+        return table, manager
+
+    table, manager = open_it()
+    try:
+        feeder = Feeder(manager)
+        for offset, key in enumerate(("a", "b", "a")):
+            feeder.begin(key, 3 + offset, offset=offset)
+            table[key] += 1
+            commit(manager)
+    finally:
+        manager.close()
+    table, manager = open_it()
+    try:
+        assert len(index_rows(manager, table.name)) == 2  # one per commit that created one
+        feeder = Feeder(manager)
+        feeder.begin("z", 10, offset=3)
+        table["z"] += 1
+        assert closed(feeder, table.name) == [("a", 0, 10, 2), ("b", 0, 10, 1)]
+    finally:
+        manager.close()
