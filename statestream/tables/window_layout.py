@@ -7,7 +7,7 @@ the key's length (4 bytes) and the key as the table's key codec encodes it::
 
     b"w" K start end        -> the window's value (hopping: the step's slice)
     b"e" due K start end    -> b"" (the time index: windows in the order they close)
-    b"e" due BUCKET tag     -> K start end K start end ... (the same, as one row per commit)
+    b"e" due BUCKET tag     -> K start end K start end ... (the same, rows per commit)
     b"p" K t                -> a sliding table's point aggregate of time t
     b"q" t+size+1 K t       -> b"" (the points' time index)
     b"m"                    -> stream time and close watermark (JSON)
@@ -15,13 +15,14 @@ the key's length (4 bytes) and the key as the table's key codec encodes it::
 A window's *due* time is its end (a session's: its end plus the gap; a
 hopping slice's: the end of the last window holding it, ``start + size``).
 Tumbling and hopping tables index the windows each commit created as one
-*bucket* row per due time (:func:`pack_bucket`), so a window needs no index
-row of its own to write, read and delete (most of the cost of a short
-window's life). Sessions and sliding windows, whose index entries come and go with
-merges, keep one row per window; restores derive one row per window for
-every kind. A bucket may name a window that is gone (deleted with its key,
-or listed by a row of either form too): readers of the index take the
-windows' values from their data keys, and report each window once.
+*bucket* row per due time (:func:`bucket_rows`; more than one past
+:data:`BUCKET_BYTES`), so a window needs no index row of its own to write,
+read and delete (most of the cost of a short window's life). Sessions and
+sliding windows, whose index entries come and go with merges, keep one row
+per window; restores derive one row per window for every kind. A bucket
+may name a window that is gone (deleted with its key, or listed by a row of
+either form too): readers of the index take the windows' values from their
+data keys, and report each window once.
 The two indexes are kept in the store only (:data:`LOCAL_TAGS`): restores
 and standbys derive them from the window and point records
 (:func:`derive_index`).
@@ -32,7 +33,7 @@ from __future__ import annotations
 import functools
 import struct
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -63,6 +64,7 @@ __all__ = [
     "WindowKind",
     "WindowSpec",
     "WindowedValue",
+    "bucket_rows",
     "derive_index",
     "pack_bounds",
     "pack_bucket",
@@ -88,11 +90,17 @@ pack_bounds = struct.Struct(">QQ").pack
 unpack_time = struct.Struct(">Q").unpack_from
 unpack_bounds = struct.Struct(">QQ").unpack_from
 unpack_length = struct.Struct(">I").unpack_from
+_NUMBER = struct.Struct(">I").pack
 MISSING: Any = object()
 #: After ``b"e" due``, marks a bucket row: no key is 2**32 - 1 bytes long, so
-#: no ``K`` starts so. The 12-byte ``tag`` behind it tells apart the buckets
-#: of one due time (the changelog offset of their commit, and 4 random bytes).
+#: no ``K`` starts so. The 16-byte ``tag`` behind it tells apart the buckets
+#: of one due time: the changelog offset of their commit, 4 random bytes, and
+#: the bucket's number among that commit's buckets of the due time.
 BUCKET = b"\xff\xff\xff\xff"
+#: Most bytes of windows one bucket row lists (a commit that created more
+#: with one due time writes several): far below the record size stores
+#: accept (Aerospike's default is 1 MiB), and a row read at a close stays small.
+BUCKET_BYTES = 32 * 1024
 
 
 class WindowedValue(NamedTuple):
@@ -198,6 +206,24 @@ def pack_bucket(rests: list[bytes]) -> bytes:
     """A bucket row's stored bytes: ``EMPTY_STORED`` (a raw value to TaggedCodec), then
     each window's ``K start end``."""
     return EMPTY_STORED + b"".join(rests)
+
+
+def bucket_rows(head: bytes, rests: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """The rows ``(key, value)`` listing ``rests``: ``head`` (``b"e" due BUCKET`` and
+    the commit's part of the tag) and a 4-byte number, with at most
+    :data:`BUCKET_BYTES` of windows each (a window longer than that alone)."""
+    if sum(map(len, rests)) <= BUCKET_BYTES:
+        yield head + _NUMBER(0), pack_bucket(rests)  # most commits: one row
+        return
+    number, size = 0, 0
+    chunk: list[bytes] = []
+    for rest in rests:
+        if chunk and size + len(rest) > BUCKET_BYTES:
+            yield head + _NUMBER(number), pack_bucket(chunk)
+            number, chunk, size = number + 1, [], 0
+        chunk.append(rest)
+        size += len(rest)
+    yield head + _NUMBER(number), pack_bucket(chunk)
 
 
 def unpack_bucket(raw: bytes) -> list[bytes]:

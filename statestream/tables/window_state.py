@@ -39,8 +39,8 @@ from statestream.tables.window_layout import (
     ClosedWindow,
     LateRecord,
     WindowSpec,
+    bucket_rows,
     pack_bounds,
-    pack_bucket,
     pack_time,
     time_at,
     unpack_bucket,
@@ -394,7 +394,7 @@ class WindowState:
             for due, rests in self._created.items():
                 if expired is not None and due <= expired:
                     continue  # created and deleted in this interval
-                out.append((INDEX + pack_time(due + OFFSET) + tag, pack_bucket(rests)))
+                out.extend(bucket_rows(INDEX + pack_time(due + OFFSET) + tag, rests))
         return out
 
     def _scan(

@@ -17,7 +17,15 @@ import pytest
 
 from statestream.log import Transport, open_transport
 from statestream.tables import Table, TableManager
-from statestream.tables.window_layout import BUCKET, INDEX, unpack_bucket
+from statestream.tables.window_layout import (
+    BUCKET,
+    BUCKET_BYTES,
+    EMPTY_STORED,
+    INDEX,
+    bucket_rows,
+    unpack_bucket,
+)
+from tests.stores.aerospike_openers import Backend
 from tests.tables.windowed_harness import Feeder, open_manager, windows
 
 
@@ -159,3 +167,57 @@ def test_buckets_kept_in_a_store_close_their_windows_after_a_restart(
         assert closed(feeder, table.name) == [("a", 0, 10, 2), ("b", 0, 10, 1)]
     finally:
         manager.close()
+
+
+def rest(key: bytes, start: int) -> bytes:
+    """A window's ``K start end`` for ``key`` (a length, the key, two 8-byte times)."""
+    return (
+        len(key).to_bytes(4, "big")
+        + key
+        + start.to_bytes(8, "big")
+        + (start + 1).to_bytes(8, "big")
+    )
+
+
+def test_bucket_rows_split_past_their_byte_budget_and_keep_every_window_in_order() -> None:
+    head = b"e" + bytes(8) + BUCKET + bytes(12)
+    few = [rest(b"k%d" % i, i) for i in range(10)]
+    assert [unpack_bucket(value) for _, value in bucket_rows(head, few)] == [few]
+    many = [rest(b"key-%06d" % i, i) for i in range(5_000)]  # 170,000 bytes
+    huge = rest(b"x" * (BUCKET_BYTES + 1), 0)  # longer than a row's budget: alone
+    rows = list(bucket_rows(head, [*many[:10], huge, *many[10:]]))
+    assert len({key for key, _ in rows}) == len(rows) > 5
+    assert all(key.startswith(head) and len(key) == len(head) + 4 for key, _ in rows)
+    listed = [unpack_bucket(value) for _, value in rows]
+    assert [w for ws in listed for w in ws] == [*many[:10], huge, *many[10:]]
+    assert all(
+        len(value) <= len(EMPTY_STORED) + BUCKET_BYTES
+        for _, value in rows
+        if huge not in unpack_bucket(value)
+    )
+
+
+def test_a_commit_of_many_new_windows_fits_a_small_record_limit(transport: Transport) -> None:
+    # One commit creates 200 KiB of windows with one due time; the store
+    # refuses records over 64 KiB (as an Aerospike namespace configured so
+    # would): the index takes several rows, and every window closes.
+    backend = Backend("fake")
+    table = Table("bucket-aerospike", default=int).tumbling(10)
+    store = backend.open(table.name, 0, max_record_size=64 * 1024)
+    manager = open_manager(transport, [table], stores={table.name: store})
+    try:
+        feeder = Feeder(manager)
+        feeder.begin("k", 1)
+        keys = [f"user-{i:06d}-{'x' * 40}" for i in range(3_000)]
+        for key in keys:
+            table[key] += 1
+        commit(manager)
+        rows = index_rows(manager, table.name)
+        assert len(rows) > 3
+        assert sum(len(listed or ()) for _, listed in rows) == len(keys)
+        feeder.begin("k", 10)
+        table["later"] += 1
+        assert closed(feeder, table.name) == sorted((key, 0, 10, 1) for key in keys)
+    finally:
+        manager.close()
+        backend.close()
