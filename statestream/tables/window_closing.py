@@ -18,6 +18,7 @@ Thread ownership: the partition thread of its shard.
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -68,10 +69,7 @@ def _windows_by_due(groups: list[DueGroup]) -> Iterator[Iterable[bytes]]:
         to = at + 1
         while to < n and groups[to][0] == due:
             to += 1
-        if to == at + 1:
-            yield dict.fromkeys(groups[at][2])
-        else:
-            yield dict.fromkeys(rest for group in groups[at:to] for rest in group[2])
+        yield dict.fromkeys(itertools.chain.from_iterable(group[2] for group in groups[at:to]))
         at = to
 
 

@@ -415,17 +415,21 @@ class WindowState:
 
     def _first_due(self, after: int | None) -> int:
         """The due time of the first window due after ``after`` (None: of the first)."""
-        for due, _, _ in self._due_groups(after, None):
+        for due, _, _ in self._due_groups(after, None, windows=False):
             return due
         return NEVER
 
-    def _due_groups(self, after: int | None, through: int | None) -> Iterator[DueGroup]:
+    def _due_groups(
+        self, after: int | None, through: int | None, *, windows: bool = True
+    ) -> Iterator[DueGroup]:
         """The time index's windows with ``after < due <= through`` (None: open), in due order.
 
         One :data:`DueGroup` per index row: a row of one window, or a bucket
         (its windows as listed: see window_layout), and one per due time for
         the windows created since the last commit (after the stored ones of
-        that due). Rows deleted since the last commit are left out.
+        that due). Rows deleted since the last commit are left out. With
+        ``windows=False`` a bucket's windows are not unpacked (an empty list
+        instead): for callers that want only due times.
         """
         lo = INDEX if after is None else INDEX + pack_time(after + 1 + OFFSET)
         hi = INDEX_END if through is None else INDEX + pack_time(through + 1 + OFFSET)
@@ -451,7 +455,7 @@ class WindowState:
                 yield log[at], None, created[log[at]]
                 at += 1
             if kb[9:13] == BUCKET:
-                yield due, kb, unpack_bucket(raw)
+                yield due, kb, unpack_bucket(raw) if windows else ()
             else:
                 yield due, kb, (kb[9:],)
         for due in log[at:]:

@@ -349,7 +349,7 @@ class WindowSet:
                 return self
             # The record's time was checked (see add): only the key's store
             # key is new to the fast path (mostly: its first write in this window).
-            shard._add_aligned(self.key, amount, shard._time)
+            shard._add_aligned(key, amount, shard._time)
             return self
         shard.add(self.key, amount)
         return self

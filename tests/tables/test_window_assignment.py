@@ -11,14 +11,11 @@ aggregates. No event is late here (grace is huge): lateness has its own tests.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statestream.log import Transport, open_transport
+from statestream.log import Transport
 from statestream.tables import Table
 from statestream.tables.windows import hopping_windows, tumbling_window
 from tests.tables.window_model import (
@@ -36,14 +33,6 @@ SIZES = st.integers(1, 5000)
 KEYS = st.sampled_from(["a", "b", "ab"])  # "a" is a prefix of "ab"
 EVENTS = st.lists(st.tuples(KEYS, st.integers(0, 400)), min_size=1, max_size=25)
 SETTINGS = settings(max_examples=40, deadline=None)
-
-
-@pytest.fixture(scope="module")
-def transport(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Transport]:
-    path: Path = tmp_path_factory.mktemp("assign")
-    opened = open_transport(f"embedded://{path}/log")
-    yield opened
-    opened.close()
 
 
 # -- the pure functions ----------------------------------------------------------------

@@ -9,13 +9,12 @@ windows keep one row per window.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from statestream.log import Transport, open_transport
+from statestream.log import Transport
 from statestream.tables import Table, TableManager
 from statestream.tables.window_layout import (
     BUCKET,
@@ -27,14 +26,6 @@ from statestream.tables.window_layout import (
 )
 from tests.stores.aerospike_openers import Backend
 from tests.tables.windowed_harness import Feeder, open_manager, windows
-
-
-@pytest.fixture(scope="module")
-def transport(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Transport]:
-    path: Path = tmp_path_factory.mktemp("buckets")
-    opened = open_transport(f"embedded://{path}/log")
-    yield opened
-    opened.close()
 
 
 def index_rows(manager: TableManager, table: str) -> list[tuple[bytes, list[bytes] | None]]:

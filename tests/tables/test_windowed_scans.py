@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from statestream.log import Transport, open_transport
+from statestream.log import Transport
 from statestream.stores.base import prefix_successor
 from statestream.stores.memory import MemoryStore
 from statestream.tables import Table
@@ -24,15 +23,6 @@ from tests.tables.windowed_harness import (
     open_manager,
     windows,
 )
-
-
-@pytest.fixture(scope="module")
-def transport(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Transport]:
-    path: Path = tmp_path_factory.mktemp("windowed")
-    opened = open_transport(f"embedded://{path}/log")
-    yield opened
-    opened.close()
-
 
 # -- what the store is asked for -----------------------------------------------------
 

@@ -11,15 +11,13 @@ write, with their values, in due order).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statestream.log import Transport, open_transport
+from statestream.log import Transport
 from tests.tables.window_model import KINDS, WindowModel
 from tests.tables.windowed_harness import (
     KEYS,
@@ -33,15 +31,6 @@ from tests.tables.windowed_harness import (
     ops_for,
     params_for,
 )
-
-
-@pytest.fixture(scope="module")
-def transport(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Transport]:
-    path: Path = tmp_path_factory.mktemp("windowed")
-    opened = open_transport(f"embedded://{path}/log")
-    yield opened
-    opened.close()
-
 
 # -- sequence properties against the model -------------------------------------------
 

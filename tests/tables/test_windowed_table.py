@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import logging
 import operator
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import statestream
 from statestream.errors import ConfigurationError, TableError
-from statestream.log import Transport, open_transport
+from statestream.log import Transport
 from statestream.tables import Table, TableManager, windowed
 from statestream.tables.windowed import WindowedTable
 from tests.tables.windowed_harness import (
@@ -31,15 +29,6 @@ from tests.tables.windowed_harness import (
     unique_app_id,
     windows,
 )
-
-
-@pytest.fixture(scope="module")
-def transport(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Transport]:
-    path: Path = tmp_path_factory.mktemp("windowed")
-    opened = open_transport(f"embedded://{path}/log")
-    yield opened
-    opened.close()
-
 
 # -- declaring -----------------------------------------------------------------------
 
