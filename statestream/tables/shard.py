@@ -32,14 +32,15 @@ from statestream.types import TopicPartition
 if TYPE_CHECKING:
     from statestream.tables.windowed_shard import WindowedShard
 
-__all__ = ["Change", "EntryState", "TableShard"]
+__all__ = ["ALWAYS_JSON", "Change", "EntryState", "TableShard"]
 
 _IMMUTABLE = (int, float, str, bytes, bool, type(None))
 _MEMO_TYPES = (str, int, bytes)
 #: Encoded str keys remembered per shard (the cache is dropped when full).
 _STR_KEY_CACHE = 100_000
-# Types the json codec can always encode (floats can be NaN, which it refuses).
-_ALWAYS_JSON = frozenset({int, str, bool, type(None)})
+#: Types the json codec can always encode (floats can be NaN, which it refuses),
+#: so a value of one is encoded at the commit, not at each write.
+ALWAYS_JSON = _ALWAYS_JSON = frozenset({int, str, bool, type(None)})
 
 
 def _no_value(raw: bytes) -> None:
@@ -74,6 +75,8 @@ class _Entry:
         self.state = state
         self.source = source
 
+
+_new_entry = object.__new__
 
 #: An entry's fields as they were: (obj, encoded, state, source).
 _Snapshot = tuple[Any, bytes | None, EntryState, tuple[str, int] | None]
@@ -267,7 +270,14 @@ class TableShard:
         else:
             encoded = self.value_codec.encode(value)
         self._undo.setdefault(kb, None)
-        entry = self._entries[kb] = _Entry(kb, value, encoded, state, self.source)
+        # _Entry(...) without its __init__ frame: a windowed table makes one
+        # entry per new window.
+        entry = self._entries[kb] = _new_entry(_Entry)
+        entry.kb = kb
+        entry.obj = value
+        entry.encoded = encoded
+        entry.state = state
+        entry.source = self.source
         self._touched.add(kb)
         return entry
 
@@ -420,8 +430,14 @@ class TableShard:
         self.source = source
         if self._undo:
             self._undo.clear()
-        if self.windowed is not None:
-            self.windowed.begin()
+        windowed = self.windowed
+        if windowed is not None:
+            # A record starts for the windowed state too: its first write
+            # remembers what a rollback restores (WindowState._save_undo), so
+            # a record that writes nothing there costs nothing, and its first
+            # += asks for the record's time again (see WindowState._fast_ok).
+            windowed._undo = windowed._undo_time = None
+            windowed._fast_ok = False
 
     def rollback(self) -> None:
         """Undo what the current record did (its processing failed).

@@ -59,17 +59,18 @@ _BUDGET = 10_000
 _OPEN_SLICES_MAX = 500_000
 
 
-def _windows_by_due(groups: list[DueGroup]) -> Iterator[Iterable[bytes]]:
-    """The windows (``K start end``) of ``groups`` (in due order), one iterable per due time,
-    each window once: rows of one due time, and even one bucket, may list a
-    window twice (deleted with its key and created again: see window_layout)."""
+def _windows_by_due(groups: list[DueGroup]) -> Iterator[tuple[int, Iterable[bytes]]]:
+    """``(due, windows)`` of ``groups`` (in due order): the windows (``K start end``) of
+    each due time, each window once: rows of one due time, and even one bucket,
+    may list a window twice (deleted with its key and created again: see
+    window_layout)."""
     at, n = 0, len(groups)
     while at < n:
         due = groups[at][0]
         to = at + 1
         while to < n and groups[to][0] == due:
             to += 1
-        yield dict.fromkeys(itertools.chain.from_iterable(group[2] for group in groups[at:to]))
+        yield due, dict.fromkeys(itertools.chain.from_iterable(g[2] for g in groups[at:to]))
         at = to
 
 
@@ -158,17 +159,23 @@ class WindowClosing(WindowState):
                 peek = self.shard.peek_encoded
                 name, events = self.name, self._events
                 key_of = self._key_of or {}
-                for rests in _windows_by_due(taken):
+                # Tumbling windows of one due time share their bounds, so
+                # their ClosedWindow (a tuple) too.
+                size = self.spec.size if self.spec.kind == "tumbling" else None
+                for due, rests in _windows_by_due(taken):
+                    shared = None if size is None else _new(ClosedWindow, (name, due - size, due))
                     for rest in rests:
                         value = peek(DATA + rest, MISSING)
                         if value is MISSING:
                             continue  # deleted with its key (a bucket still names it)
-                        length = unpack_length(rest)[0]
-                        start, end = unpack_bounds(rest, 4 + length)
-                        window = _new(ClosedWindow, (name, start - OFFSET, end - OFFSET))
-                        key = key_of.get(rest[: 4 + length])
+                        window = shared
+                        if window is None:
+                            start, end = unpack_bounds(rest, len(rest) - 16)
+                            window = _new(ClosedWindow, (name, start - OFFSET, end - OFFSET))
+                        prefix = rest[:-16]  # K: rests are K start end
+                        key = key_of.get(prefix)
                         if key is None:
-                            key = decode_key(rest[4 : 4 + length])
+                            key = decode_key(prefix[4:])
                         events.append((window, key, value))
             else:
                 reached = cutoff  # nobody listens: only the watermark moves
@@ -320,17 +327,21 @@ class WindowClosing(WindowState):
         reached = cutoff
         if done is None or cutoff > done:
             taken, reached = self._due_batch(self._due_groups(done, cutoff), cutoff)
-            index_put, written = self._index_put, self._written_index
-            delete, note = self.shard.delete_encoded, self._note_written
+            index_put, written_index = self._index_put, self._written_index
+            delete, note, written = self.shard.delete_encoded, self._note_written, self._written
             for _, row, rests in taken:
                 if row is not None:
-                    index_put(row, False, written)  # self._delete(row), inline
+                    index_put(row, False, written_index)  # self._delete(row), inline
                 for rest in rests:
                     # self._delete of the window, inline. (A window listed
                     # twice gets its tombstone once: the buffer holds one.)
                     data = DATA + rest
                     delete(data)
-                    note(data[: 5 + unpack_length(rest)[0]], data)
+                    range_prefix = data[:-16]  # its tag and K
+                    if range_prefix in written:
+                        note(range_prefix, data)
+                    else:
+                        written[range_prefix] = data  # _note_written's commonest case
             self._expired = done = reached
         self._next_expire = self._first_due(done)
 

@@ -175,7 +175,7 @@ class WindowState:
         # closes or deletes waiting). None of that changes until the record
         # ends (one record has one event time, and only writes move stream
         # time), so its next += of a key in _fast goes straight to the entry,
-        # without even asking event_source for the message. begin() and
+        # without even asking event_source for the message. TableShard.begin and
         # end_record() clear it, so a write outside a record still finds no
         # message; anything that could make _fast wrong (undo, reset, the
         # buffer dropping entries) clears _fast. WindowSet.__iadd__ reads
@@ -225,7 +225,7 @@ class WindowState:
 
     def _save_undo(self) -> None:
         """Remember what a rollback of the current record restores: called by every
-        write before its first change, when :attr:`_undo` is None (begin() and
+        write before its first change, when :attr:`_undo` is None (TableShard.begin and
         commits set it so)."""
         if not self._loaded:
             self._load()
@@ -488,8 +488,13 @@ class WindowState:
         """:meth:`_create` with its keys made (``data`` = DATA + prefix, ``kb`` = data +
         bounds); returns the window's buffer entry."""
         entry = self.shard.set_encoded(kb, value)
-        self._note_written(data, kb)
-        if (start, end) == self._fast_bounds:
+        written = self._written
+        if data in written:
+            self._note_written(data, kb)
+        else:
+            written[data] = kb  # _note_written's commonest case, inline (one per new window)
+        fast = self._fast_bounds
+        if fast[0] == start and fast[1] == end:
             self._fast_created.add(kb)
         if self._bucketed:
             created = self._created.get(due)
@@ -502,12 +507,15 @@ class WindowState:
             self._index_put(
                 INDEX + pack_time(due + OFFSET) + prefix + bounds, True, self._written_index
             )
-        first = due if first is None else first
-        if self._next_close is not None and first < self._next_close:
-            self._next_close = first
-        if self._next_expire is not None and due < self._next_expire:
-            self._next_expire = due
+        if first is None:
+            first = due
         self._sweep_at = min(self._sweep_at, first)
+        nxt = self._next_close
+        if nxt is not None and first < nxt:
+            self._next_close = first
+        nxt = self._next_expire
+        if nxt is not None and due < nxt:
+            self._next_expire = due
         guard = self.shard.key_guard
         if guard is not None:
             self._new_keys = count = self._new_keys + 1

@@ -22,6 +22,8 @@ from statestream.tables.shard import EntryState
 from statestream.tables.window_closing import WindowClosing
 from statestream.tables.window_layout import (
     DATA,
+    MAX_TIME,
+    MIN_TIME,
     MISSING,
     OFFSET,
     POINT,
@@ -57,7 +59,7 @@ class WindowWrites(WindowClosing):
             self._save_undo()
         self._write(key, fn, MISSING)
 
-    def add(self, key: Any, amount: Any) -> None:
+    def add(self, key: Any, amount: Any) -> None:  # noqa: PLR0912 - the per-record path, inline
         """``table[key] += amount``: :meth:`update` with ``value + amount``.
 
         Tumbling windows, the commonest case, and hopping windows (stored as
@@ -72,11 +74,17 @@ class WindowWrites(WindowClosing):
         if spec.kind not in _ALIGNED:
             self.update(key, lambda value: value + amount)
             return
-        t = (
-            self._time
-            if message is self._time_of and message is not None
-            else self.time_of(message)
-        )
+        # The record's time: time_of(message), its commonest case inline.
+        if message is self._time_of and message is not None:
+            t = self._time
+        elif message is not None and self.event_time is None:
+            t = message.timestamp
+            if type(t) is int and MIN_TIME <= t <= MAX_TIME:
+                self._time_of, self._time = message, t
+            else:
+                t = self.now()  # raises EventTimeError
+        else:
+            t = self.time_of(message)
         lo, hi = self._fast_bounds
         if lo <= t < hi:
             # The window of this shard's last += : the key's store key there,
@@ -87,17 +95,18 @@ class WindowWrites(WindowClosing):
             if entry is not None:
                 st = self._stream_time
                 assert st is not None  # _fast is filled only once loaded
+                grace = spec.grace
                 if t > st:
                     # _advance, inline: stream time moves with most records.
                     if self._undo is None and self._undo_time is None:
                         self._undo_time = (st, self._meta_dirty)  # (see _save_undo)
                     self._stream_time = st = t
                     self._meta_dirty = True
-                    if t - spec.grace >= self._sweep_at:
-                        self._sweep_undone(t - spec.grace)
+                    if t - grace >= self._sweep_at:
+                        self._sweep_undone(t - grace)
                 elif self._backlog:
-                    self._sweep_undone(st - spec.grace)
-                if hi > st - spec.grace and entry.state is not _DELETED:
+                    self._sweep_undone(st - grace)
+                if hi > st - grace and entry.state is not _DELETED:
                     self.shard.update_entry(entry, entry.obj + amount)
                     if not self._backlog:
                         self._fast_ok = message is not None

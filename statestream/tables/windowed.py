@@ -43,7 +43,7 @@ from typing import Any
 from statestream.errors import ConfigurationError, TableError
 from statestream.stores.base import Store
 from statestream.tables.recovery import Derive
-from statestream.tables.shard import EntryState, TableShard
+from statestream.tables.shard import ALWAYS_JSON, EntryState, TableShard
 from statestream.tables.table import Table, _TableView
 from statestream.tables.windowed_shard import (
     ClosedWindow,
@@ -62,6 +62,7 @@ __all__ = ["ClosedWindow", "LateRecord", "WindowSet", "WindowedTable", "Windowed
 #: object.__new__, for building WindowSets without their __init__.
 _new_object = object.__new__
 _DELETED = EntryState.DELETED
+_SET = EntryState.SET
 
 #: Default retention of closed windows: one day, like Kafka Streams.
 DEFAULT_RETENTION = 86_400_000
@@ -228,8 +229,10 @@ class WindowedTable(Table[Any, Any]):
     def __getitem__(self, key: Any) -> WindowSet:
         # The binding is read directly (as Table does): `table[key] += x`
         # runs this and __setitem__ for every write.
-        shard = getattr(self._local, "shard", None)
-        windowed = None if shard is None else shard.windowed
+        try:  # (an attribute read, not a getattr(..., None) call)
+            windowed = self._local.shard.windowed
+        except AttributeError:
+            windowed = None  # no partition bound on this thread: windowed_shard() raises
         # WindowSet(shard, key) without a Python __init__ frame (see _WindowedView).
         found: WindowSet = _new_object(WindowSet)
         found.shard = self.windowed_shard() if windowed is None else windowed
@@ -238,9 +241,11 @@ class WindowedTable(Table[Any, Any]):
 
     def __setitem__(self, key: Any, value: Any) -> None:
         if type(value) is WindowSet and value.key == key:
-            shard = getattr(self._local, "shard", None)
-            if shard is not None and value.shard is shard.windowed:
-                return  # `table[key] += x` already updated the windows in place
+            try:  # (no getattr(..., None) call: this runs after every `table[key] += x`)
+                if value.shard is self._local.shard.windowed:
+                    return  # `table[key] += x` already updated the windows in place
+            except AttributeError:
+                pass  # no partition bound on this thread: the checks below raise
         if isinstance(value, WindowSet):
             if value.key != key or value.shard is not self.windowed_shard():
                 raise TableError(
@@ -345,7 +350,24 @@ class WindowSet:
             if entry is None and type(key) is int:  # (not 1.0 or True: see _fast_ints)
                 entry = shard._fast_ints.get(key)
             if entry is not None and entry.state is not _DELETED:
-                shard.shard.update_entry(entry, entry.obj + amount)
+                # TableShard.update_entry(entry, entry.obj + amount), inline:
+                # this is the one line most windowed writes run.
+                buffer = shard.shard
+                value = entry.obj + amount
+                encoded = (
+                    None
+                    if buffer._json and type(value) in ALWAYS_JSON
+                    else buffer.value_codec.encode(value)
+                )
+                kb = entry.kb
+                undo = buffer._undo
+                if kb not in undo:
+                    undo[kb] = (entry.obj, entry.encoded, entry.state, entry.source)
+                entry.obj = value
+                entry.encoded = encoded
+                entry.state = _SET
+                entry.source = buffer.source
+                buffer._touched.add(kb)
                 return self
             # The record's time was checked (see add): only the key's store
             # key is new to the fast path (mostly: its first write in this window).

@@ -77,13 +77,6 @@ class WindowedShard(WindowWrites):
     ``timestamp``; the worker passes its context's current message).
     """
 
-    def begin(self) -> None:
-        """A record starts; its first write remembers what a rollback restores
-        (:meth:`_save_undo`), so a record that writes nothing here costs nothing."""
-        self._undo = None
-        self._undo_time = None
-        self._fast_ok = False
-
     def end_record(self) -> None:
         """The record's processing ended: a write before the next :meth:`begin` is
         outside any record, so it asks ``event_source`` again (and finds none)."""
