@@ -587,8 +587,13 @@ class TableShard:
             # Oldest first (insertion order); everything left is clean now.
             for kb in list(itertools.islice(entries, excess)):
                 del entries[kb]
-        if len(entries) != size:
             self._forget_entries()  # it may name entries that left
+        elif len(entries) != size:
+            # Only deleted entries left. The str key index may still name
+            # them, and set() writes to what it names; the windowed fast
+            # path checks an entry's state first (a deleted entry keeps
+            # it), so it keeps its entries.
+            self._str_index.clear()
         if self.windowed is not None:
             self.windowed.committed()
 

@@ -159,9 +159,11 @@ class WindowState:
         # Tumbling and hopping +=: each key's buffer entry (TableShard.buffered)
         # of its window (slice) [lo, hi), the one of the shard's latest +=;
         # the next += of the key there needs no encoding, window arithmetic
-        # or buffer lookup. Dropped whenever the buffer may drop entries
-        # (forget_entries). An entry that outlived a commit is in the store,
-        # so a later += needs no note in _written (see _note_written).
+        # or buffer lookup. Dropped whenever the buffer may drop live entries
+        # (forget_entries): an entry a commit dropped because it was deleted
+        # stays marked deleted, and the fast path checks that first. An entry
+        # that outlived a commit is in the store, so a later += needs no note
+        # in _written (see _note_written).
         # str and bytes keys in _fast, int keys (exactly int) in _fast_ints:
         # keys of other types may equal an int (1.0 == True == 1) but are
         # other keys, and neither equals a str or bytes, so a lookup in _fast

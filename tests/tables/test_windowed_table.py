@@ -525,6 +525,41 @@ def test_keys_that_compare_equal_across_types_keep_their_own_windows(
         manager.close()
 
 
+@pytest.mark.parametrize("cache_size", [50_000, 1])
+def test_writes_after_commits_that_drop_entries_land_in_their_windows(
+    transport: Transport, cache_size: int
+) -> None:
+    # A commit that applies a tombstone drops the entry from the buffer, and
+    # one over cache_size drops clean entries too. The += fast path holds
+    # entries across commits: a deleted one says so (its next += makes the
+    # window again from the default), an evicted one must not be written
+    # (the write would be lost), so evictions make it let go of them all.
+    table = Table("after-drops", default=int, cache_size=cache_size).tumbling(10)
+    manager = open_manager(transport, [table])
+    try:
+        feeder = Feeder(manager)
+        feeder.begin("r", 1)
+        for key in "abc":
+            table[key] += 1
+        manager.commit(0, lambda: None)
+        feeder.begin("r", 2)
+        del table["b"]
+        table["a"] += 1
+        table["c"] += 1
+        manager.commit(0, lambda: None)  # b's tombstone leaves the buffer
+        for t in (3, 4):
+            feeder.begin("r", t)
+            table["a"] += 10
+            table["b"] += 100
+            table["c"] += 1000
+            manager.commit(0, lambda: None)
+        assert windows(table, "a") == [(0, 10, 22)]
+        assert windows(table, "b") == [(0, 10, 200)]
+        assert windows(table, "c") == [(0, 10, 2002)]
+    finally:
+        manager.close()
+
+
 def test_reads_do_not_advance_stream_time_and_del_removes_every_window(
     transport: Transport,
 ) -> None:
