@@ -436,7 +436,7 @@ class TableShard:
             # remembers what a rollback restores (WindowState._save_undo), so
             # a record that writes nothing there costs nothing, and its first
             # += asks for the record's time again (see WindowState._fast_ok).
-            windowed._undo = windowed._undo_time = None
+            windowed._undo = windowed._undo_light = None
             windowed._fast_ok = False
 
     def rollback(self) -> None:

@@ -68,9 +68,10 @@ UNDONE = (
     "_meta_dirty",
 )
 _saved = operator.attrgetter(*UNDONE)
-# _save_undo folds _undo_time in at these places.
+# _save_undo folds _undo_light in at these places.
 assert UNDONE[1] == "_stream_time"
-assert UNDONE[-1] == "_meta_dirty"
+assert UNDONE[3:5] == ("_next_close", "_next_expire")
+assert UNDONE[9:] == ("_sweep_at", "_meta_dirty")
 
 #: Windows of the time index with one due time, as :meth:`WindowState._due_groups`
 #: yields them: ``(due, row, rests)``; ``row`` is the index row's store key
@@ -146,7 +147,8 @@ class WindowState:
         # Tumbling and hopping: the index as buckets (window_layout). The
         # windows created since the last commit, by due time (K start end),
         # are one bucket row each at the commit; _created_undo lists the due
-        # times the current record added to, for a rollback.
+        # time of each window in _created, in order, and the current record's
+        # undo where its own start (a rollback takes those out again).
         self._bucketed = spec.kind in ("tumbling", "hopping")
         self._created: dict[int, list[bytes]] = {}
         self._created_undo: list[int] = []
@@ -192,11 +194,14 @@ class WindowState:
         self._open_slices: dict[bytes, dict[int, Any]] | None = None
         self._open_through = MIN_TIME
         self._undo: tuple[Any, ...] | None = None
-        # The stream time and _meta_dirty the current record found, when all
-        # it changed here so far is moving stream time (add's fast path, with
-        # most records): two attributes rather than _undo's snapshot, which
-        # _save_undo takes (with these two) before any other change.
-        self._undo_time: tuple[int | None, bool] | None = None
+        # A light undo: what the current record found, when all it changed
+        # here so far is moving stream time (with nothing falling due) and
+        # making windows (tumbling and hopping +=, with most records): stream
+        # time, _meta_dirty, the three due times a new window may lower
+        # (_next_close, _next_expire, _sweep_at) and where its windows start
+        # in _created_undo. Cheaper than _undo's snapshot, which _save_undo
+        # takes (folding this in) before any other change.
+        self._undo_light: tuple[Any, ...] | None = None
         self._new_keys = 0
 
     def stream_time(self) -> int | None:
@@ -227,19 +232,32 @@ class WindowState:
 
     def _save_undo(self) -> None:
         """Remember what a rollback of the current record restores: called by every
-        write before its first change, when :attr:`_undo` is None (TableShard.begin and
-        commits set it so)."""
+        write before its first change other than a light one (see _undo_light),
+        when :attr:`_undo` is None (TableShard.begin and commits set it so)."""
         if not self._loaded:
             self._load()
         saved = _saved(self)
-        found = self._undo_time
-        if found is not None:  # stream time moved already: what the record found
-            saved = (saved[0], found[0], *saved[2:-1], found[1])
-        self._undo = (*saved, len(self._events))
+        light = self._undo_light
+        if light is None:
+            mark = len(self._created_undo)
+        else:  # light changes came first: what the record found
+            st, meta, next_close, next_expire, sweep_at, mark = light
+            saved = (saved[0], st, saved[2], next_close, next_expire, *saved[5:9], sweep_at, meta)
+        self._undo = (*saved, len(self._events), mark)
         if self._index_undo:
             self._index_undo.clear()
-        if self._created_undo:
-            self._created_undo.clear()
+
+    def _save_light_undo(self) -> None:
+        """Take the light undo (see _undo_light) before the record's first change; the
+        caller checked that the shard is loaded and no undo was taken yet."""
+        self._undo_light = (
+            self._stream_time,
+            self._meta_dirty,
+            self._next_close,
+            self._next_expire,
+            self._sweep_at,
+            len(self._created_undo),
+        )
 
     def _drop_fast(self) -> None:
         """Forget the += fast path's entries (see __init__)."""

@@ -98,8 +98,16 @@ class WindowWrites(WindowClosing):
                 grace = spec.grace
                 if t > st:
                     # _advance, inline: stream time moves with most records.
-                    if self._undo is None and self._undo_time is None:
-                        self._undo_time = (st, self._meta_dirty)  # (see _save_undo)
+                    if self._undo is None and self._undo_light is None:
+                        # _save_light_undo(), inline
+                        self._undo_light = (
+                            st,
+                            self._meta_dirty,
+                            self._next_close,
+                            self._next_expire,
+                            self._sweep_at,
+                            len(self._created_undo),
+                        )
                     self._stream_time = st = t
                     self._meta_dirty = True
                     if t - grace >= self._sweep_at:
@@ -126,18 +134,37 @@ class WindowWrites(WindowClosing):
             self._save_undo()
         self._sweep(cutoff)
 
+    def _undo_to_advance(self, t: int) -> int | None:
+        """Load the shard, and take the undo the record needs before ``_advance(t)``
+        (the first change it makes); return the stream time it found."""
+        if not self._loaded:
+            if self._undo is None:
+                self._save_undo()  # (which loads)
+            self._load()
+            return self._stream_time
+        st = self._stream_time
+        if self._undo is None:
+            if st is not None and st < t < self._sweep_at + self.spec.grace:
+                # Stream time moves and nothing falls due (_advance looks at
+                # no backlog when time moves): a light undo covers it.
+                if self._undo_light is None:
+                    self._save_light_undo()
+            else:
+                self._save_undo()  # closes and deletes may follow
+        return st
+
     def _add_aligned(self, key: Any, amount: Any, t: int) -> None:
         """``+=`` on a tumbling window or hopping slice the fast path of :meth:`add` does
         not know."""
-        if self._undo is None:
-            self._save_undo()
         spec = self.spec
-        st = prev = self._stream_time
+        st = self._stream_time
         if not self._loaded or st is None or t > st or self._backlog:
-            if not self._loaded:
-                self._load()
-                prev = self._stream_time
+            prev = self._undo_to_advance(t)
             st = self._advance(t)
+        else:
+            prev = st
+            if self._undo is None and self._undo_light is None:
+                self._save_light_undo()
         step = spec.step  # the size, for tumbling windows
         start = t - t % step
         end = start + step
@@ -337,6 +364,8 @@ class WindowWrites(WindowClosing):
         self._create(prefix, start, end, end + gap, new)
 
     def _late(self, key: Any, t: int, st: int) -> None:
+        if self._undo is None:
+            self._save_undo()  # (after a light undo) the late count is undone too
         self.late += 1
         if self._count_late is not None:
             self._count_late(1)

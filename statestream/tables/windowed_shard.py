@@ -87,11 +87,20 @@ class WindowedShard(WindowWrites):
 
         (An ``on_late`` handler it called, or a line it logged, stays.)"""
         undo, self._undo = self._undo, None
-        found, self._undo_time = self._undo_time, None
+        light, self._undo_light = self._undo_light, None
         if undo is None:
-            if found is None:
+            if light is None:
                 return  # the record changed nothing here (or none began)
-            self._stream_time, self._meta_dirty = found  # all it changed
+            # All it changed: stream time, and windows it made.
+            (
+                self._stream_time,
+                self._meta_dirty,
+                self._next_close,
+                self._next_expire,
+                self._sweep_at,
+                mark,
+            ) = light
+            self._unmake_created(mark)
         else:
             self._undo_snapshot(undo)
         # The fast path may name windows the record created (now undone),
@@ -108,7 +117,7 @@ class WindowedShard(WindowWrites):
         late = self.late
         for name, value in zip(UNDONE, undo, strict=False):
             setattr(self, name, value)
-        del self._events[undo[-1] :]
+        del self._events[undo[-2] :]
         pending = self._index_pending
         for kb, before in self._index_undo.items():
             if before is None:
@@ -116,15 +125,19 @@ class WindowedShard(WindowWrites):
             else:
                 pending[kb] = before
         self._index_undo.clear()
-        created = self._created
-        for due in reversed(self._created_undo):
+        self._unmake_created(undo[-1])
+        if self._count_late is not None and self.late != late:
+            self._count_late(self.late - late)  # the table's count too
+
+    def _unmake_created(self, mark: int) -> None:
+        """Take the windows listed in _created_undo from ``mark`` on out of _created."""
+        created, log = self._created, self._created_undo
+        while len(log) > mark:
+            due = log.pop()
             windows = created[due]
             windows.pop()
             if not windows:
                 del created[due]
-        self._created_undo.clear()
-        if self._count_late is not None and self.late != late:
-            self._count_late(self.late - late)  # the table's count too
 
     def flush_meta(self) -> None:
         """Before a commit collects changes: buffer the stream time if it moved."""
@@ -147,7 +160,7 @@ class WindowedShard(WindowWrites):
         self._created.clear()
         self._created_undo.clear()
         self._undo = None
-        self._undo_time = None
+        self._undo_light = None
         self._fast_ok = False
 
     def reset(self) -> None:

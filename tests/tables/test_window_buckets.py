@@ -212,3 +212,46 @@ def test_a_commit_of_many_new_windows_fits_a_small_record_limit(transport: Trans
     finally:
         manager.close()
         backend.close()
+
+
+def test_a_failed_record_that_only_made_windows_leaves_no_trace(transport: Transport) -> None:
+    # A record that only moves stream time (nothing falling due) and makes
+    # windows keeps a light undo, not the whole snapshot: stream time, the
+    # due times a new window lowers and its place in the commit's buckets.
+    # Its rollback must put back all of them: the shard's undoable state is
+    # as the record found it, and the next commit indexes no window of it.
+    from statestream.tables.window_state import UNDONE
+
+    table = Table("bucket-light", default=int).tumbling(10, grace=10)
+    manager = open_manager(transport, [table])
+    try:
+        feeder = Feeder(manager)
+        shard = manager.windowed("bucket-light", 0)
+        feeder.begin("k", 25)
+        table["a"] += 1  # [20, 30), closing at 40
+        commit(manager)
+        for t in (15, 26):  # [10, 20) is open until 30 (grace 10), and so is [20, 30)
+            found = {name: getattr(shard, name) for name in UNDONE}
+            feeder.begin("k", t)
+            table["b"] += 1  # a new window: [10, 20) lowers every due time
+            table["c"] += 1
+            assert shard._created  # (what the commit would index)
+            manager.rollback_record(0)
+            assert {name: getattr(shard, name) for name in UNDONE} == found
+            assert not shard._created
+            assert windows(table, "b") == []
+            assert windows(table, "c") == []
+        feeder.begin("k", 27)
+        table["d"] += 1
+        manager.rollback_record(0)
+        feeder.begin("k", 28)
+        table["e"] += 1
+        commit(manager)
+        listed = [w for _, ws in index_rows(manager, "bucket-light") for w in ws or ()]
+        assert len(listed) == 2, listed  # a's and e's windows, not b's, c's or d's
+        assert table.stream_time() == 28
+        feeder.begin("k", 41)  # closes [20, 30)
+        table["f"] += 1
+        assert closed(feeder, "bucket-light") == [("a", 20, 30, 1), ("e", 20, 30, 1)]
+    finally:
+        manager.close()

@@ -315,3 +315,42 @@ def test_a_promoted_standby_keeps_stream_time_and_expires_its_windows(tmp_path: 
         admin.close()
     finally:
         transport.close()
+
+
+@pytest.mark.parametrize("kind", ["tumbling", "hopping"])
+@pytest.mark.parametrize("t", [7, 5])  # after the stream time the restart found, or at it
+def test_a_restarted_partition_adds_to_its_stored_windows(
+    tmp_path: Path, kind: str, t: int
+) -> None:
+    # After a restart the shard's state is loaded at its first write. The
+    # += path decides from the stream time it found whether a window can be
+    # new for sure (no store read): that must be the loaded stream time, or
+    # the stored window is overwritten with a fresh one.
+    from statestream.tables import Table
+    from tests.tables.windowed_harness import open_manager
+
+    def table() -> Any:
+        base = Table(NAME, default=int)
+        return base.tumbling(10) if kind == "tumbling" else base.hopping(10, step=5)
+
+    transport = open_transport(f"embedded://{tmp_path}/log")
+    stores = f"leveldb://{tmp_path}/stores"
+    try:
+        first = table()
+        manager = open_manager(transport, [first], store_url=stores, app_id="restart")
+        feeder = Feeder(manager)
+        feeder.begin("k", 5, offset=0)
+        first["k"] += 1
+        manager.commit(0, lambda: None)
+        manager.close()
+        second = table()
+        manager = open_manager(transport, [second], store_url=stores, app_id="restart", committed=1)
+        feeder = Feeder(manager)
+        feeder.begin("k", t, offset=1)
+        second["k"] += 10
+        expected = [(0, 10, 11)] if kind == "tumbling" else [(0, 10, 11), (5, 15, 11)]
+        assert windows(second, "k") == expected
+        assert second.stream_time() == max(5, t)
+        manager.close()
+    finally:
+        transport.close()
