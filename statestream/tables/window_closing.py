@@ -327,21 +327,18 @@ class WindowClosing(WindowState):
         reached = cutoff
         if done is None or cutoff > done:
             taken, reached = self._due_batch(self._due_groups(done, cutoff), cutoff)
-            index_put, written_index = self._index_put, self._written_index
-            delete, note, written = self.shard.delete_encoded, self._note_written, self._written
+            index_put, written = self._index_put, self._written_index
+            delete = self.shard.delete_encoded
             for _, row, rests in taken:
                 if row is not None:
-                    index_put(row, False, written_index)  # self._delete(row), inline
+                    index_put(row, False, written)  # self._delete(row), inline
                 for rest in rests:
-                    # self._delete of the window, inline. (A window listed
-                    # twice gets its tombstone once: the buffer holds one.)
-                    data = DATA + rest
-                    delete(data)
-                    range_prefix = data[:-16]  # its tag and K
-                    if range_prefix in written:
-                        note(range_prefix, data)
-                    else:
-                        written[range_prefix] = data  # _note_written's commonest case
+                    # self._delete of the window, inline, but for its note in
+                    # _written: a window due is in the store, or was made since
+                    # the last commit (and noted then), so range reads meet it
+                    # without one, and the buffer answers for it. (A window
+                    # listed twice gets its tombstone once: the buffer holds one.)
+                    delete(DATA + rest)
             self._expired = done = reached
         self._next_expire = self._first_due(done)
 
