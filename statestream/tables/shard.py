@@ -337,8 +337,11 @@ class TableShard:
         return self._entries.get(kb)
 
     def update_entry(self, entry: Any, value: Any) -> None:
-        """Set ``value`` in ``entry`` (from :meth:`buffered`, not deleted since)."""
-        # _update(entry, value, _SET) inlined: this runs for every windowed +=.
+        """Set ``value`` in ``entry`` (from :meth:`buffered`, not deleted since).
+
+        WindowSet.__iadd__, which runs for most windowed writes, has this
+        inline: a change here is a change there."""
+        # _update(entry, value, _SET) inlined: a record's first windowed += runs this.
         encoded = (
             None if self._json and type(value) in _ALWAYS_JSON else self.value_codec.encode(value)
         )

@@ -354,8 +354,8 @@ class WindowSet:
             if entry is None and type(key) is int:  # (not 1.0 or True: see _fast_ints)
                 entry = shard._fast_ints.get(key)
             if entry is not None and entry.state is not _DELETED:
-                # TableShard.update_entry(entry, entry.obj + amount), inline:
-                # this is the one line most windowed writes run.
+                # TableShard.update_entry(entry, entry.obj + amount), inline
+                # (most windowed writes run this): a change there is one here.
                 buffer = shard.shard
                 value = entry.obj + amount
                 encoded = (
