@@ -17,12 +17,24 @@ settings alone. The setting is process-wide (Python has one collector):
 two workers in one process share it, and the last to stop restores what
 the first found.
 
-Thread ownership: entered and left by the thread that runs the worker.
+:meth:`CollectorPace.paused` holds the collector off while a commit round
+runs: a round builds a few objects per changelog record (hundreds of
+thousands in a second's worth of windowed writes) and frees them all when
+it ends, so collections during it walk objects about to be freed; it was
+most of the collector's time in the windowed benchmark
+(benchmarks/README.md). With ``0`` it does nothing either.
+
+Thread ownership: entered and left by the thread that runs the worker;
+:meth:`CollectorPace.paused` from any thread (pauses nest across threads:
+the collector runs again when the last one ends, if it ran before the first).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import threading
+from collections.abc import Iterator
 from types import TracebackType
 
 __all__ = ["DEFAULT_GC_THRESHOLD", "CollectorPace"]
@@ -30,6 +42,18 @@ __all__ = ["DEFAULT_GC_THRESHOLD", "CollectorPace"]
 #: Allocations between two collections of the youngest generation while a
 #: worker runs (Python's own default is 700).
 DEFAULT_GC_THRESHOLD = 50_000
+
+
+class _Pauses:
+    """Pauses of the (one, process-wide) collector in progress, on any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.resume = False  # whether the collector ran before the first pause
+
+
+_PAUSES = _Pauses()
 
 
 class CollectorPace:
@@ -47,6 +71,26 @@ class CollectorPace:
             # after as many collections of the one below as before.
             gc.set_threshold(self.threshold, previous[1], previous[2])
         return self
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the collector off inside (see the module docstring); nothing with 0."""
+        if self.threshold <= 0:
+            yield
+            return
+        pauses = _PAUSES
+        with pauses.lock:
+            if pauses.count == 0:
+                pauses.resume = gc.isenabled()
+                gc.disable()
+            pauses.count += 1
+        try:
+            yield
+        finally:
+            with pauses.lock:
+                pauses.count -= 1
+                if pauses.count == 0 and pauses.resume:
+                    gc.enable()
 
     def __exit__(
         self,

@@ -36,8 +36,8 @@ error on any thread (a failed commit, a store, produce or group error) stops
 the worker at once without committing anything more; :meth:`Worker.run`
 raises it.
 
-While it runs, the garbage collector runs less often than Python's default
-(``gc_threshold``, :mod:`statestream.worker.collector`).
+While it runs, the garbage collector runs less often than Python's default,
+and not during commit rounds (``gc_threshold``, :mod:`statestream.worker.collector`).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ from statestream.query.running import unregister as unregister_queries
 from statestream.secrets import redact_url
 from statestream.stores.base import Store
 from statestream.stores.registry import StoreRegistry
-from statestream.tables.commit import CommitCoordinator
+from statestream.tables.commit import CommitCoordinator, CommitRequest
 from statestream.tables.local import status_path, write_status
 from statestream.tables.manager import TableManager
 from statestream.tables.recovery import RestoreProgress
@@ -155,6 +155,8 @@ class Worker:
         self._given_transport = transport
         self.on_status = on_status
         self.status_interval = status_interval
+        # The collector's pace while run() runs, and its pause in commit rounds.
+        self._pace = CollectorPace(app.config.gc_threshold)
         self._stop = threading.Event()
         self._tasks: dict[int, PartitionTask] = {}
         self._requests: Queue[tuple[Mapping[TopicPartition, int], Future[None]]] = Queue()
@@ -292,7 +294,7 @@ class Worker:
         A fatal error is re-raised after a clean shutdown so the caller can
         report it.
         """
-        with CollectorPace(self.app.config.gc_threshold):
+        with self._pace:
             try:
                 self._start()
                 if self._member is not None:  # None: stopped while global tables restored
@@ -690,6 +692,11 @@ class Worker:
         tasks = self._tasks
         member = self._member
         coordinator = self._coordinator
+        paused = self._pace.paused
+
+        def commit(requests: Sequence[CommitRequest]) -> None:
+            with paused():  # a round frees what it builds: no collections meanwhile
+                coordinator.commit(requests, member.commit)
 
         def alive(partition: int) -> bool:
             task = tasks.get(partition)
@@ -700,7 +707,7 @@ class Worker:
             run_round(
                 tickets,
                 alive=alive,
-                commit=lambda requests: coordinator.commit(requests, member.commit),
+                commit=commit,
                 idle=self._serve_commits,
                 take_timeout=max(self.app.config.commit_interval, 0.1),
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from statestream.config import AppConfig
 from statestream.errors import ConfigurationError
 from statestream.log import open_transport
 from statestream.log.base import TopicSpec
+from statestream.tables.commit import CommitCoordinator
 from statestream.worker import Worker, WorkerStatus
 from statestream.worker.collector import DEFAULT_GC_THRESHOLD, CollectorPace
 
@@ -47,6 +50,44 @@ def test_zero_leaves_the_interpreter_alone(thresholds: tuple[int, int, int]) -> 
     assert gc.get_threshold() == (1234, 5, 6)
 
 
+def test_a_pause_holds_the_collector_off_until_the_last_one_ends() -> None:
+    pace = CollectorPace(25_000)
+    assert gc.isenabled()
+    entered, leave = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with pace.paused():
+            entered.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=other)
+    try:
+        with pace.paused():
+            assert not gc.isenabled()
+            thread.start()
+            assert entered.wait(10)
+        assert not gc.isenabled(), "the other thread's pause still holds"
+    finally:
+        leave.set()
+        thread.join(10)
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), pace.paused():
+        raise RuntimeError("the commit failed")
+    assert gc.isenabled()
+
+
+def test_a_pause_leaves_a_disabled_collector_disabled_and_zero_does_nothing() -> None:
+    gc.disable()
+    try:
+        with CollectorPace(25_000).paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "the application's choice, kept"
+    finally:
+        gc.enable()
+    with CollectorPace(0).paused():
+        assert gc.isenabled()
+
+
 def test_the_setting_comes_from_the_app_or_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -62,7 +103,7 @@ def test_the_setting_comes_from_the_app_or_the_environment(
 
 
 def test_a_worker_runs_at_its_pace_and_restores_the_default(
-    tmp_path: Path, thresholds: tuple[int, int, int]
+    tmp_path: Path, thresholds: tuple[int, int, int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[tuple[int, int, int]] = []
 
@@ -91,14 +132,31 @@ def test_a_worker_runs_at_its_pace_and_restores_the_default(
         store_url=f"leveldb://{tmp_path}/stores",
         data_dir=str(tmp_path),
         gc_threshold=30_000,
+        commit_interval=0.05,
     )
 
+    committing: list[bool] = []  # whether the collector ran, at each commit
+    deadline = time.monotonic() + 30
+
     def on_status(status: WorkerStatus) -> None:
-        if status.counters.get("processed", 0) >= 3:
+        rounds = False in committing  # a commit round ran (commit_interval 0.05 s)
+        if status.counters.get("processed", 0) >= 3 and (rounds or time.monotonic() > deadline):
             worker.request_stop()
 
+    commit = CommitCoordinator.commit
+
+    def watched(self: CommitCoordinator, *args: Any, **kwargs: Any) -> Any:
+        committing.append(gc.isenabled())
+        return commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(CommitCoordinator, "commit", watched)
     worker = Worker(app, transport=transport, on_status=on_status, status_interval=0.05)
     assert worker.run() == 0
     transport.close()
     assert seen == [(30_000, 10, 10)] * 3
     assert gc.get_threshold() == thresholds
+    # The poll thread's commit rounds run with the collector held off; a
+    # partition's own last commit (it stops) runs as any code does.
+    assert committing, "no commit ran"
+    assert False in committing
+    assert gc.isenabled()
