@@ -193,8 +193,12 @@ class WindowWrites(WindowClosing):
             self._fast_all = False
         if self._fast_all and kb not in self._fast_created:
             # A new window for sure: no store read to find that out.
-            value = self._fresh(key) + amount
-            entry = self._create_window(prefix, data, bounds, kb, start, end, due, value, end)
+            default = self.default  # (self._fresh(key), inline)
+            if default is None:
+                raise KeyError(key)
+            entry = self._create_window(
+                prefix, data, bounds, kb, start, end, due, default() + amount, end
+            )
         elif self.shard.add_encoded(kb, amount):
             self._note_written(data, kb)
             entry = self.shard.buffered(kb)
