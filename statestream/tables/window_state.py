@@ -50,7 +50,7 @@ from statestream.tables.window_layout import (
 from statestream.tables.windows import key_prefix
 from statestream.tables.written import WrittenKeys
 
-__all__ = ["UNDONE", "DueGroup", "WindowState"]
+__all__ = ["LIGHT_UNDONE", "UNDONE", "DueGroup", "WindowState"]
 
 #: What a record may change of a shard's own state, so what a rollback restores
 #: (besides the events it closed, and the index rows it wrote: see _save_undo).
@@ -68,6 +68,10 @@ UNDONE = (
     "_meta_dirty",
 )
 _saved = operator.attrgetter(*UNDONE)
+#: What a light undo keeps (see WindowState._undo_light), in its order; the
+#: light undo adds where the record's windows start in _created_undo.
+LIGHT_UNDONE = ("_stream_time", "_meta_dirty", "_next_close", "_next_expire", "_sweep_at")
+_saved_light = operator.attrgetter(*LIGHT_UNDONE)
 # _save_undo folds _undo_light in at these places.
 assert UNDONE[1] == "_stream_time"
 assert UNDONE[3:5] == ("_next_close", "_next_expire")
@@ -250,14 +254,7 @@ class WindowState:
     def _save_light_undo(self) -> None:
         """Take the light undo (see _undo_light) before the record's first change; the
         caller checked that the shard is loaded and no undo was taken yet."""
-        self._undo_light = (
-            self._stream_time,
-            self._meta_dirty,
-            self._next_close,
-            self._next_expire,
-            self._sweep_at,
-            len(self._created_undo),
-        )
+        self._undo_light = (*_saved_light(self), len(self._created_undo))
 
     def _drop_fast(self) -> None:
         """Forget the += fast path's entries (see __init__)."""

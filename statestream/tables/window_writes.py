@@ -99,7 +99,7 @@ class WindowWrites(WindowClosing):
                 if t > st:
                     # _advance, inline: stream time moves with most records.
                     if self._undo is None and self._undo_light is None:
-                        # _save_light_undo(), inline
+                        # _save_light_undo(), inline (LIGHT_UNDONE's order)
                         self._undo_light = (
                             st,
                             self._meta_dirty,

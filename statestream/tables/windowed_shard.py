@@ -53,7 +53,7 @@ from statestream.tables.window_layout import (
     time_at,
     unpack_length,
 )
-from statestream.tables.window_state import UNDONE
+from statestream.tables.window_state import LIGHT_UNDONE, UNDONE
 from statestream.tables.window_writes import WindowWrites
 
 __all__ = [
@@ -92,15 +92,9 @@ class WindowedShard(WindowWrites):
             if light is None:
                 return  # the record changed nothing here (or none began)
             # All it changed: stream time, and windows it made.
-            (
-                self._stream_time,
-                self._meta_dirty,
-                self._next_close,
-                self._next_expire,
-                self._sweep_at,
-                mark,
-            ) = light
-            self._unmake_created(mark)
+            for name, value in zip(LIGHT_UNDONE, light, strict=False):
+                setattr(self, name, value)
+            self._unmake_created(light[-1])
         else:
             self._undo_snapshot(undo)
         # The fast path may name windows the record created (now undone),
