@@ -564,7 +564,8 @@ class TableShard:
         """Apply ``changes`` to the store with ``changelog_offset``; clear the buffer.
 
         Called only after the changelog records of ``changes`` were flushed
-        (and, by the caller, the source offsets committed).
+        (and, by the caller, the source offsets committed). ``changes`` is
+        what :meth:`changes` returned, with nothing written in between.
         """
         local = self.windowed.local_changes(changelog_offset) if self.windowed is not None else []
         if changes or local:
@@ -573,16 +574,15 @@ class TableShard:
             self.store.write(batch, changelog_offset if changes else None)
         entries = self._entries
         size = len(entries)
+        # Every deleted entry is touched and has its tombstone in `changes`
+        # (changes() writes one even for a key never stored), so this loop
+        # drops every deleted entry: no pass over the touched keys is needed.
         for change in changes:
             if change.value is None:
                 entries.pop(change.key, None)
             else:
                 entry = entries[change.key]
                 entry.state, entry.encoded, entry.source = _CLEAN, change.value, None
-        for kb in self._touched:
-            left = entries.get(kb)
-            if left is not None and left.state is _DELETED:
-                del entries[kb]  # deleted, but nothing to write (never stored)
         self._touched.clear()
         self._undo.clear()
         excess = len(entries) - self._cache_size

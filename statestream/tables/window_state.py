@@ -177,6 +177,9 @@ class WindowState:
         self._fast: dict[Any, Any] = {}
         self._fast_ints: dict[int, Any] = {}
         self._fast_bounds: tuple[int, int] = (0, 0)
+        # pack_bounds of _fast_bounds (with OFFSET): set with it, read by
+        # WindowWrites._add_in_fast.
+        self._fast_packed = b""
         # Whether the current record's += took the fast path with nothing
         # left to do for its time (its event time, in _time, is in
         # _fast_bounds, not late, and stream time has moved to it with no
@@ -490,7 +493,7 @@ class WindowState:
         data = DATA + prefix
         self._create_window(prefix, data, bounds, data + bounds, start, end, due, value, first)
 
-    def _create_window(
+    def _create_window(  # noqa: PLR0912 - one pass per new window, inline
         self,
         prefix: bytes,
         data: bytes,
@@ -526,7 +529,8 @@ class WindowState:
             )
         if first is None:
             first = due
-        self._sweep_at = min(self._sweep_at, first)
+        if first < self._sweep_at:  # noqa: PLR1730 - min() costs a call, per new window
+            self._sweep_at = first
         nxt = self._next_close
         if nxt is not None and first < nxt:
             self._next_close = first

@@ -179,6 +179,7 @@ class WindowWrites(WindowClosing):
             self._drop_fast()
             self._fast_created.clear()
             self._fast_bounds = (start, end)
+            self._fast_packed = bounds
             # The first write at or after `start` (stream time was below it):
             # no window [start, end) exists yet, so _create lists each one
             # the table gets in _fast_created (until it overflows).
@@ -205,6 +206,47 @@ class WindowWrites(WindowClosing):
         else:
             value = self._fresh(key) + amount
             entry = self._create_window(prefix, data, bounds, kb, start, end, due, value, end)
+        kind = type(key)
+        if kind is str or kind is bytes:
+            self._fast[key] = entry
+        elif kind is int:
+            self._fast_ints[key] = entry
+
+    def _add_in_fast(self, key: Any, amount: Any) -> None:
+        """``+=`` of a key not in the fast path, by a record whose time it checked.
+
+        WindowSet.__iadd__ calls this when ``_fast_ok`` holds: the record's
+        time is in ``_fast_bounds``, stream time is at or past it with
+        nothing waiting, and the window is open. A key the table has no
+        window of there yet (``_fast_all``) gets one here, without the
+        checks and bounds :meth:`_add_aligned` works out again; anything
+        else goes to :meth:`_add_aligned`.
+        """
+        created = self._fast_created
+        if (
+            not self._fast_all
+            or len(created) >= _FAST_MAX
+            or len(self._fast) >= _FAST_MAX
+            or len(self._fast_ints) >= _FAST_MAX
+        ):
+            self._add_aligned(key, amount, self._time)
+            return
+        keys = self._key_cache.get(key) if type(key) is str else None  # (_keys, inline)
+        prefix, data = self._keys(key) if keys is None else keys
+        bounds = self._fast_packed
+        kb = data + bounds
+        if kb in created:  # it has one, which left _fast (the buffer dropped it)
+            self._add_aligned(key, amount, self._time)
+            return
+        default = self.default  # (self._fresh(key), inline)
+        if default is None:
+            raise KeyError(key)
+        if self._undo is None and self._undo_light is None:
+            self._save_light_undo()
+        start, end = self._fast_bounds
+        entry = self._create_window(
+            prefix, data, bounds, kb, start, end, start + self.spec.size, default() + amount, end
+        )
         kind = type(key)
         if kind is str or kind is bytes:
             self._fast[key] = entry

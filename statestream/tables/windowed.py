@@ -375,7 +375,7 @@ class WindowSet:
                 return self
             # The record's time was checked (see add): only the key's store
             # key is new to the fast path (mostly: its first write in this window).
-            shard._add_aligned(key, amount, shard._time)
+            shard._add_in_fast(key, amount)
             return self
         shard.add(self.key, amount)
         return self

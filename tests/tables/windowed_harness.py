@@ -154,12 +154,17 @@ def check_state(table: Table[Any, Any], model: Any, keys: Sequence[Any]) -> None
 
 
 def build(
-    kind: str, name: str, params: Mapping[str, int], default: Any = int, **options: Any
+    kind: str,
+    name: str,
+    params: Mapping[str, int],
+    default: Any = int,
+    cache_size: int = 50_000,
+    **options: Any,
 ) -> tuple[Table[Any, Any], Any]:
     """A windowed table of ``kind`` and its reference model, from the same parameters."""
     from tests.tables.window_model import WindowModel
 
-    base: Table[Any, Any] = Table(name, default=default)
+    base: Table[Any, Any] = Table(name, default=default, cache_size=cache_size)
     common: dict[str, Any] = {
         "grace": params.get("grace", 0),
         "retention": params.get("retention", 86_400_000),
