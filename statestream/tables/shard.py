@@ -282,6 +282,7 @@ class TableShard:
         return entry
 
     def _update(self, entry: _Entry, value: Any, state: EntryState) -> None:
+        # WindowSet.__iadd__ has this inline (for SET): a change here is one there.
         if state is _DELETED or (self._json and type(value) in _ALWAYS_JSON):
             encoded = None
         else:
@@ -330,27 +331,12 @@ class TableShard:
     def buffered(self, kb: bytes) -> Any:
         """The buffer's entry of the store key ``kb`` (None if it has none).
 
-        For the windowed ``+=`` fast path, which adds to the entry with
-        :meth:`update_entry` while it holds it: an entry stays the buffer's
-        until :meth:`WindowedShard.forget_entries` is called.
+        For the windowed ``+=`` fast path, which updates the entry in place
+        while it holds it (WindowSet.__iadd__, as :meth:`_update` would): an
+        entry stays the buffer's until :meth:`WindowedShard.forget_entries`
+        is called.
         """
         return self._entries.get(kb)
-
-    def update_entry(self, entry: Any, value: Any) -> None:
-        """Set ``value`` in ``entry`` (from :meth:`buffered`, not deleted since).
-
-        WindowSet.__iadd__, which runs for most windowed writes, has this
-        inline: a change here is a change there."""
-        # _update(entry, value, _SET) inlined: a record's first windowed += runs this.
-        encoded = (
-            None if self._json and type(value) in _ALWAYS_JSON else self.value_codec.encode(value)
-        )
-        kb = entry.kb
-        undo = self._undo
-        if kb not in undo:
-            undo[kb] = (entry.obj, entry.encoded, entry.state, entry.source)
-        entry.obj, entry.encoded, entry.state, entry.source = value, encoded, _SET, self.source
-        self._touched.add(kb)
 
     def add_encoded(self, kb: bytes, amount: Any) -> bool:
         """Add ``amount`` to the value under the store key ``kb``; False if it has none.

@@ -59,7 +59,7 @@ class WindowWrites(WindowClosing):
             self._save_undo()
         self._write(key, fn, MISSING)
 
-    def add(self, key: Any, amount: Any) -> None:  # noqa: PLR0912 - the per-record path, inline
+    def add(self, key: Any, amount: Any) -> Any:  # noqa: PLR0912 - the per-record path, inline
         """``table[key] += amount``: :meth:`update` with ``value + amount``.
 
         Tumbling windows, the commonest case, and hopping windows (stored as
@@ -67,13 +67,17 @@ class WindowWrites(WindowClosing):
         write, found without building a list. The per-record fast path (a
         later += of a record whose time was checked, see _fast_ok) runs
         in WindowSet.__iadd__, the only caller, before it calls this.
+
+        Returns None when the write is done, or the key's buffer entry in
+        the fast path's window (open, not deleted, stream time moved to the
+        record's time) for the caller to add ``amount`` to.
         """
         source = self.event_source
         message = None if source is None else source()
         spec = self.spec
         if spec.kind not in _ALIGNED:
             self.update(key, lambda value: value + amount)
-            return
+            return None
         # The record's time: time_of(message), its commonest case inline.
         if message is self._time_of and message is not None:
             t = self._time
@@ -115,10 +119,9 @@ class WindowWrites(WindowClosing):
                 elif self._backlog:
                     self._sweep_undone(st - grace)
                 if hi > st - grace and entry.state is not _DELETED:
-                    self.shard.update_entry(entry, entry.obj + amount)
                     if not self._backlog:
                         self._fast_ok = message is not None
-                    return
+                    return entry  # the caller adds amount
         self._add_aligned(key, amount, t)
         if message is not None and not self._backlog:
             # The record's time is checked now as on the fast path above: its
@@ -127,6 +130,7 @@ class WindowWrites(WindowClosing):
             st = self._stream_time
             if lo <= t < hi and st is not None and t <= st and hi > st - spec.grace:
                 self._fast_ok = True
+        return None
 
     def _sweep_undone(self, cutoff: int) -> None:
         """:meth:`_sweep`, after the record's undo snapshot (add's fast path takes none)."""

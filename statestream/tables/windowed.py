@@ -63,6 +63,8 @@ __all__ = ["ClosedWindow", "LateRecord", "WindowSet", "WindowedTable", "Windowed
 _new_object = object.__new__
 _DELETED = EntryState.DELETED
 _SET = EntryState.SET
+#: Most WindowSets a view keeps (see _WindowedView._sets); it starts over beyond.
+_MAX_SETS = 100_000
 
 #: Default retention of closed windows: one day, like Kafka Streams.
 DEFAULT_RETENTION = 86_400_000
@@ -225,6 +227,7 @@ class WindowedTable(Table[Any, Any]):
         windowed = shard.windowed
         assert windowed is not None  # (make_shard attached it)
         view._windowed = windowed
+        view._sets = {}
         return view
 
     # -- the mapping API ---------------------------------------------------------------
@@ -308,13 +311,25 @@ class _WindowedView(_TableView[Any, Any], WindowedTable):
 
     #: The shard's windowed state (its ``windowed``, kept here: one lookup less per write).
     _windowed: WindowedShard
+    #: The WindowSet of each str key asked for (up to _MAX_SETS): one lookup
+    #: instead of making one, and freeing it, per `table[key] += x`. A
+    #: WindowSet holds only its shard and key, so it never goes stale.
+    _sets: dict[str, WindowSet]
 
     def __getitem__(self, key: Any) -> WindowSet:
-        # WindowSet(windowed, key) without running a Python __init__: this runs
-        # for every `table[key] += x` in a processor.
-        found: WindowSet = _new_object(WindowSet)
+        if type(key) is str:
+            found = self._sets.get(key)
+            if found is not None:
+                return found
+        # WindowSet(windowed, key) without running a Python __init__.
+        found = _new_object(WindowSet)
         found.shard = self._windowed
         found.key = key
+        if type(key) is str:
+            sets = self._sets
+            if len(sets) >= _MAX_SETS:
+                sets.clear()
+            sets[key] = found
         return found
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -344,40 +359,43 @@ class WindowSet:
 
     def __iadd__(self, amount: Any) -> WindowSet:
         # The per-record fast path of WindowWrites.add, here rather than there:
-        # `table[key] += x` runs this for every word of a record, and the call
-        # into add is a tenth of its cost. add (the rest, and setting _fast_ok
-        # when the conditions hold) runs for a record's first += only.
+        # `table[key] += x` runs this for every word of a record, and a call
+        # is a good part of its cost. add (a record's first +=, which checks
+        # its time and sets _fast_ok when the conditions hold) hands back the
+        # entry to add to when the key is in the fast path, so that case
+        # updates it here too.
         shard = self.shard
+        key = self.key
         if shard._fast_ok:
-            key = self.key
             entry = shard._fast.get(key)
             if entry is None and type(key) is int:  # (not 1.0 or True: see _fast_ints)
                 entry = shard._fast_ints.get(key)
-            if entry is not None and entry.state is not _DELETED:
-                # TableShard.update_entry(entry, entry.obj + amount), inline
-                # (most windowed writes run this): a change there is one here.
-                buffer = shard.shard
-                value = entry.obj + amount
-                encoded = (
-                    None
-                    if buffer._json and type(value) in ALWAYS_JSON
-                    else buffer.value_codec.encode(value)
-                )
-                kb = entry.kb
-                undo = buffer._undo
-                if kb not in undo:
-                    undo[kb] = (entry.obj, entry.encoded, entry.state, entry.source)
-                entry.obj = value
-                entry.encoded = encoded
-                entry.state = _SET
-                entry.source = buffer.source
-                buffer._touched.add(kb)
+            if entry is None or entry.state is _DELETED:
+                # The record's time was checked (see add): only the key's store
+                # key is new to the fast path (mostly: its first write in this window).
+                shard._add_in_fast(key, amount)
                 return self
-            # The record's time was checked (see add): only the key's store
-            # key is new to the fast path (mostly: its first write in this window).
-            shard._add_in_fast(key, amount)
-            return self
-        shard.add(self.key, amount)
+        else:
+            entry = shard.add(key, amount)
+            if entry is None:
+                return self  # add did the write
+        # TableShard._update(entry, entry.obj + amount, SET), inline (most
+        # windowed writes run this): a change there is one here.
+        buffer = shard.shard
+        value = entry.obj + amount
+        if buffer._json and type(value) in ALWAYS_JSON:
+            encoded = None  # (encoded at the commit)
+        else:
+            encoded = buffer.value_codec.encode(value)
+        kb = entry.kb
+        undo = buffer._undo
+        if kb not in undo:
+            undo[kb] = (entry.obj, entry.encoded, entry.state, entry.source)
+        entry.obj = value
+        entry.encoded = encoded
+        entry.state = _SET
+        entry.source = buffer.source
+        buffer._touched.add(kb)
         return self
 
     def __isub__(self, amount: Any) -> WindowSet:

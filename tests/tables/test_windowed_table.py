@@ -627,3 +627,39 @@ def test_closes_report_keys_as_the_key_codec_decodes_them(transport: Transport, 
             assert all(value == 2 for _, _, value in closed)
         finally:
             manager.close()
+
+
+def test_views_of_two_partitions_write_and_read_their_own_windows(
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A view keeps the WindowSet of each str key it was asked for (one
+    # lookup per `view[key] += x`); each view's are its own shard's, and
+    # the cache starts over beyond its bound without losing a write.
+    monkeypatch.setattr(windowed, "_MAX_SETS", 3)
+    table = Table("two-views", default=int).tumbling(10)
+    manager = TableManager(unique_app_id(), [table], transport, "memory://")
+    manager.ensure_changelogs(2)
+    feeders = []
+    views = []
+    try:
+        for partition in (0, 1):
+            manager.open_partition(partition)
+            manager.restore_partition(partition, {SOURCE: None})
+            feeders.append(Feeder(manager, partition))
+            views.append(table.view(manager.shard("two-views", partition)))
+        keys = ["a", "b", "c", "d", "e"]
+        for t in (1, 2):
+            for partition, (feeder, view) in enumerate(zip(feeders, views, strict=True)):
+                feeder.begin("r", t)
+                for i, key in enumerate(keys):
+                    view[key] += (partition + 1) * (i + 1)
+                    view[key] += 1
+        for partition, view in enumerate(views):
+            assert view["a"] is view["a"]
+            for i, key in enumerate(keys):
+                expected = 2 * ((partition + 1) * (i + 1) + 1)
+                assert [tuple(w) for w in view[key].all()] == [(0, 10, expected)], (partition, key)
+            assert len(view._sets) <= 3
+        assert views[0]["a"] is not views[1]["a"]
+    finally:
+        manager.close()
