@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,4 +122,33 @@ def test_a_failed_write_fails_the_batch_delivery(log: EmbeddedTransport) -> None
     with pytest.raises(ProduceError, match="deleted"):
         delivery.offset  # noqa: B018
     with pytest.raises(ProduceError):
+        producer.close()
+
+
+def test_a_batch_waits_for_its_callers_flush_and_a_send_takes_it_along(
+    log: EmbeddedTransport,
+) -> None:
+    # The changelog writer's batches are flushed by the commit right after
+    # their sends; a background flush of them would run on another thread
+    # while the commit goes on. A send still starts one, which writes
+    # whatever is buffered, batches included.
+    producer = log.producer()
+    try:
+        delivery = producer.send_batch("t", 0, [(b"a", b"1", ()), (b"b", b"2", ())])
+        assert delivery is not None
+        time.sleep(0.2)  # 20 times auto_flush_ms
+        assert not delivery.done
+        assert read_all(log, TopicPartition("t", 0)) == []
+        producer.flush()
+        assert delivery.offset == 1
+        later = producer.send_batch("t", 1, [(b"c", b"3", ())])
+        assert later is not None
+        sent = producer.send("t", b"d", b"4", partition=1)
+        deadline = time.monotonic() + 10
+        while not later.done and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert later.done
+        assert sent.done
+        assert [r.value for r in read_all(log, TopicPartition("t", 1))] == [b"3", b"4"]
+    finally:
         producer.close()

@@ -163,6 +163,9 @@ class EmbeddedProducer(Producer):
         self._flush_lock = threading.Lock()
         self._pending: _Buffer = defaultdict(list)
         self._pending_bytes = 0
+        # Whether a send since the buffer was last taken started the background
+        # flush (send_batch starts none: see there).
+        self._flush_started = False
         self._routes: dict[str, _Route] = {}
         #: The first failed write: (message, the log's error). Set under
         #: _lock, read without it (one attribute read per send).
@@ -213,12 +216,13 @@ class EmbeddedProducer(Producer):
             if self._closed or self._failure is not None or self._transactional_id is not None:
                 self._check_sendable()
             self._pending[part].append((raw, delivery))
-            was_empty = self._pending_bytes == 0
+            start_flush = not self._flush_started
+            self._flush_started = True
             self._pending_bytes += len(raw)
             full = self._pending_bytes >= self._buffer_limit
         if full and self._transactional_id is None:
             self.flush()
-        elif was_empty and self._schedule_flush is not None and self._transactional_id is None:
+        elif start_flush and self._schedule_flush is not None and self._transactional_id is None:
             self._schedule_flush(self)
         return delivery
 
@@ -234,6 +238,14 @@ class EmbeddedProducer(Producer):
         offset is not asked for: the delivery's is the batch's last), and
         headers shared by records encoded once. Batches with a keyless record,
         or a key or value that is not bytes, go record by record.
+
+        Unlike :meth:`send`, a batch does not start the background flush
+        (``auto_flush_ms``): its caller flushes, as the commit coordinator
+        does right after the changelog writer's batches of a commit. A
+        background flush would write part of them meanwhile, on another
+        thread contending for the interpreter with the commit. A full buffer
+        is still written at once, and a flush that runs anyway (started by
+        a :meth:`send`) writes batches too.
         """
         if not records:
             return None
@@ -258,13 +270,10 @@ class EmbeddedProducer(Producer):
             if self._closed or self._failure is not None or self._transactional_id is not None:
                 self._check_sendable()
             self._pending[part] += items
-            was_empty = self._pending_bytes == 0
             self._pending_bytes += size
             full = self._pending_bytes >= self._buffer_limit
         if full and self._transactional_id is None:
             self.flush()
-        elif was_empty and self._schedule_flush is not None and self._transactional_id is None:
-            self._schedule_flush(self)
         return delivery
 
     def _check_sendable(self) -> None:
@@ -292,6 +301,7 @@ class EmbeddedProducer(Producer):
         pending = self._pending
         self._pending = defaultdict(list)
         self._pending_bytes = 0
+        self._flush_started = False
         return pending
 
     def flush(self, timeout: float | None = None) -> None:
