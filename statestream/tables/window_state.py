@@ -506,7 +506,10 @@ class WindowState:
         first: int | None,
     ) -> Any:
         """:meth:`_create` with its keys made (``data`` = DATA + prefix, ``kb`` = data +
-        bounds); returns the window's buffer entry."""
+        bounds); returns the window's buffer entry.
+
+        WindowWrites._add_in_fast has this inline for a new window of the
+        += fast path's window: a change here is one there."""
         entry = self.shard.set_encoded(kb, value)
         written = self._written
         if data in written:
