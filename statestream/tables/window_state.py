@@ -493,7 +493,7 @@ class WindowState:
         data = DATA + prefix
         self._create_window(prefix, data, bounds, data + bounds, start, end, due, value, first)
 
-    def _create_window(  # noqa: PLR0912 - one pass per new window, inline
+    def _create_window(
         self,
         prefix: bytes,
         data: bytes,
@@ -506,11 +506,25 @@ class WindowState:
         first: int | None,
     ) -> Any:
         """:meth:`_create` with its keys made (``data`` = DATA + prefix, ``kb`` = data +
-        bounds); returns the window's buffer entry.
-
-        WindowWrites._add_in_fast has this inline for a new window of the
-        += fast path's window: a change here is one there."""
+        bounds); returns the window's buffer entry."""
         entry = self.shard.set_encoded(kb, value)
+        self._note_made(prefix, data, bounds, kb, start, end, due, first)
+        return entry
+
+    def _note_made(  # noqa: PLR0912 - one pass per new window, inline
+        self,
+        prefix: bytes,
+        data: bytes,
+        bounds: bytes,
+        kb: bytes,
+        start: int,
+        end: int,
+        due: int,
+        first: int | None,
+    ) -> None:
+        """Note a window just buffered under ``kb``: its key range, its place in the
+        time index, and the due times it lowers (``first``: the earliest close it
+        needs; None: ``due``); and show its key to the key guard."""
         written = self._written
         if data in written:
             self._note_written(data, kb)
@@ -546,7 +560,6 @@ class WindowState:
             if count <= CHECK_FIRST or not count % CHECK_EVERY:
                 source = self.shard.source
                 guard(prefix[4:], None if source is None else source[0])
-        return entry
 
     def _remove(self, prefix: bytes, start: int, end: int, due: int) -> None:
         bounds = pack_bounds(start + OFFSET, end + OFFSET)

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 from statestream.errors import TableError
-from statestream.tables.keyguard import CHECK_EVERY, CHECK_FIRST
 from statestream.tables.shard import EntryState
 from statestream.tables.window_closing import WindowClosing
 from statestream.tables.window_layout import (
@@ -218,7 +217,7 @@ class WindowWrites(WindowClosing):
         elif kind is int:
             self._fast_ints[key] = entry
 
-    def _add_in_fast(self, key: Any, amount: Any) -> None:  # noqa: PLR0912 - one pass, inline
+    def _add_in_fast(self, key: Any, amount: Any) -> None:
         """``+=`` of a key not in the fast path, by a record whose time it checked.
 
         WindowSet.__iadd__ calls this when ``_fast_ok`` holds: the record's
@@ -251,37 +250,10 @@ class WindowWrites(WindowClosing):
             self._save_light_undo()
         start, end = self._fast_bounds
         due = start + self.spec.size
-        # _create_window(prefix, data, bounds, kb, start, end, due, value, end),
-        # inline for the case here: the window is new for sure (so the buffer
-        # has no entry for it), its kind is bucketed, its bounds are the fast
-        # window's. A change there is one here.
+        # _create_window, with the entry put straight in: the window is new
+        # for sure, so the buffer has no entry for it.
         entry = self.shard._put(kb, default() + amount, _SET)
-        written = self._written
-        if data in written:
-            self._note_written(data, kb)
-        else:
-            written[data] = kb
-        created.add(kb)
-        bucket = self._created.get(due)
-        if bucket is None:
-            self._created[due] = [prefix + bounds]
-        else:
-            bucket.append(prefix + bounds)
-        self._created_undo.append(due)
-        if end < self._sweep_at:  # noqa: PLR1730 - min() costs a call, per new window
-            self._sweep_at = end
-        nxt = self._next_close
-        if nxt is not None and end < nxt:
-            self._next_close = end
-        nxt = self._next_expire
-        if nxt is not None and due < nxt:
-            self._next_expire = due
-        guard = self.shard.key_guard
-        if guard is not None:
-            self._new_keys = count = self._new_keys + 1
-            if count <= CHECK_FIRST or not count % CHECK_EVERY:
-                source = self.shard.source
-                guard(prefix[4:], None if source is None else source[0])
+        self._note_made(prefix, data, bounds, kb, start, end, due, end)
         kind = type(key)
         if kind is str or kind is bytes:
             self._fast[key] = entry
